@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+
+
+def stacked(params, n, scale=0.1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {k: v.unsqueeze(0) + scale * torch.randn((n, *v.shape), generator=gen, dtype=v.dtype) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_task_batched_forward_equals_vmap_of_functional_call(activation):
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, (16, 8), activation)
+    params = stacked(policy.init_params(), 4)
+    obs = torch.randn(4, 5, 7, 3)
+    mean, log_std = policy.forward_with(params, obs)
+    ref_mean, ref_log_std = vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(log_std, ref_log_std)
+    assert policy.is_task_batched(params) and not policy.is_task_batched(policy.init_params())
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    torch.manual_seed(1)
+    policy = GaussianMLPPolicy(2, 3, (8,), init_std=0.5).double()
+    params = policy.init_params()
+    obs, actions = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    mean, log_std = policy.forward_with(params, obs)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(-1)
+    torch.testing.assert_close(policy.log_prob(params, obs, actions), expected)
+    assert torch.allclose(params["log_std"], torch.full((3,), math.log(0.5), dtype=torch.float64))
+
+
+def test_act_returns_the_log_prob_of_its_action():
+    torch.manual_seed(2)
+    policy = GaussianMLPPolicy(2, 2, (8,)).double()
+    params = stacked(policy.init_params(), 3)
+    obs, noise = torch.randn(3, 6, 2, dtype=torch.float64), torch.randn(3, 6, 2, dtype=torch.float64)
+    actions, log_probs = policy.act(params, obs, noise)
+    torch.testing.assert_close(log_probs, policy.log_prob(params, obs, actions))
+
+
+def test_categorical_policy_samples_from_its_distribution_and_log_probs_match():
+    torch.manual_seed(3)
+    policy = CategoricalMLPPolicy(2, 3, (8,)).double()
+    params = policy.init_params()
+    obs = torch.randn(1, 2, dtype=torch.float64).expand(20000, 2)
+    noise = torch.from_numpy(policy.draw_noise(np.random.default_rng(0), 20000)).double()
+    actions, log_probs = policy.act(params, obs, noise)
+    torch.testing.assert_close(log_probs, policy.log_prob(params, obs, actions))
+    probs = policy.forward_with(params, obs[:1])[0].exp()[0]
+    freq = torch.bincount(actions, minlength=3).double() / 20000
+    stderr = (probs * (1 - probs) / 20000).sqrt()
+    assert ((freq - probs).abs() < 4 * stderr).all()
+
+
+def test_kl_is_zero_for_equal_params_and_positive_otherwise():
+    torch.manual_seed(4)
+    for policy in (GaussianMLPPolicy(2, 2, (8,)), CategoricalMLPPolicy(2, 4, (8,))):
+        params = policy.init_params()
+        other = {k: v + 0.3 for k, v in params.items()}
+        obs = torch.randn(5, 2)
+        assert torch.allclose(policy.kl(params, params, obs), torch.zeros(5), atol=1e-6)
+        assert (policy.kl(params, other, obs) > 0).all()

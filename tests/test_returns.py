@@ -1,0 +1,48 @@
+import torch
+
+from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
+
+
+def test_discounted_returns_and_gae_lambda_one():
+    torch.manual_seed(0)
+    rewards = torch.randn(6, 2, 3, dtype=torch.float64)
+    mask = torch.ones_like(rewards)
+    mask[4:, 0, 1] = 0
+    rewards = rewards * mask
+    returns = discounted_returns(rewards, mask, 0.9)
+    expected = sum(0.9**k * rewards[2 + k, 1, 2] for k in range(4))
+    assert torch.isclose(returns[2, 1, 2], expected)
+    assert returns[3, 0, 1] == rewards[3, 0, 1] and returns[4, 0, 1] == 0
+    values = torch.randn_like(rewards) * mask
+    torch.testing.assert_close(gae(rewards, values, mask, 0.9, 1.0), (returns - values) * mask)
+    # lambda = 0: one-step TD errors.
+    td = gae(rewards, values, mask, 0.9, 0.0)
+    assert torch.isclose(td[1, 1, 1], rewards[1, 1, 1] + 0.9 * values[2, 1, 1] - values[1, 1, 1])
+
+
+def test_linear_baseline_fits_linear_targets_per_task():
+    torch.manual_seed(1)
+    obs = torch.randn(10, 2, 4, 2, dtype=torch.float64)
+    mask = torch.ones(10, 2, 4, dtype=torch.float64)
+    features = LinearFeatureBaseline.features(obs, mask)
+    weights = torch.randn(2, features.shape[-1], dtype=torch.float64)
+    targets = torch.einsum("tbmf,bf->tbm", features, weights)
+    fitted = LinearFeatureBaseline(reg_coeff=1e-12).fit_predict(obs, targets, mask)
+    torch.testing.assert_close(fitted, targets, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_baseline_survives_rank_deficient_data():
+    baseline = LinearFeatureBaseline()
+    mask = torch.ones(5, 3, 2)
+    cases = {
+        "constant observations": torch.ones(5, 3, 2, 2),
+        "zero observations": torch.zeros(5, 3, 2, 2),
+        "duplicated coordinate": torch.randn(5, 3, 2, 1).expand(5, 3, 2, 2),
+    }
+    for name, obs in cases.items():
+        values = baseline.fit_predict(obs, torch.randn(5, 3, 2), mask)
+        assert torch.isfinite(values).all(), name
+    one_step = baseline.fit_predict(torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1), torch.ones(1, 1, 1))
+    assert torch.isfinite(one_step).all()
+    all_padding = baseline.fit_predict(torch.zeros(4, 2, 2, 2), torch.zeros(4, 2, 2), torch.zeros(4, 2, 2))
+    assert (all_padding == 0).all()

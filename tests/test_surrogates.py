@@ -1,0 +1,64 @@
+"""Surrogates at theta = theta_b: same gradient (discount convention: step t weighted by gamma^t)."""
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from metarl.oracles import PolicyGradientOracle, episode_log_probs, stack_params
+from metarl.policies import GaussianMLPPolicy
+from metarl.returns import discounted_returns
+from metarl.sampling import VectorSampler
+from metarl.surrogates import SURROGATES
+
+GAMMA = 0.95
+
+
+@pytest.fixture(scope="module")
+def setting():
+    torch.manual_seed(0)
+    family = envs.make_family("navigation2d", horizon=15)
+    policy = GaussianMLPPolicy(2, 2, (16,)).double()
+    sampler = VectorSampler(family, policy, 4, seed=3, dtype=torch.float64)
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    params = stack_params(policy.init_params(), 3)
+    oracle = PolicyGradientOracle(sampler, tasks, gamma=GAMMA, gae_lambda=1.0)
+    return policy, oracle, params, oracle.sample(params)
+
+
+def gradient(value, params):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(value, list(params.values()))])
+
+
+def test_three_surrogates_give_the_policy_gradient_at_the_behaviour_params(setting):
+    policy, oracle, params, batch = setting
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    episodes = batch.episodes
+    # Reference: sum_t gamma^t grad l_t (R_t - b_t), averaged over episodes, summed over tasks.
+    returns = discounted_returns(episodes.rewards, episodes.mask, GAMMA)
+    weights = GAMMA ** torch.arange(episodes.horizon, dtype=torch.float64).view(-1, 1, 1)
+    log_probs = episode_log_probs(policy, leaf, episodes)
+    reference = (log_probs * weights * (returns - batch.values) * episodes.mask).sum() / episodes.episodes_per_task
+    expected = gradient(reference, leaf)
+    for name, surrogate in SURROGATES.items():
+        got = gradient(surrogate(episode_log_probs(policy, leaf, episodes), batch), leaf)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_dice_value_at_behaviour_params_is_the_discounted_return(setting):
+    policy, oracle, params, batch = setting
+    value = SURROGATES["dice"](episode_log_probs(policy, params, batch.episodes), batch)
+    returns = discounted_returns(batch.episodes.rewards, batch.episodes.mask, GAMMA)[0]
+    torch.testing.assert_close(value, returns.mean(1).sum())
+
+
+def test_gae_lambda_below_one_changes_reinforce_but_not_dice(setting):
+    policy, oracle, params, _ = setting
+    lam = PolicyGradientOracle(oracle.sampler, oracle.tasks, gamma=GAMMA, gae_lambda=0.5)
+    one = PolicyGradientOracle(oracle.sampler, oracle.tasks, gamma=GAMMA, gae_lambda=1.0)
+    batch_lam, batch_one = lam.sample(params), one.sample(params)  # same key: same episodes
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    dice = [gradient(SURROGATES["dice"](episode_log_probs(policy, leaf, b.episodes), b), leaf) for b in (batch_lam, batch_one)]
+    torch.testing.assert_close(dice[0], dice[1])
+    rf = [gradient(SURROGATES["reinforce"](episode_log_probs(policy, leaf, b.episodes), b), leaf) for b in (batch_lam, batch_one)]
+    assert not torch.allclose(rf[0], rf[1])
