@@ -1,0 +1,261 @@
+"""Meta-gradient estimators MAML, FO-MAML and HF-MAML, written once against a task oracle.
+
+Ascent form: ``J`` is the expected return (or minus a loss) and is maximised. For one task,
+with N inner steps of size alpha::
+
+    theta_0 = theta,  theta_{k+1} = theta_k + alpha * grad S(theta_k; D_k)   (D_k drawn at theta_k)
+    v = grad S(theta_N; D_out)                                            (D_out drawn at theta_N)
+    u_N = v,  u_k = u_{k+1} + alpha * H_k u_{k+1},  meta-gradient = u_0
+
+* ``maml``: ``H_k u`` is an exact Hessian-vector product (double backward) of the surrogate on
+  D_k (``hessian_batch="shared"``) or on a fresh batch drawn at theta_k (``"independent"``).
+* ``fomaml``: the meta-gradient is ``v`` (no second-order term).
+* ``hfmaml`` (Fallah et al.): ``H_k u`` is replaced by the finite difference
+  ``[grad S(theta_k + delta u) - grad S(theta_k - delta u)] / (2 delta)`` on the same batch,
+  first-order gradients only. With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
+  ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the surrogate must be importance
+  weighted away from the sampling parameters (``dice``), or the difference sees only part of
+  the Hessian.
+
+An oracle with ``task_axis = True`` carries B tasks at once: every parameter tensor has a leading
+task axis and its objective is the sum of the B independent per-task objectives, so gradients
+and Hessian-vector products stay per task. Norms (for delta and the step-size rule) are then
+taken per task. This is how the RL trainer batches a meta-batch; the maths is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+Method = Literal["maml", "fomaml", "hfmaml"]
+METHODS: tuple[str, ...] = ("maml", "fomaml", "hfmaml")
+STEP_RULES: tuple[str, ...] = ("constant", "inverse_steps")
+HESSIAN_BATCHES: tuple[str, ...] = ("shared", "independent")
+DELTA_RULES: tuple[str, ...] = ("scaled", "theory")
+
+
+@runtime_checkable
+class TaskOracle(Protocol):
+    """What the estimators need from a task."""
+
+    def sample(self, params: Params) -> Any:
+        """Fresh data drawn at ``params`` (rollouts in RL, a minibatch in supervised learning)."""
+
+    def objective(self, params: Params, batch: Any) -> Tensor:
+        """Differentiable scalar to maximise, whose gradient (and Hessian) at the sampling
+        parameters estimate those of the task's J."""
+
+
+@dataclass
+class MetaGradient:
+    """An estimate and what was computed on the way (for logging and outer step rules)."""
+
+    direction: Params  # ascent direction u_0, per task when the oracle has a task axis
+    adapted: Params  # theta_N
+    inner_batches: list[Any]  # D_0 .. D_{N-1}
+    outer_batch: Any  # D_out
+    inner_grad_norm: Tensor  # ||grad S(theta_0; D_0)||, per task when the oracle has a task axis
+
+
+def inner_step_size(inner_lr: float, inner_steps: int, rule: str = "constant") -> float:
+    """The inner step alpha: ``inner_lr``, or ``inner_lr / N`` for ``"inverse_steps"`` (Ji et al.)."""
+    if rule not in STEP_RULES:
+        raise ValueError(f"inner step rule {rule!r} is unknown; allowed: {', '.join(STEP_RULES)}")
+    return inner_lr / inner_steps if rule == "inverse_steps" else inner_lr
+
+
+def tree_norm(tree: Params, task_axis: bool = False) -> Tensor:
+    """Euclidean norm over all tensors (per leading index when ``task_axis``)."""
+    if task_axis:
+        return torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in tree.values()))
+    return torch.sqrt(sum(v.pow(2).sum() for v in tree.values()))
+
+
+def _scale(tree: Params, scale: Tensor | float, task_axis: bool) -> Params:
+    """``scale * tree``; a per-task ``scale`` of shape (B,) multiplies each task's slice."""
+    if task_axis and isinstance(scale, Tensor) and scale.dim() == 1:
+        return {k: v * scale.view(-1, *([1] * (v.dim() - 1))) for k, v in tree.items()}
+    return {k: v * scale for k, v in tree.items()}
+
+
+def _axpy(x: Params, a: Tensor | float, y: Params, task_axis: bool) -> Params:
+    """``x + a * y``."""
+    ay = _scale(y, a, task_axis)
+    return {k: x[k] + ay[k] for k in x}
+
+
+def _leaf(params: Params) -> Params:
+    return {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+
+def _detached(params: Params) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
+def _gradient(oracle: TaskOracle, params: Params, batch: Any, create_graph: bool = False) -> Params:
+    """``grad objective(params, batch)``; ``params`` must be leaves that require grad."""
+    value = oracle.objective(params, batch)
+    if not isinstance(value, Tensor) or value.dim() != 0:
+        raise ValueError("oracle.objective must return a scalar tensor (sum the per-task objectives)")
+    grads = torch.autograd.grad(value, list(params.values()), create_graph=create_graph, allow_unused=True)
+    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
+
+
+def _exact_hvp(params: Params, grad_with_graph: Params, u: Params) -> Params:
+    """``H u`` by differentiating ``<grad, u>`` once more (double backward)."""
+    inner = sum((grad_with_graph[k] * u[k]).sum() for k in params)
+    hvp = torch.autograd.grad(inner, list(params.values()), allow_unused=True)
+    return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(params.items(), hvp)}
+
+
+def _finite_difference_hvp(
+    oracle: TaskOracle, theta: Params, batch: Any, u: Params, delta: Tensor | float, task_axis: bool
+) -> Params:
+    """``[grad S(theta + delta u) - grad S(theta - delta u)] / (2 delta)`` on one batch."""
+    plus = _gradient(oracle, _leaf(_axpy(theta, delta, u, task_axis)), batch)
+    minus = _gradient(oracle, _leaf(_axpy(theta, -delta, u, task_axis)), batch)
+    return _scale({k: plus[k] - minus[k] for k in theta}, 0.5 / delta, task_axis)
+
+
+def _check_options(method: str, inner_steps: int, hessian_batch: str, delta: float, delta_rule: str,
+                   rho: float | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"meta-gradient method {method!r} is unknown; allowed: {', '.join(METHODS)}")
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps = {inner_steps}: must be an integer >= 1")
+    if hessian_batch not in HESSIAN_BATCHES:
+        raise ValueError(f"hessian_batch {hessian_batch!r} is unknown; allowed: {', '.join(HESSIAN_BATCHES)}")
+    if delta_rule not in DELTA_RULES:
+        raise ValueError(f"delta_rule {delta_rule!r} is unknown; allowed: {', '.join(DELTA_RULES)}")
+    if delta_rule == "scaled" and not delta > 0:
+        raise ValueError(f"delta = {delta}: must be > 0")
+    if delta_rule == "theory" and (rho is None or not rho > 0):
+        raise ValueError(f"rho = {rho}: delta_rule='theory' needs the Hessian Lipschitz constant rho > 0")
+
+
+def estimate_meta_gradient(
+    method: str,
+    oracle: TaskOracle,
+    params: Params,
+    *,
+    inner_lr: float,
+    inner_steps: int = 1,
+    step_rule: str = "constant",
+    hessian_batch: str = "shared",
+    delta: float = 1e-2,
+    delta_rule: str = "scaled",
+    rho: float | None = None,
+) -> MetaGradient:
+    """One meta-gradient estimate for one task (or one task-batched oracle), with by-products.
+
+    See :func:`meta_gradient` for the arguments.
+    """
+    _check_options(method, inner_steps, hessian_batch, delta, delta_rule, rho)
+    task_axis = bool(getattr(oracle, "task_axis", False))
+    alpha = inner_step_size(inner_lr, inner_steps, step_rule)
+    second_order = method != "fomaml"
+    keep_graph = method == "maml" and hessian_batch == "shared"
+
+    thetas: list[Params] = []
+    inner_batches: list[Any] = []
+    hessian_batches: list[Any] = []
+    graphs: list[Params] = []
+    theta = _detached(params)
+    inner_grad_norm = torch.zeros(())
+    for k in range(inner_steps):
+        theta_k = _leaf(theta)
+        batch = oracle.sample(_detached(theta_k))
+        if second_order and hessian_batch == "independent":
+            hessian_batches.append(oracle.sample(_detached(theta_k)))
+        else:
+            hessian_batches.append(batch)
+        grad = _gradient(oracle, theta_k, batch, create_graph=keep_graph)
+        if k == 0:
+            inner_grad_norm = tree_norm(_detached(grad), task_axis)
+        thetas.append(theta_k)
+        inner_batches.append(batch)
+        graphs.append(grad)
+        theta = _axpy(_detached(theta_k), alpha, _detached(grad), task_axis)
+
+    adapted = _leaf(theta)
+    outer_batch = oracle.sample(_detached(adapted))
+    u = _gradient(oracle, adapted, outer_batch)
+
+    if second_order:
+        for k in reversed(range(inner_steps)):
+            hvp = _hessian_vector_product(method, oracle, thetas[k], graphs[k], hessian_batches[k], u,
+                                          hessian_batch, alpha, delta, delta_rule, rho, task_axis)
+            u = _axpy(u, alpha, hvp, task_axis)
+
+    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm)
+
+
+def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,
+                            u: Params, hessian_batch: str, alpha: float, delta: float, delta_rule: str,
+                            rho: float | None, task_axis: bool) -> Params:
+    if method == "maml":
+        if hessian_batch == "independent":
+            grad = _gradient(oracle, theta, batch, create_graph=True)
+        return _exact_hvp(theta, grad, u)
+    u_norm = tree_norm(u, task_axis).clamp_min(torch.finfo(next(iter(u.values())).dtype).tiny)
+    if delta_rule == "theory":
+        assert rho is not None
+        step = 1.0 / (6.0 * rho * alpha * u_norm)
+    else:
+        step = delta / u_norm
+    return _finite_difference_hvp(oracle, _detached(theta), batch, u, step, task_axis)
+
+
+def meta_gradient(
+    method: str,
+    oracle: TaskOracle,
+    params: Params,
+    *,
+    inner_lr: float,
+    inner_steps: int = 1,
+    step_rule: str = "constant",
+    hessian_batch: str = "shared",
+    delta: float = 1e-2,
+    delta_rule: str = "scaled",
+    rho: float | None = None,
+) -> Params:
+    """The ascent direction of the MAML objective for one task, keyed like ``params``.
+
+    Args:
+        method: ``"maml"``, ``"fomaml"`` or ``"hfmaml"``.
+        oracle: draws data (``sample``) and evaluates the differentiable objective (``objective``).
+        params: the meta-parameters theta (not modified).
+        inner_lr: the inner step size alpha_0.
+        inner_steps: N >= 1 inner policy-gradient steps.
+        step_rule: ``"constant"`` (alpha = alpha_0) or ``"inverse_steps"`` (alpha = alpha_0 / N).
+        hessian_batch: ``"shared"`` (curvature from the inner step's batch) or ``"independent"``
+            (a fresh batch at each theta_k); used by ``maml`` and ``hfmaml``.
+        delta: delta_0 of HF-MAML's ``delta = delta_0 / ||u||``.
+        delta_rule: ``"scaled"`` or ``"theory"`` (``delta = 1 / (6 rho alpha ||u||)``).
+        rho: Lipschitz constant of the Hessian, for ``delta_rule="theory"``.
+    """
+    return estimate_meta_gradient(
+        method, oracle, params, inner_lr=inner_lr, inner_steps=inner_steps, step_rule=step_rule,
+        hessian_batch=hessian_batch, delta=delta, delta_rule=delta_rule, rho=rho,
+    ).direction
+
+
+def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int) -> tuple[list[Params], list[Any]]:
+    """``steps`` policy-gradient steps from ``params``, each on a fresh batch.
+
+    Returns the parameters after 0..steps steps and the batches drawn at each of them
+    (``steps + 1`` of each: the last batch measures the fully adapted parameters).
+    """
+    task_axis = bool(getattr(oracle, "task_axis", False))
+    thetas, batches = [_detached(params)], []
+    for k in range(steps + 1):
+        batches.append(oracle.sample(thetas[k]))
+        if k < steps:
+            grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
+            thetas.append(_axpy(thetas[k], inner_lr, grad, task_axis))
+    return thetas, batches

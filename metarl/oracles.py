@@ -1,0 +1,100 @@
+"""The reinforcement-learning task oracle: rollouts and a policy-gradient surrogate.
+
+:class:`PolicyGradientOracle` implements the task-oracle protocol of :mod:`metarl.meta` for a
+whole meta-batch at once (``task_axis = True``): parameters carry one set per task, ``sample``
+rolls out every task's episodes in one vectorised loop, and ``objective`` is the sum over tasks
+of each task's surrogate.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from envs import Task
+from metarl.policies import Params, Policy
+from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
+from metarl.sampling import Episodes, VectorSampler
+from metarl.surrogates import SURROGATES, PolicyGradientBatch
+
+
+def stack_params(params: Params, num_tasks: int) -> Params:
+    """One copy of ``params`` per task (a task-batched parameter dict)."""
+    return {k: v.detach().unsqueeze(0).expand(num_tasks, *v.shape).clone() for k, v in params.items()}
+
+
+def episode_log_probs(policy: Policy, params: Params, episodes: Episodes) -> Tensor:
+    """log pi(a_t|s_t) for every step, shape (T, B, M); ``params`` shared or task-batched."""
+    if not policy.is_task_batched(params):
+        return policy.log_prob(params, episodes.observations, episodes.actions)
+    obs = episodes.observations.movedim(1, 0)
+    actions = episodes.actions.movedim(1, 0)
+    return policy.log_prob(params, obs, actions).movedim(0, 1)
+
+
+class PolicyGradientOracle:
+    """Task oracle over B tasks: fresh rollouts at the given parameters and a surrogate.
+
+    Args:
+        sampler: collects the episodes.
+        tasks: the B tasks of the meta-batch.
+        surrogate: ``"dice"``, ``"reinforce"`` or ``"lvc"`` (see :mod:`metarl.surrogates`).
+        gamma: discount factor.
+        gae_lambda: GAE lambda (1.0: Monte-Carlo advantages).
+        normalize_advantages: standardise ``A_t`` per task (not used by ``dice``, which
+            works with rewards and the baseline directly).
+        key: integers identifying this oracle's draws (for example the iteration); its
+            k-th call to ``sample`` uses the sampler key ``(*key, k)``.
+    """
+
+    task_axis = True
+
+    def __init__(
+        self,
+        sampler: VectorSampler,
+        tasks: Sequence[Task],
+        *,
+        surrogate: str = "dice",
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        normalize_advantages: bool = False,
+        key: Sequence[int] = (0,),
+        baseline: LinearFeatureBaseline | None = None,
+    ) -> None:
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate {surrogate!r} is unknown; allowed: {', '.join(SURROGATES)}")
+        self.sampler, self.policy, self.tasks = sampler, sampler.policy, list(tasks)
+        self.surrogate = SURROGATES[surrogate]
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.normalize_advantages = normalize_advantages
+        self.key = tuple(key)
+        self.baseline = baseline or LinearFeatureBaseline()
+        self.draws = 0
+        self.env_steps = 0
+
+    def sample(self, params: Params) -> PolicyGradientBatch:
+        """Roll out every task at its parameters and compute advantages with a fitted baseline."""
+        episodes = self.sampler.sample(self.tasks, params, (*self.key, self.draws))
+        self.draws += 1
+        self.env_steps += episodes.num_steps
+        mask = episodes.mask
+        returns = discounted_returns(episodes.rewards, mask, self.gamma)
+        values = self.baseline.fit_predict(episodes.observations, returns, mask)
+        advantages = gae(episodes.rewards, values, mask, self.gamma, self.gae_lambda)
+        if self.normalize_advantages:
+            advantages = _standardise_per_task(advantages, mask)
+        discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype).view(-1, 1, 1)
+        return PolicyGradientBatch(episodes, episodes.log_probs, advantages * discounts, values, discounts)
+
+    def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
+        """Sum over tasks of each task's surrogate at ``params``."""
+        return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
+
+
+def _standardise_per_task(values: Tensor, mask: Tensor) -> Tensor:
+    count = mask.sum((0, 2), keepdim=True).clamp_min(1)
+    mean = (values * mask).sum((0, 2), keepdim=True) / count
+    var = ((values - mean).pow(2) * mask).sum((0, 2), keepdim=True) / count
+    return (values - mean) / (var.sqrt() + 1e-8) * mask
