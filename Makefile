@@ -1,0 +1,19 @@
+# Set-up, the main job and the tests. PYTHON may point at a virtual environment's python.
+PYTHON ?= python3
+
+.PHONY: install demo test benchmark
+
+# The CPU build of PyTorch first (a plain 'torch' requirement could pull a multi-GB CUDA build).
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+# Meta-train MAML on 2D navigation and print the held-out adaptation table.
+demo: install
+	$(PYTHON) -m metarl train configs/navigation-maml.yaml
+
+test: install
+	$(PYTHON) -m pytest -q
+
+benchmark: install
+	$(PYTHON) scripts/benchmark_iteration.py

@@ -1,0 +1,62 @@
+"""Construct the pieces of an experiment (task family, policy, sampler, outer update) from its config."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+
+import envs
+from envs import TaskFamily
+from metarl.config import Config
+from metarl.meta import inner_step_size
+from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, OuterOptimizer
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
+from metarl.sampling import VectorSampler
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def build_family(config: Config) -> TaskFamily:
+    return envs.make_family(config.env.family, **config.env.kwargs)
+
+
+def build_policy(config: Config, family: TaskFamily) -> Policy:
+    """A policy matching the family's spaces, initialised from ``config.seed``."""
+    env = family.make_env()
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(f"task family {family.name!r}: observations must be a flat Box, got {obs_space}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    try:
+        if isinstance(action_space, gym.spaces.Discrete):
+            policy: Policy = CategoricalMLPPolicy(
+                obs_space.shape[0], int(action_space.n), config.policy.hidden_sizes, config.policy.activation
+            )
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            policy = GaussianMLPPolicy(
+                obs_space.shape[0], action_space.shape[0], config.policy.hidden_sizes,
+                config.policy.activation, config.policy.init_std,
+            )
+        else:
+            raise ValueError(f"task family {family.name!r}: unsupported action space {action_space}")
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return policy.to(DTYPES[config.train.dtype])
+
+
+def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int) -> VectorSampler:
+    return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=DTYPES[config.train.dtype])
+
+
+def build_outer(config: Config, params: Params) -> OuterOptimizer:
+    outer = config.outer
+    if outer.kind == "sgd":
+        return SGD(outer.lr)
+    if outer.kind == "adam":
+        return Adam(params, outer.lr)
+    assert outer.smoothness is not None and outer.rho is not None
+    c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]
+    alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
+    return AdaptiveSGD(c, outer.smoothness, outer.rho, alpha)

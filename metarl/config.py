@@ -1,0 +1,196 @@
+"""Experiment configuration: YAML files validated by pydantic, with ``key=value`` overrides.
+
+Every field is checked when a run starts; a bad value gives one line per problem naming the
+field, the value and what is allowed. See the README's config reference for every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import envs
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message meant for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    family: str = "navigation2d"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_family(self) -> "EnvConfig":
+        if self.family not in envs.FAMILIES:
+            raise ValueError(f"unknown task family {self.family!r}; known: {', '.join(sorted(envs.FAMILIES))}")
+        try:
+            envs.make_family(self.family, **self.kwargs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"task family {self.family!r} rejects env.kwargs {self.kwargs}: {error}") from None
+        return self
+
+
+class PolicyConfig(_Section):
+    hidden_sizes: list[int] = Field(default_factory=lambda: [100, 100], min_length=1)
+    activation: Literal["relu", "tanh", "elu"] = "relu"
+    init_std: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> "PolicyConfig":
+        if any(size < 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes = {self.hidden_sizes}: every size must be >= 1")
+        return self
+
+
+class MetaConfig(_Section):
+    method: Literal["maml", "fomaml", "hfmaml"] = "maml"
+    batch_tasks: int = Field(20, ge=1)
+    episodes_per_task: int = Field(20, ge=1)
+    inner_lr: float = Field(0.1, gt=0)
+    inner_steps: int = Field(1, ge=1)
+    inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
+    hessian_batch: Literal["shared", "independent"] = "shared"
+    hf_delta: float = Field(1e-2, gt=0)
+    hf_delta_rule: Literal["scaled", "theory"] = "scaled"
+    rho: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _theory_needs_rho(self) -> "MetaConfig":
+        if self.hf_delta_rule == "theory" and self.rho is None:
+            raise ValueError("hf_delta_rule = 'theory' needs meta.rho (the Hessian Lipschitz constant) > 0")
+        return self
+
+
+class SurrogateConfig(_Section):
+    kind: Literal["dice", "reinforce", "lvc"] = "dice"
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(1.0, ge=0, le=1)
+    normalize_advantages: bool = False
+
+
+class OuterConfig(_Section):
+    kind: Literal["sgd", "adaptive_sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    c: Optional[float] = Field(None, gt=0)
+    smoothness: Optional[float] = Field(None, gt=0)
+    rho: Optional[float] = Field(None, gt=0)
+    max_nonfinite: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _adaptive_needs_constants(self) -> "OuterConfig":
+        if self.kind == "adaptive_sgd" and (self.smoothness is None or self.rho is None):
+            raise ValueError("kind = 'adaptive_sgd' needs outer.smoothness (L) and outer.rho, both > 0")
+        return self
+
+
+class TrainConfig(_Section):
+    iterations: int = Field(200, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    threads: Optional[int] = Field(None, ge=1)
+
+
+class EvaluationConfig(_Section):
+    tasks: int = Field(40, ge=1)
+    steps: int = Field(3, ge=0)
+    episodes_per_task: Optional[int] = Field(None, ge=1)
+    seed: int = 20171
+    at_end: bool = True
+
+
+class RunConfig(_Section):
+    dir: Optional[str] = None
+
+
+class Config(_Section):
+    """A whole experiment."""
+
+    name: str = "experiment"
+    seed: int = 0
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    outer: OuterConfig = Field(default_factory=OuterConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _evaluation_seed_differs(self) -> "Config":
+        if self.evaluation.seed == self.seed:
+            raise ValueError(
+                f"evaluation.seed = {self.evaluation.seed} equals seed: held-out tasks need their own seed"
+            )
+        return self
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {field}: unknown field")
+        elif item["type"] == "missing":
+            lines.append(f"  {field}: required field is missing")
+        else:
+            lines.append(f"  {field} = {item.get('input')!r}: {message}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"meta.inner_lr=0.05"`` -> (["meta", "inner_lr"], 0.05); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
+    return key.split("."), yaml.safe_load(raw) if raw else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set every ``dotted.key=value`` in a nested dict (a copy)."""
+    result = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def validate(data: dict[str, Any], source: str = "") -> Config:
+    """A :class:`Config` from plain data, or a :class:`ConfigError` listing every problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file, apply ``key=value`` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return validate(apply_overrides(data, overrides or []), str(path))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

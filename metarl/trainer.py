@@ -1,0 +1,154 @@
+"""The meta-training loop.
+
+Each meta-iteration samples a batch of tasks, adapts to each with ``inner_steps`` policy-gradient
+steps on fresh episodes, samples post-adaptation episodes, estimates every task's meta-gradient
+(MAML, FO-MAML or HF-MAML, all tasks at once through one task-batched oracle) and updates the
+meta-parameters with the outer optimiser on the average.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarl.build import build_family, build_outer, build_policy, build_sampler
+from metarl.config import Config, dump_config
+from metarl.evaluation import EvaluationResult, evaluate
+from metarl.logging import MetricsWriter
+from metarl.meta import estimate_meta_gradient, tree_norm
+from metarl.oracles import PolicyGradientOracle, stack_params
+from metarl.policies import Params
+
+TRAINING_TASK_STREAM = 0
+TRAINING_ROLLOUT_STREAM = 1
+PARAMS_FILE = "params.pt"
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when too many meta-iterations in a row produced NaN or Inf."""
+
+
+class MetaTrainer:
+    """Meta-trains a policy on a task family as the config says.
+
+    Args:
+        config: the validated experiment config.
+        params: starting meta-parameters (default: the policy's seeded initialisation).
+    """
+
+    def __init__(self, config: Config, params: Params | None = None) -> None:
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
+        self.config = config
+        self.family = build_family(config)
+        self.policy = build_policy(config, self.family)
+        dtype = next(self.policy.parameters()).dtype
+        initial = params if params is not None else self.policy.init_params()
+        self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
+        self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
+        self.outer = build_outer(config, self.params)
+        self.iteration = 0
+        self.env_steps = 0
+        self.nonfinite_in_a_row = 0
+
+    def sample_tasks(self, iteration: int) -> list[dict[str, Any]]:
+        """The meta-batch of ``iteration`` (a pure function of the seed and the iteration)."""
+        seq = np.random.SeedSequence(self.config.seed, spawn_key=(TRAINING_TASK_STREAM, iteration))
+        return self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
+
+    def step(self) -> dict[str, Any]:
+        """One meta-iteration; returns its metrics."""
+        start = time.perf_counter()
+        meta, surrogate = self.config.meta, self.config.surrogate
+        tasks = self.sample_tasks(self.iteration)
+        oracle = PolicyGradientOracle(
+            self.sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma,
+            gae_lambda=surrogate.gae_lambda, normalize_advantages=surrogate.normalize_advantages,
+            key=(TRAINING_ROLLOUT_STREAM, self.iteration),
+        )
+        estimate = estimate_meta_gradient(
+            meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
+            inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
+            delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=meta.rho,
+        )
+        direction = {k: v.mean(0) for k, v in estimate.direction.items()}
+        grad_norm = float(tree_norm(direction))
+        self.env_steps += oracle.env_steps
+        record: dict[str, Any] = {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "return_pre": estimate.inner_batches[0].episodes.mean_return(),
+            "return_post": estimate.outer_batch.episodes.mean_return(),
+            "meta_grad_norm": grad_norm,
+        }
+        if np.isfinite(grad_norm):
+            self.nonfinite_in_a_row = 0
+            record.update(self.outer.step(self.params, direction, estimate))
+            record["skipped"] = False
+        else:
+            self.nonfinite_in_a_row += 1
+            record["skipped"] = True
+        record["time_s"] = time.perf_counter() - start
+        self.iteration += 1
+        if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
+            raise NonFiniteError(
+                f"the meta-gradient was NaN or Inf in {self.nonfinite_in_a_row} iterations in a row "
+                f"(last: iteration {self.iteration - 1}); lower meta.inner_lr or outer.lr"
+            )
+        return record
+
+    def train(self, iterations: int | None = None, on_metrics: Callable[[dict[str, Any]], None] | None = None,
+              progress: bool = True) -> Params:
+        """Run ``iterations`` meta-iterations (default ``train.iterations``); returns the parameters."""
+        total = self.config.train.iterations if iterations is None else iterations
+        bar = tqdm(range(total), desc="meta-train", unit="it", disable=not progress, dynamic_ncols=True)
+        for _ in bar:
+            record = self.step()
+            if on_metrics is not None:
+                on_metrics(record)
+            bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
+                            steps_per_s=f"{record['env_steps'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+        return self.params
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def save_params(params: Params, path: str | Path) -> None:
+    torch.save({k: v.detach().cpu() for k, v in params.items()}, path)
+
+
+def load_params(path: str | Path) -> Params:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_training(config: Config, progress: bool = True) -> tuple[Path, EvaluationResult | None]:
+    """Train as the config says into a new run directory; evaluate at the end if asked.
+
+    The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``params.pt`` and,
+    after evaluation, ``evaluation.json``.
+    """
+    run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config)
+    if (run_dir / "metrics.jsonl").exists():
+        raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; choose another run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    trainer = MetaTrainer(config)
+    writer = MetricsWriter(run_dir / "metrics.jsonl")
+    try:
+        params = trainer.train(on_metrics=writer.write, progress=progress)
+    finally:
+        writer.close()
+    save_params(params, run_dir / PARAMS_FILE)
+    result = None
+    if config.evaluation.at_end:
+        result = evaluate(config, params)
+        result.save(run_dir / "evaluation.json")
+    return run_dir, result

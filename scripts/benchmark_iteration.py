@@ -1,0 +1,58 @@
+"""Time one meta-iteration of each estimator on the usual 2D navigation setting.
+
+20 tasks x 20 episodes x 100 steps per phase, 100x100 policy, one inner step, Adam outer step.
+Prints a table of seconds per meta-iteration (median and best over the timed iterations).
+
+    python scripts/benchmark_iteration.py [--iterations 10] [--inner-steps 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from metarl.config import validate
+from metarl.logging import format_table
+from metarl.trainer import MetaTrainer
+
+
+def time_method(method: str, iterations: int, warmup: int, inner_steps: int) -> tuple[list[float], int]:
+    config = validate({
+        "name": f"benchmark-{method}", "seed": 0,
+        "meta": {"method": method, "batch_tasks": 20, "episodes_per_task": 20, "inner_lr": 1e-3,
+                 "inner_steps": inner_steps},
+        "policy": {"hidden_sizes": [100, 100]},
+    })
+    trainer = MetaTrainer(config)
+    for _ in range(warmup):
+        trainer.step()
+    times, steps_before = [], trainer.env_steps
+    for _ in range(iterations):
+        start = time.perf_counter()
+        trainer.step()
+        times.append(time.perf_counter() - start)
+    return times, (trainer.env_steps - steps_before) // iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--inner-steps", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=["maml", "fomaml", "hfmaml"])
+    args = parser.parse_args()
+    rows = []
+    for method in args.methods:
+        times, steps = time_method(method, args.iterations, args.warmup, args.inner_steps)
+        rows.append((method, args.inner_steps, f"{statistics.median(times):.3f}", f"{min(times):.3f}",
+                     f"{steps / statistics.median(times):,.0f}"))
+    print(f"navigation2d, 20 tasks x 20 episodes x 100 steps per phase, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(format_table(["method", "inner steps", "median s/iter", "best s/iter", "env steps/s"], rows))
+
+
+if __name__ == "__main__":
+    main()

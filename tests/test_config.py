@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from metarl.config import ConfigError, apply_overrides, load_config, validate
+
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    config = load_config(path)
+    assert config.train.iterations >= 1 and config.seed != config.evaluation.seed
+
+
+def test_required_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"navigation-maml.yaml", "navigation-fomaml.yaml", "navigation-hfmaml.yaml"} <= names
+
+
+def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nmeta:\n  method: maml\n")
+    config = load_config(path, ["meta.inner_lr=0.05", "meta.method=hfmaml", "seed=7", "run.dir=/tmp/somewhere",
+                                "train.iterations=3", "policy.hidden_sizes=[8, 8]"])
+    assert (config.meta.inner_lr, config.meta.method, config.seed) == (0.05, "hfmaml", 7)
+    assert config.run.dir == "/tmp/somewhere" and config.train.iterations == 3
+    assert config.policy.hidden_sizes == [8, 8]
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("meta.inner_lr=-1", ["meta.inner_lr = -1", "greater than 0"]),
+        ("meta.method=reptile", ["meta.method = 'reptile'", "'maml', 'fomaml' or 'hfmaml'"]),
+        ("train.iterations=many", ["train.iterations = 'many'", "integer"]),
+        ("meta.batch_size=3", ["meta.batch_size", "unknown field"]),
+        ("env.family=hopper", ["env", "unknown task family 'hopper'", "navigation2d"]),
+        ("env.kwargs={horizon: 0}", ["env", "horizon"]),
+        ("surrogate.gamma=1.5", ["surrogate.gamma = 1.5", "less than or equal to 1"]),
+        ("meta.hf_delta_rule=theory", ["meta", "rho"]),
+        ("outer.kind=adaptive_sgd", ["outer", "smoothness"]),
+        ("evaluation.seed=0", ["evaluation.seed = 0 equals seed"]),
+    ],
+)
+def test_errors_name_field_value_and_what_is_allowed(override, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(apply_overrides({"seed": 0}, [override]), "test.yaml")
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        apply_overrides({}, ["inner_lr"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)

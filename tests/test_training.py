@@ -1,0 +1,129 @@
+"""End to end: the trainer, evaluation and the ``metarl`` command on tiny navigation runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.config import load_config, validate
+from metarl.evaluation import evaluate
+from metarl.trainer import MetaTrainer, NonFiniteError
+
+ROOT = Path(__file__).parent.parent
+TINY = ["train.iterations=2", "meta.batch_tasks=3", "meta.episodes_per_task=2", "evaluation.tasks=4",
+        "evaluation.steps=2", "env.kwargs={horizon: 10}"]
+
+
+def tiny(**sections):
+    data = {"seed": 3, "meta": {"batch_tasks": 3, "episodes_per_task": 2, "inner_lr": 1e-3},
+            "env": {"kwargs": {"horizon": 10}}, "train": {"iterations": 2}, "policy": {"hidden_sizes": [16]}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return validate(data)
+
+
+def metarl(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "mean return" in result.stdout and "stderr" in result.stdout
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [0, 1]
+    for key in ("iteration", "env_steps", "return_pre", "return_post", "meta_grad_norm", "time_s"):
+        assert all(key in r for r in records), key
+    assert records[1]["env_steps"] > records[0]["env_steps"] > 0
+    assert load_config(run_dir / "config.yaml").train.iterations == 2
+    assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["steps"] == [0, 1, 2] and evaluation["num_tasks"] == 4
+    assert len(evaluation["mean_return"]) == len(evaluation["stderr"]) == 3
+
+    result = metarl("evaluate", str(run_dir), "--tasks", "5", "--steps", "1", "--seed", "99", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["steps"] == [0, 1] and evaluation["num_tasks"] == 5
+
+
+def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
+    result = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("navigation-fomaml-")
+    again = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, f"run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), "meta.inner_lr=-0.1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "meta.inner_lr = -0.1" in result.stderr and "Traceback" not in result.stderr
+    result = metarl("evaluate", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "config.yaml is missing" in result.stderr
+
+
+def test_same_seed_same_numbers():
+    def run():
+        trainer = MetaTrainer(tiny(meta={"method": "hfmaml"}))
+        records = [trainer.step() for _ in range(2)]
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in records], trainer.params
+
+    (records_a, params_a), (records_b, params_b) = run(), run()
+    assert records_a == records_b
+    for k in params_a:
+        assert torch.equal(params_a[k], params_b[k])
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"meta": {"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}},
+        {"meta": {"method": "hfmaml", "inner_steps": 2, "inner_step_rule": "inverse_steps"}},
+        {"meta": {"method": "fomaml"}, "outer": {"kind": "sgd", "lr": 1e-4}},
+        {"meta": {"method": "maml"}, "outer": {"kind": "adaptive_sgd", "smoothness": 10.0, "rho": 1.0}},
+        {"meta": {"method": "maml"}, "surrogate": {"kind": "lvc", "normalize_advantages": True, "gae_lambda": 0.95}},
+        {"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}, "train": {"dtype": "float64"}},
+    ],
+)
+def test_every_method_and_option_trains(sections):
+    trainer = MetaTrainer(tiny(**sections))
+    before = {k: v.clone() for k, v in trainer.params.items()}
+    records = [trainer.step() for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(r["meta_grad_norm"])) for r in records)
+    assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
+    result = evaluate(trainer.config, trainer.params, num_tasks=3, steps=1)
+    assert len(result.mean_return) == 2
+
+
+def test_adaptive_step_size_is_c_over_lipschitz_estimate():
+    trainer = MetaTrainer(tiny(meta={"method": "hfmaml"}, outer={"kind": "adaptive_sgd", "smoothness": 2.0, "rho": 3.0}))
+    record = trainer.step()
+    grad_norm = record["lipschitz_estimate"] - 4 * 2.0
+    assert grad_norm > 0
+    assert record["step_size"] == pytest.approx((1 / 25) / record["lipschitz_estimate"])
+
+
+def test_non_finite_meta_gradient_is_skipped_then_stops_the_run():
+    trainer = MetaTrainer(tiny(outer={"max_nonfinite": 2}))
+    trainer.params["log_std"].fill_(float("nan"))
+    frozen = {k: v.clone() for k, v in trainer.params.items()}
+    record = trainer.step()
+    assert record["skipped"] is True
+    assert all(torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all() for k in frozen)
+    with pytest.raises(NonFiniteError, match="2 iterations in a row"):
+        trainer.step()
+
+
+def test_evaluation_tasks_are_held_out_and_reproducible():
+    config = tiny()
+    trainer = MetaTrainer(config)
+    a = evaluate(config, trainer.params, num_tasks=3, steps=1)
+    b = evaluate(config, trainer.params, num_tasks=3, steps=1)
+    c = evaluate(config, trainer.params, num_tasks=3, steps=1, seed=config.evaluation.seed + 1)
+    assert a == b and a != c
