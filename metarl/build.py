@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import gymnasium as gym
 import torch
 
@@ -50,13 +52,16 @@ def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int,
     return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=DTYPES[config.train.dtype])
 
 
-def build_outer(config: Config, params: Params) -> OuterOptimizer:
+def build_outer(config: Config, params: Params, gradient_norm: Callable[[Params], float] | None = None) -> OuterOptimizer:
+    """The configured outer update; ``adaptive_sgd`` needs ``gradient_norm`` (see :class:`AdaptiveSGD`)."""
     outer = config.outer
     if outer.kind == "sgd":
         return SGD(outer.lr)
     if outer.kind == "adam":
-        return Adam(params, outer.lr)
+        return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     assert outer.smoothness is not None and outer.rho is not None
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
-    return AdaptiveSGD(c, outer.smoothness, outer.rho, alpha)
+    if gradient_norm is None:
+        raise ValueError("outer.kind = 'adaptive_sgd' needs a gradient_norm function (an independent batch)")
+    return AdaptiveSGD(c, outer.smoothness, outer.rho, alpha, gradient_norm)

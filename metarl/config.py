@@ -51,6 +51,8 @@ class PolicyConfig(_Section):
 
 
 class MetaConfig(_Section):
+    """The meta-gradient estimator and its inner loop."""
+
     method: Literal["maml", "fomaml", "hfmaml"] = "maml"
     batch_tasks: int = Field(20, ge=1)
     episodes_per_task: int = Field(20, ge=1)
@@ -79,6 +81,7 @@ class SurrogateConfig(_Section):
 class OuterConfig(_Section):
     kind: Literal["sgd", "adaptive_sgd", "adam"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    anneal: bool = False
     c: Optional[float] = Field(None, gt=0)
     smoothness: Optional[float] = Field(None, gt=0)
     rho: Optional[float] = Field(None, gt=0)
@@ -98,7 +101,7 @@ class TrainConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    tasks: int = Field(40, ge=1)
+    tasks: int = Field(40, ge=2)
     steps: int = Field(3, ge=0)
     episodes_per_task: Optional[int] = Field(None, ge=1)
     seed: int = 20171
@@ -122,6 +125,15 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _hfmaml_needs_importance_weights(self) -> "Config":
+        if self.meta.method == "hfmaml" and self.surrogate.kind != "dice":
+            raise ValueError(
+                f"meta.method = 'hfmaml' with surrogate.kind = {self.surrogate.kind!r}: HF-MAML differentiates the "
+                "surrogate away from the sampling parameters, which needs the importance-weighted 'dice'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluation_seed_differs(self) -> "Config":

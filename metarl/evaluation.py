@@ -61,6 +61,8 @@ def evaluate(
     seed = config.evaluation.seed if seed is None else seed
     if num_tasks < 2:
         raise ValueError(f"num_tasks = {num_tasks}: at least 2 tasks are needed for a standard error")
+    if steps < 0:
+        raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
     family = build_family(config)
     policy = build_policy(config, family)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task

@@ -72,7 +72,7 @@ def inner_step_size(inner_lr: float, inner_steps: int, rule: str = "constant") -
 def tree_norm(tree: Params, task_axis: bool = False) -> Tensor:
     """Euclidean norm over all tensors (per leading index when ``task_axis``)."""
     if task_axis:
-        return torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in tree.values()))
+        return torch.sqrt(sum(v.pow(2).reshape(v.shape[0], -1).sum(1) for v in tree.values()))
     return torch.sqrt(sum(v.pow(2).sum() for v in tree.values()))
 
 
@@ -104,6 +104,11 @@ def _gradient(oracle: TaskOracle, params: Params, batch: Any, create_graph: bool
         raise ValueError("oracle.objective must return a scalar tensor (sum the per-task objectives)")
     grads = torch.autograd.grad(value, list(params.values()), create_graph=create_graph, allow_unused=True)
     return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
+
+
+def objective_gradient(oracle: TaskOracle, params: Params, batch: Any) -> Params:
+    """``grad objective(params, batch)`` (per task when the oracle has a task axis)."""
+    return _gradient(oracle, _leaf(params), batch)
 
 
 def _exact_hvp(params: Params, grad_with_graph: Params, u: Params) -> Params:
@@ -202,12 +207,15 @@ def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad
         if hessian_batch == "independent":
             grad = _gradient(oracle, theta, batch, create_graph=True)
         return _exact_hvp(theta, grad, u)
-    u_norm = tree_norm(u, task_axis).clamp_min(torch.finfo(next(iter(u.values())).dtype).tiny)
+    u_norm = tree_norm(u, task_axis)
+    zero = u_norm == 0
+    # A task whose u is exactly zero has H u = 0; any finite step gives that, an infinite one NaN.
+    safe_norm = torch.where(zero, torch.ones_like(u_norm), u_norm)
     if delta_rule == "theory":
         assert rho is not None
-        step = 1.0 / (6.0 * rho * alpha * u_norm)
+        step = 1.0 / (6.0 * rho * alpha * safe_norm)
     else:
-        step = delta / u_norm
+        step = delta / safe_norm
     return _finite_difference_hvp(oracle, _detached(theta), batch, u, step, task_axis)
 
 

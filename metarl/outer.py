@@ -8,7 +8,7 @@ meta-gradient estimate (adapted parameters, batches) it needs for its trust regi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -47,24 +47,27 @@ class SGD(OuterOptimizer):
 
 
 class AdaptiveSGD(OuterOptimizer):
-    """SGD with ``beta = c / L~(theta)``, ``L~ = 4 L + 2 rho alpha mean_j ||grad S_j(theta)||``.
+    """SGD with ``beta = c / L~(theta)``, ``L~ = 4 L + 2 rho alpha (1/B') sum_j ||grad S_j(theta)||``.
 
-    The gradient norms are those of the inner step's first gradients of the meta-batch's tasks.
+    As in Fallah et al., the gradient norms come from a batch of B' tasks and data drawn
+    independently of the ones that produce the meta-gradient, so that the step size and the
+    direction are independent; ``gradient_norm(theta)`` must draw that batch.
 
     Args:
         c: the constant (1/12 for MAML, 1/18 for FO-MAML, 1/25 for HF-MAML).
         smoothness: L, the Lipschitz constant of the task gradients.
         rho: the Lipschitz constant of the task Hessians.
         inner_lr: the inner step alpha.
+        gradient_norm: mean task-gradient norm at theta on an independent batch.
     """
 
-    def __init__(self, c: float, smoothness: float, rho: float, inner_lr: float) -> None:
+    def __init__(self, c: float, smoothness: float, rho: float, inner_lr: float,
+                 gradient_norm: Callable[[Params], float]) -> None:
         self.c, self.smoothness, self.rho, self.inner_lr = c, smoothness, rho, inner_lr
+        self.gradient_norm = gradient_norm
 
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
-        if estimate is None:
-            raise ValueError("the adaptive step size needs the meta-gradient estimate (gradient norms)")
-        mean_grad_norm = float(estimate.inner_grad_norm.float().mean())
+        mean_grad_norm = self.gradient_norm(params)
         lipschitz = 4 * self.smoothness + 2 * self.rho * self.inner_lr * mean_grad_norm
         beta = self.c / lipschitz
         with torch.no_grad():
@@ -74,22 +77,32 @@ class AdaptiveSGD(OuterOptimizer):
 
 
 class Adam(OuterOptimizer):
-    """Adam ascent on the meta-objective (``torch.optim.Adam`` with ``maximize=True``)."""
+    """Adam ascent on the meta-objective (``torch.optim.Adam`` with ``maximize=True``).
 
-    def __init__(self, params: Params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.lr = lr
+    With ``anneal_steps``, the step size decays linearly from ``lr`` to 0 over that many updates.
+    """
+
+    def __init__(self, params: Params, lr: float, anneal_steps: int | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.optimizer = torch.optim.Adam(list(params.values()), lr=lr, betas=betas, eps=eps, maximize=True)
+        decay = (lambda k: max(0.0, 1.0 - k / anneal_steps)) if anneal_steps else (lambda k: 1.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
 
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
+        if any(p is not q for p, q in zip(params.values(), self.optimizer.param_groups[0]["params"])):
+            raise ValueError("Adam updates the tensors it was built with; pass the same params dict")
+        step_size = self.schedule.get_last_lr()[0]
         for k, p in params.items():
             p.grad = direction[k].detach().clone()
         self.optimizer.step()
+        self.schedule.step()
         for p in params.values():
             p.grad = None
-        return {"step_size": self.lr}
+        return {"step_size": step_size}
 
     def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])

@@ -23,12 +23,17 @@ Params = dict[str, Tensor]
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
-def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+def _mlp(sizes: Sequence[int], activation: str, output_scale: float = 0.01) -> nn.Sequential:
+    """An MLP whose output layer starts small (weights scaled by ``output_scale``, zero bias), so
+    that a fresh policy's actions are centred on zero instead of drifting in one direction."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
+    with torch.no_grad():
+        layers[-1].weight.mul_(output_scale)
+        layers[-1].bias.zero_()
     return nn.Sequential(*layers)
 
 

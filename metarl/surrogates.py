@@ -48,7 +48,8 @@ def reinforce(log_probs: Tensor, batch: PolicyGradientBatch) -> Tensor:
 
 def lvc(log_probs: Tensor, batch: PolicyGradientBatch) -> Tensor:
     """``sum_t exp(l_t - l_t^b) Psi_t``: low-variance curvature (ProMP), biased Hessian."""
-    return _per_task_mean(torch.exp(log_probs - batch.old_log_probs) * batch.advantages, batch)
+    log_ratio = (log_probs - batch.old_log_probs) * batch.episodes.mask
+    return _per_task_mean(torch.exp(log_ratio) * batch.advantages, batch)
 
 
 def dice(log_probs: Tensor, batch: PolicyGradientBatch) -> Tensor:

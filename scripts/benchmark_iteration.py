@@ -24,7 +24,7 @@ def time_method(method: str, iterations: int, warmup: int, inner_steps: int) -> 
         "name": f"benchmark-{method}", "seed": 0,
         "meta": {"method": method, "batch_tasks": 20, "episodes_per_task": 20, "inner_lr": 1e-3,
                  "inner_steps": inner_steps},
-        "policy": {"hidden_sizes": [100, 100]},
+        "policy": {"hidden_sizes": [100, 100], "activation": "tanh"},
     })
     trainer = MetaTrainer(config)
     for _ in range(warmup):

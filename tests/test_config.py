@@ -41,6 +41,7 @@ def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
         ("meta.hf_delta_rule=theory", ["meta", "rho"]),
         ("outer.kind=adaptive_sgd", ["outer", "smoothness"]),
         ("evaluation.seed=0", ["evaluation.seed = 0 equals seed"]),
+        ("evaluation.tasks=1", ["evaluation.tasks = 1", "greater than or equal to 2"]),
     ],
 )
 def test_errors_name_field_value_and_what_is_allowed(override, expected):
@@ -59,3 +60,9 @@ def test_malformed_override_and_missing_file(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_hfmaml_requires_the_importance_weighted_surrogate():
+    with pytest.raises(ConfigError, match="hfmaml.*'reinforce'.*dice"):
+        validate({"meta": {"method": "hfmaml"}, "surrogate": {"kind": "reinforce"}})
+    validate({"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}})

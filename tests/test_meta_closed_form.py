@@ -148,3 +148,20 @@ def test_bad_options_are_named(kwargs: dict, match: str) -> None:
     method = kwargs.pop("method", "hfmaml")
     with pytest.raises(ValueError, match=match):
         meta_gradient(method, oracle, {"x": torch.ones(1, 2, dtype=torch.float64)}, inner_lr=0.1, **kwargs)
+
+
+def test_hfmaml_with_a_zero_direction_gives_zero_not_nan():
+    """A task whose outer gradient is exactly zero (sparse reward, no success) contributes zero."""
+    g = torch.zeros(2, dtype=torch.float64)
+    theta = {"x": torch.zeros(2, 2, dtype=torch.float64)}  # x = 0 is stationary when g = 0
+    for rule, rho in (("scaled", None), ("theory", 1e-2)):
+        result = meta_gradient("hfmaml", NoisyMatrixFactorisation(g, 2, 0.0, 0.0, seed=0), theta, inner_lr=0.1,
+                               delta_rule=rule, rho=rho)
+        assert torch.equal(result["x"], torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_per_task_norm_handles_scalar_parameters():
+    from metarl.meta import tree_norm
+
+    norms = tree_norm({"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([[4.0], [2.0]])}, task_axis=True)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 2.0]))

@@ -62,3 +62,16 @@ def test_gae_lambda_below_one_changes_reinforce_but_not_dice(setting):
     torch.testing.assert_close(dice[0], dice[1])
     rf = [gradient(SURROGATES["reinforce"](episode_log_probs(policy, leaf, b.episodes), b), leaf) for b in (batch_lam, batch_one)]
     assert not torch.allclose(rf[0], rf[1])
+
+
+def test_padded_steps_never_reach_the_exponentials(setting):
+    """Log-probabilities of padded steps are meaningless (zero observations); even huge ones
+    must not turn into inf * 0 = NaN."""
+    policy, oracle, params, batch = setting
+    mask = batch.episodes.mask.clone()
+    mask[-3:] = 0
+    episodes = type(batch.episodes)(**{**batch.episodes.__dict__, "mask": mask})
+    padded = type(batch)(**{**batch.__dict__, "episodes": episodes})
+    log_probs = episode_log_probs(policy, params, episodes).masked_fill(mask == 0, 1e4)
+    for name, surrogate in SURROGATES.items():
+        assert torch.isfinite(surrogate(log_probs, padded)), name

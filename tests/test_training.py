@@ -31,7 +31,9 @@ def metarl(*args, cwd):
 
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"run.dir={run_dir}", cwd=tmp_path)
+    # Overrides before and after an option.
+    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY[:3], "--quiet", *TINY[3:],
+                    f"run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "mean return" in result.stdout and "stderr" in result.stdout
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -86,6 +88,7 @@ def test_same_seed_same_numbers():
         {"meta": {"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}},
         {"meta": {"method": "hfmaml", "inner_steps": 2, "inner_step_rule": "inverse_steps"}},
         {"meta": {"method": "fomaml"}, "outer": {"kind": "sgd", "lr": 1e-4}},
+        {"meta": {"method": "fomaml"}, "outer": {"kind": "adam", "anneal": True}},
         {"meta": {"method": "maml"}, "outer": {"kind": "adaptive_sgd", "smoothness": 10.0, "rho": 1.0}},
         {"meta": {"method": "maml"}, "surrogate": {"kind": "lvc", "normalize_advantages": True, "gae_lambda": 0.95}},
         {"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}, "train": {"dtype": "float64"}},
