@@ -60,7 +60,7 @@ class MetaConfig(_Section):
     inner_steps: int = Field(1, ge=1)
     inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
     hessian_batch: Literal["shared", "independent"] = "shared"
-    hf_delta: float = Field(1e-2, gt=0)
+    hf_delta: float = Field(1e-3, gt=0)
     hf_delta_rule: Literal["scaled", "theory"] = "scaled"
     rho: Optional[float] = Field(None, gt=0)
 
@@ -82,6 +82,7 @@ class OuterConfig(_Section):
     kind: Literal["sgd", "adaptive_sgd", "adam"] = "adam"
     lr: float = Field(1e-3, gt=0)
     anneal: bool = False
+    max_grad_norm: Optional[float] = Field(None, gt=0)
     c: Optional[float] = Field(None, gt=0)
     smoothness: Optional[float] = Field(None, gt=0)
     rho: Optional[float] = Field(None, gt=0)

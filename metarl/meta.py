@@ -152,7 +152,7 @@ def estimate_meta_gradient(
     inner_steps: int = 1,
     step_rule: str = "constant",
     hessian_batch: str = "shared",
-    delta: float = 1e-2,
+    delta: float = 1e-3,
     delta_rule: str = "scaled",
     rho: float | None = None,
 ) -> MetaGradient:
@@ -228,7 +228,7 @@ def meta_gradient(
     inner_steps: int = 1,
     step_rule: str = "constant",
     hessian_batch: str = "shared",
-    delta: float = 1e-2,
+    delta: float = 1e-3,
     delta_rule: str = "scaled",
     rho: float | None = None,
 ) -> Params:

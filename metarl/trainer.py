@@ -105,6 +105,9 @@ class MetaTrainer:
         }
         if np.isfinite(grad_norm):
             self.nonfinite_in_a_row = 0
+            max_norm = self.config.outer.max_grad_norm
+            if max_norm is not None and grad_norm > max_norm:
+                direction = {k: v * (max_norm / grad_norm) for k, v in direction.items()}
             record.update(self.outer.step(self.params, direction, estimate))
             record["skipped"] = False
         else:

@@ -1,6 +1,7 @@
 """Time one meta-iteration of each estimator on the usual 2D navigation setting.
 
-20 tasks x 20 episodes x 100 steps per phase, 100x100 policy, one inner step, Adam outer step.
+The shipped configs ``configs/navigation-{maml,fomaml,hfmaml}.yaml``: 20 tasks x 20 episodes x
+100 steps per phase, 100x100 policy, Adam outer step.
 Prints a table of seconds per meta-iteration (median and best over the timed iterations).
 
     python scripts/benchmark_iteration.py [--iterations 10] [--inner-steps 1]
@@ -11,21 +12,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from metarl.config import validate
+from metarl.config import load_config
 from metarl.logging import format_table
 from metarl.trainer import MetaTrainer
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
 
 def time_method(method: str, iterations: int, warmup: int, inner_steps: int) -> tuple[list[float], int]:
-    config = validate({
-        "name": f"benchmark-{method}", "seed": 0,
-        "meta": {"method": method, "batch_tasks": 20, "episodes_per_task": 20, "inner_lr": 1e-3,
-                 "inner_steps": inner_steps},
-        "policy": {"hidden_sizes": [100, 100], "activation": "tanh"},
-    })
+    """Seconds per meta-iteration with the shipped navigation config of ``method``."""
+    config = load_config(CONFIGS / f"navigation-{method}.yaml", [f"meta.inner_steps={inner_steps}"])
+    assert (config.meta.batch_tasks, config.meta.episodes_per_task) == (20, 20)
     trainer = MetaTrainer(config)
     for _ in range(warmup):
         trainer.step()

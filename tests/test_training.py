@@ -130,3 +130,12 @@ def test_evaluation_tasks_are_held_out_and_reproducible():
     b = evaluate(config, trainer.params, num_tasks=3, steps=1)
     c = evaluate(config, trainer.params, num_tasks=3, steps=1, seed=config.evaluation.seed + 1)
     assert a == b and a != c
+
+
+def test_max_grad_norm_rescales_the_outer_step():
+    trainer = MetaTrainer(tiny(outer={"kind": "sgd", "lr": 1.0, "max_grad_norm": 1e-3}))
+    before = {k: v.clone() for k, v in trainer.params.items()}
+    record = trainer.step()
+    moved = torch.sqrt(sum(((trainer.params[k] - before[k]) ** 2).sum() for k in before))
+    assert record["meta_grad_norm"] > 1e-3
+    assert moved.item() == pytest.approx(1e-3, rel=1e-4)
