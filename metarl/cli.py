@@ -8,7 +8,7 @@ from pathlib import Path
 
 from metarl.config import ConfigError, load_config
 from metarl.evaluation import evaluate
-from metarl.trainer import PARAMS_FILE, NonFiniteError, load_params, run_training
+from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -22,6 +22,8 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
     for name in ("config.yaml", PARAMS_FILE):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a finished run directory: {name} is missing")
@@ -43,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
     evaluation = commands.add_parser("evaluate", help="adapt a trained run to held-out tasks")
     evaluation.add_argument("run_dir", help="a run directory written by 'metarl train'")
-    evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the config's, 40)")
-    evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the config's, 3)")
-    evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the config's)")
+    evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
+    evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
+    evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
     evaluation.set_defaults(run=_evaluate)
     return parser
 
@@ -60,8 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         args.run(args)
-    except (ConfigError, FileExistsError, NonFiniteError, ValueError) as error:
+    except (ConfigError, NonFiniteError, ValueError) as error:
         print(f"metarl: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as error:
+        print(f"metarl: {error}", file=sys.stderr)
+        return 130
+    except OSError as error:  # run directory not creatable, disk full, ...
+        detail = f"{error.strerror}: {error.filename}" if error.strerror else str(error)
+        print(f"metarl: error: {detail}", file=sys.stderr)
         return 2
     return 0
 

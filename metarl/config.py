@@ -6,11 +6,12 @@ field, the value and what is allowed. See the README's config reference for ever
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import envs
 
@@ -20,21 +21,26 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class EnvConfig(_Section):
     family: str = "navigation2d"
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in envs.FAMILIES:
+            raise ValueError(f"unknown task family; known: {', '.join(sorted(envs.FAMILIES))}")
+        return family
+
     @model_validator(mode="after")
-    def _known_family(self) -> "EnvConfig":
-        if self.family not in envs.FAMILIES:
-            raise ValueError(f"unknown task family {self.family!r}; known: {', '.join(sorted(envs.FAMILIES))}")
+    def _family_accepts_kwargs(self) -> "EnvConfig":
         try:
             envs.make_family(self.family, **self.kwargs)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"task family {self.family!r} rejects env.kwargs {self.kwargs}: {error}") from None
+            raise ValueError(f"env.kwargs {self.kwargs} rejected by task family {self.family!r}: {error}") from None
         return self
 
 
@@ -105,7 +111,7 @@ class EvaluationConfig(_Section):
     tasks: int = Field(40, ge=2)
     steps: int = Field(3, ge=0)
     episodes_per_task: Optional[int] = Field(None, ge=1)
-    seed: int = 20171
+    seed: int = Field(20171, ge=0, lt=2**63)
     at_end: bool = True
 
 
@@ -117,7 +123,7 @@ class Config(_Section):
     """A whole experiment."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     env: EnvConfig = Field(default_factory=EnvConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
@@ -145,18 +151,51 @@ class Config(_Section):
         return self
 
 
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for 'unknown field' messages)."""
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            break
+        model = field.annotation
+    return list(model.model_fields)
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        field = ".".join(str(part) for part in item["loc"]) or "config"
         message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown field")
+            allowed = ", ".join(_allowed_fields(item["loc"][:-1]))
+            lines.append(f"  {field}: unknown field; allowed here: {allowed}")
         elif item["type"] == "missing":
             lines.append(f"  {field}: required field is missing")
+        elif isinstance(value, dict):  # a check across fields: its message names them
+            lines.append(f"  {field}: {message}")
         else:
-            lines.append(f"  {field} = {item.get('input')!r}: {message}")
+            lines.append(f"  {field} = {value!r}: {message}")
     return "\n".join(lines)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 loader that also reads ``1e-3`` (no dot) as a float, as people write it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str, what: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} is not valid YAML: {error}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -164,7 +203,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
-    return key.split("."), yaml.safe_load(raw) if raw else None
+    return key.split("."), _load_yaml(raw, f"override {text!r}") if raw else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -195,10 +234,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    data = _load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     return validate(apply_overrides(data, overrides or []), str(path))

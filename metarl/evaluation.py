@@ -35,6 +35,8 @@ class EvaluationResult:
     mean_return: list[float]
     stderr: list[float]
     num_tasks: int
+    seed: int
+    episodes_per_task: int
 
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
@@ -63,6 +65,8 @@ def evaluate(
         raise ValueError(f"num_tasks = {num_tasks}: at least 2 tasks are needed for a standard error")
     if steps < 0:
         raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
+    if not 0 <= seed < 2**63 or seed == config.seed:
+        raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
     family = build_family(config)
     policy = build_policy(config, family)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
@@ -74,6 +78,9 @@ def evaluate(
         key=(EVALUATION_ROLLOUT_STREAM,),
     )
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
+    expected = {k: tuple(v.shape) for k, v in policy.init_params().items()}
+    if {k: tuple(v.shape) for k, v in params.items()} != expected:
+        raise ValueError("the parameters do not fit the config's policy (different names or shapes)")
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, num_tasks)
     _, batches = adapt(oracle, start, inner_lr=alpha, steps=steps)
@@ -82,4 +89,4 @@ def evaluate(
         per_task = batch.episodes.episode_returns().mean(1).to(torch.float64)
         means.append(float(per_task.mean()))
         errors.append(float(per_task.std(unbiased=True)) / math.sqrt(num_tasks))
-    return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks)
+    return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes)

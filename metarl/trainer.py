@@ -95,10 +95,8 @@ class MetaTrainer:
         )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))
-        self.env_steps += oracle.env_steps
         record: dict[str, Any] = {
             "iteration": self.iteration,
-            "env_steps": self.env_steps,
             "return_pre": estimate.inner_batches[0].episodes.mean_return(),
             "return_post": estimate.outer_batch.episodes.mean_return(),
             "meta_grad_norm": grad_norm,
@@ -112,15 +110,20 @@ class MetaTrainer:
             record["skipped"] = False
         else:
             self.nonfinite_in_a_row += 1
-            record["skipped"] = True
+            record.update(step_size=0.0, skipped=True)
+        self.env_steps += oracle.env_steps
+        record["env_steps"] = self.env_steps
         record["time_s"] = time.perf_counter() - start
         self.iteration += 1
+        return record
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` once ``outer.max_nonfinite`` iterations in a row were skipped."""
         if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
             raise NonFiniteError(
                 f"the meta-gradient was NaN or Inf in {self.nonfinite_in_a_row} iterations in a row "
                 f"(last: iteration {self.iteration - 1}); lower meta.inner_lr or outer.lr"
             )
-        return record
 
     def train(self, iterations: int | None = None, on_metrics: Callable[[dict[str, Any]], None] | None = None,
               progress: bool = True) -> Params:
@@ -131,38 +134,75 @@ class MetaTrainer:
             record = self.step()
             if on_metrics is not None:
                 on_metrics(record)
+            if record["skipped"]:
+                tqdm.write(f"iteration {record['iteration']}: non-finite meta-gradient, update skipped")
+            self.check_finite()
             bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
                             steps_per_s=f"{record['env_steps'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
         return self.params
 
 
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / f"{config.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def create_run_dir(config: Config) -> Path:
+    """A new run directory: ``run.dir`` if given (it may exist but must not hold a run), else a
+    fresh ``runs/<name>-<time>`` (suffixed ``-2``, ``-3``, ... when runs start in the same second)."""
+    if config.run.dir:
+        run_dir = Path(config.run.dir)
+        if (run_dir / "metrics.jsonl").exists():
+            raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; choose another run.dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    base = Path("runs") / f"{config.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            run_dir.mkdir()  # atomic: two runs never get the same directory
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a run directory next to {str(base)!r}")
 
 
 def save_params(params: Params, path: str | Path) -> None:
-    torch.save({k: v.detach().cpu() for k, v in params.items()}, path)
+    """Write parameters atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({k: v.detach().cpu() for k, v in params.items()}, tmp)
+    tmp.replace(path)
 
 
 def load_params(path: str | Path) -> Params:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        params = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged file
+        raise ValueError(f"{str(path)!r} is not a readable parameter file: {error}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+        raise ValueError(f"{str(path)!r} does not hold a dict of tensors")
+    return params
+
+
+class Interrupted(RuntimeError):
+    """Training was interrupted (Ctrl-C); the parameters so far were saved."""
 
 
 def run_training(config: Config, progress: bool = True) -> tuple[Path, EvaluationResult | None]:
     """Train as the config says into a new run directory; evaluate at the end if asked.
 
     The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``params.pt`` and,
-    after evaluation, ``evaluation.json``.
+    after evaluation, ``evaluation.json``. On Ctrl-C the parameters reached so far are saved
+    and :class:`Interrupted` is raised.
     """
-    run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config)
-    if (run_dir / "metrics.jsonl").exists():
-        raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; choose another run.dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
+    run_dir = create_run_dir(config)
     (run_dir / "config.yaml").write_text(dump_config(config))
-    trainer = MetaTrainer(config)
     writer = MetricsWriter(run_dir / "metrics.jsonl")
     try:
         params = trainer.train(on_metrics=writer.write, progress=progress)
+    except KeyboardInterrupt:
+        save_params(trainer.params, run_dir / PARAMS_FILE)
+        raise Interrupted(
+            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}"
+        ) from None
     finally:
         writer.close()
     save_params(params, run_dir / PARAMS_FILE)

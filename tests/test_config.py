@@ -35,8 +35,12 @@ def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
         ("meta.method=reptile", ["meta.method = 'reptile'", "'maml', 'fomaml' or 'hfmaml'"]),
         ("train.iterations=many", ["train.iterations = 'many'", "integer"]),
         ("meta.batch_size=3", ["meta.batch_size", "unknown field"]),
-        ("env.family=hopper", ["env", "unknown task family 'hopper'", "navigation2d"]),
-        ("env.kwargs={horizon: 0}", ["env", "horizon"]),
+        ("env.family=hopper", ["env.family = 'hopper'", "unknown task family", "navigation2d"]),
+        ("env.kwargs={horizon: 0}", ["env: env.kwargs", "horizon"]),
+        ("meta.batch_size=3", ["allowed here:", "batch_tasks", "inner_lr"]),
+        ("seed=-1", ["seed = -1", "greater than or equal to 0"]),
+        ("evaluation.seed=-5", ["evaluation.seed = -5"]),
+        ("meta.inner_lr=.inf", ["meta.inner_lr = inf", "finite"]),
         ("surrogate.gamma=1.5", ["surrogate.gamma = 1.5", "less than or equal to 1"]),
         ("meta.hf_delta_rule=theory", ["meta", "rho"]),
         ("outer.kind=adaptive_sgd", ["outer", "smoothness"]),
@@ -66,3 +70,17 @@ def test_hfmaml_requires_the_importance_weighted_surrogate():
     with pytest.raises(ConfigError, match="hfmaml.*'reinforce'.*dice"):
         validate({"meta": {"method": "hfmaml"}, "surrogate": {"kind": "reinforce"}})
     validate({"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}})
+
+
+def test_cross_field_errors_do_not_dump_the_config():
+    with pytest.raises(ConfigError) as info:
+        validate({"seed": 1, "evaluation": {"seed": 1}})
+    assert str(info.value).splitlines()[1].startswith("  config: evaluation.seed = 1 equals seed")
+    assert "{" not in str(info.value)
+
+
+def test_exponents_without_a_dot_are_floats_and_bad_yaml_is_named():
+    config = validate(apply_overrides({}, ["meta.inner_lr=2e-4", "env.kwargs={goal_low: -5e-1, goal_high: 5e-1}"]))
+    assert config.meta.inner_lr == 2e-4 and config.env.kwargs == {"goal_low": -0.5, "goal_high": 0.5}
+    with pytest.raises(ConfigError, match="override 'meta.method=\\[maml' is not valid YAML"):
+        apply_overrides({}, ["meta.method=[maml"])

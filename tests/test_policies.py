@@ -64,7 +64,7 @@ def test_kl_is_zero_for_equal_params_and_positive_otherwise():
     torch.manual_seed(4)
     for policy in (GaussianMLPPolicy(2, 2, (8,)), CategoricalMLPPolicy(2, 4, (8,))):
         params = policy.init_params()
-        other = {k: v + 0.3 for k, v in params.items()}
+        other = {k: v + 0.3 * torch.randn_like(v) for k, v in params.items()}
         obs = torch.randn(5, 2)
         assert torch.allclose(policy.kl(params, params, obs), torch.zeros(5), atol=1e-6)
         assert (policy.kl(params, other, obs) > 0).all()

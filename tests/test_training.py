@@ -112,15 +112,16 @@ def test_adaptive_step_size_is_c_over_lipschitz_estimate():
     assert record["step_size"] == pytest.approx((1 / 25) / record["lipschitz_estimate"])
 
 
-def test_non_finite_meta_gradient_is_skipped_then_stops_the_run():
+def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
     trainer = MetaTrainer(tiny(outer={"max_nonfinite": 2}))
     trainer.params["log_std"].fill_(float("nan"))
     frozen = {k: v.clone() for k, v in trainer.params.items()}
-    record = trainer.step()
-    assert record["skipped"] is True
-    assert all(torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all() for k in frozen)
+    records = []
     with pytest.raises(NonFiniteError, match="2 iterations in a row"):
-        trainer.step()
+        trainer.train(iterations=5, on_metrics=records.append, progress=False)
+    assert [(r["iteration"], r["skipped"]) for r in records] == [(0, True), (1, True)]
+    for k in frozen:
+        assert torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all()
 
 
 def test_evaluation_tasks_are_held_out_and_reproducible():
@@ -139,3 +140,61 @@ def test_max_grad_norm_rescales_the_outer_step():
     moved = torch.sqrt(sum(((trainer.params[k] - before[k]) ** 2).sum() for k in before))
     assert record["meta_grad_norm"] > 1e-3
     assert moved.item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_cli_errors_for_unusable_run_dirs_and_damaged_params(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"run.dir={blocker}/run", cwd=tmp_path)
+    assert result.returncode == 2 and "Not a directory" in result.stderr and "Traceback" not in result.stderr
+    result = metarl("evaluate", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    run_dir = tmp_path / "damaged"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("seed: 1\n")
+    (run_dir / "params.pt").write_bytes(b"not a torch file")
+    result = metarl("evaluate", str(run_dir), cwd=tmp_path)
+    assert result.returncode == 2 and "not a readable parameter file" in result.stderr
+
+
+def test_runs_started_together_get_their_own_directories(tmp_path, monkeypatch):
+    from metarl.trainer import create_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny()
+    dirs = {create_run_dir(config) for _ in range(3)}
+    assert len(dirs) == 3 and all(d.is_dir() for d in dirs)
+
+
+def test_evaluation_checks_seed_and_parameter_shapes():
+    config = tiny()
+    trainer = MetaTrainer(config)
+    with pytest.raises(ValueError, match="differs from the training seed"):
+        evaluate(config, trainer.params, num_tasks=3, steps=1, seed=config.seed)
+    wrong = {k: v[..., :1] if v.dim() > 1 else v for k, v in trainer.params.items()}
+    with pytest.raises(ValueError, match="do not fit"):
+        evaluate(config, wrong, num_tasks=3, steps=1)
+    result = evaluate(config, trainer.params, num_tasks=3, steps=1)
+    assert (result.seed, result.episodes_per_task) == (config.evaluation.seed, 2)
+
+
+def test_ctrl_c_saves_the_parameters_reached(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
+         "train.iterations=100000", f"run.dir={run_dir}", "--quiet"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    metrics = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
