@@ -129,7 +129,8 @@ class MetaTrainer:
               progress: bool = True) -> Params:
         """Run ``iterations`` meta-iterations (default ``train.iterations``); returns the parameters."""
         total = self.config.train.iterations if iterations is None else iterations
-        bar = tqdm(range(total), desc="meta-train", unit="it", disable=not progress, dynamic_ncols=True)
+        # disable=None: tqdm stays quiet when stderr is not a terminal.
+        bar = tqdm(range(total), desc="meta-train", unit="it", disable=None if progress else True, dynamic_ncols=True)
         for _ in bar:
             record = self.step()
             if on_metrics is not None:
