@@ -39,6 +39,7 @@ def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
         ("env.kwargs={horizon: 0}", ["env: env.kwargs", "horizon"]),
         ("meta.batch_size=3", ["allowed here:", "batch_tasks", "inner_lr"]),
         ("seed=-1", ["seed = -1", "greater than or equal to 0"]),
+        ("meta.batch_tasks=true", ["meta.batch_tasks = True", "valid integer"]),
         ("evaluation.seed=-5", ["evaluation.seed = -5"]),
         ("meta.inner_lr=.inf", ["meta.inner_lr = inf", "finite"]),
         ("surrogate.gamma=1.5", ["surrogate.gamma = 1.5", "less than or equal to 1"]),
