@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import torch
 
 import envs
-from envs import TaskFamily
+from envs import Task, TaskFamily
 from metarl.config import Config
 from metarl.meta import inner_step_size
 from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, OuterOptimizer
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
+from metarl.oracles import PolicyGradientOracle
 from metarl.sampling import VectorSampler
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -50,6 +51,15 @@ def build_policy(config: Config, family: TaskFamily) -> Policy:
 
 def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int) -> VectorSampler:
     return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=DTYPES[config.train.dtype])
+
+
+def build_oracle(config: Config, sampler: VectorSampler, tasks: Sequence[Task], key: tuple[int, ...]) -> PolicyGradientOracle:
+    """The RL task oracle over ``tasks`` with the config's surrogate settings."""
+    surrogate = config.surrogate
+    return PolicyGradientOracle(
+        sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma, gae_lambda=surrogate.gae_lambda,
+        normalize_advantages=surrogate.normalize_advantages, key=key,
+    )
 
 
 def build_outer(config: Config, params: Params, gradient_norm: Callable[[Params], float] | None = None) -> OuterOptimizer:

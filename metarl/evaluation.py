@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.build import build_family, build_policy, build_sampler
+from metarl.build import build_family, build_oracle, build_policy, build_sampler
 from metarl.config import Config
 from metarl.logging import format_table
 from metarl.meta import adapt, inner_step_size
-from metarl.oracles import PolicyGradientOracle, stack_params
+from metarl.oracles import stack_params
 from metarl.policies import Params
 
 EVALUATION_TASK_STREAM = 2
@@ -72,11 +72,7 @@ def evaluate(
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     sampler = build_sampler(config, family, policy, seed, episodes)
     tasks = family.sample_tasks(num_tasks, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))))
-    oracle = PolicyGradientOracle(
-        sampler, tasks, surrogate=config.surrogate.kind, gamma=config.surrogate.gamma,
-        gae_lambda=config.surrogate.gae_lambda, normalize_advantages=config.surrogate.normalize_advantages,
-        key=(EVALUATION_ROLLOUT_STREAM,),
-    )
+    oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
     expected = {k: tuple(v.shape) for k, v in policy.init_params().items()}
     if {k: tuple(v.shape) for k, v in params.items()} != expected:

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarl.build import build_family, build_outer, build_policy, build_sampler
+from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
 from metarl.meta import estimate_meta_gradient, objective_gradient, tree_norm
-from metarl.oracles import PolicyGradientOracle, stack_params
+from metarl.oracles import stack_params
 from metarl.policies import Params
 
 TRAINING_TASK_STREAM = 0
@@ -64,19 +64,12 @@ class MetaTrainer:
         seq = np.random.SeedSequence(self.config.seed, spawn_key=(TRAINING_TASK_STREAM, iteration))
         return self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
 
-    def make_oracle(self, tasks: list[dict[str, Any]], key: tuple[int, ...]) -> PolicyGradientOracle:
-        surrogate = self.config.surrogate
-        return PolicyGradientOracle(
-            self.sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma, gae_lambda=surrogate.gae_lambda,
-            normalize_advantages=surrogate.normalize_advantages, key=key,
-        )
-
     def independent_gradient_norm(self, params: Params) -> float:
         """Mean ``||grad S_j(theta)||`` over tasks and episodes drawn independently of the
         meta-gradient's (the B' batch of the adaptive step size)."""
         seq = np.random.SeedSequence(self.config.seed, spawn_key=(STEP_SIZE_TASK_STREAM, self.iteration))
         tasks = self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
-        oracle = self.make_oracle(tasks, (STEP_SIZE_ROLLOUT_STREAM, self.iteration))
+        oracle = build_oracle(self.config, self.sampler, tasks, (STEP_SIZE_ROLLOUT_STREAM, self.iteration))
         stacked = stack_params(params, len(tasks))
         grads = objective_gradient(oracle, stacked, oracle.sample(stacked))
         self.env_steps += oracle.env_steps
@@ -87,7 +80,7 @@ class MetaTrainer:
         start = time.perf_counter()
         meta = self.config.meta
         tasks = self.sample_tasks(self.iteration)
-        oracle = self.make_oracle(tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
+        oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
         estimate = estimate_meta_gradient(
             meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
             inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
