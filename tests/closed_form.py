@@ -54,35 +54,6 @@ class GaussianBandit:
         return (torch.exp(log_probs - batch["old_log_probs"]) * batch["rewards"]).mean(1).sum()
 
 
-class NoisyMatrixFactorisation:
-    """Supervised task (seed 003): loss 1/4 ||x x^T - g g^T||_F^2, J = -loss, with additive
-    zero-mean Gaussian noise on the gradient (scale sigma_g) and Hessian (scale sigma_h)."""
-
-    task_axis = True
-
-    def __init__(self, g: Tensor, replicas: int, sigma_g: float, sigma_h: float, seed: int) -> None:
-        self.g, self.replicas, self.sigma_g, self.sigma_h = g, replicas, sigma_g, sigma_h
-        self.generator = torch.Generator().manual_seed(seed)
-
-    @staticmethod
-    def exact_objective(params: Params, g: Tensor) -> Tensor:
-        x = params["x"]
-        outer = x.unsqueeze(-1) * x.unsqueeze(-2) - torch.outer(g, g)
-        return -0.25 * (outer**2).sum((-1, -2))
-
-    def sample(self, params: Params) -> dict[str, Tensor]:
-        d = self.g.shape[0]
-        shape = (self.replicas, d)
-        xi = self.sigma_g * torch.randn(shape, generator=self.generator, dtype=self.g.dtype)
-        a = self.sigma_h * torch.randn((*shape, d), generator=self.generator, dtype=self.g.dtype)
-        return {"xi": xi, "Xi": (a + a.transpose(-1, -2)) / 2}
-
-    def objective(self, params: Params, batch: dict[str, Tensor]) -> Tensor:
-        x = params["x"]
-        noise = (batch["xi"] * x).sum(-1) + 0.5 * torch.einsum("ri,rij,rj->r", x, batch["Xi"], x)
-        return (self.exact_objective(params, self.g) + noise).sum()
-
-
 def exact_maml_gradient(objective, params: Params, alpha: float, steps: int, first_order: bool = False) -> Params:
     """Gradient of ``J(theta_N)`` with ``theta_{k+1} = theta_k + alpha grad J(theta_k)``, by
     autograd through the closed form (or ``grad J(theta_N)`` when ``first_order``)."""

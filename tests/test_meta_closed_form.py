@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from metarl.meta import estimate_meta_gradient, meta_gradient
-from tests.closed_form import GaussianBandit, NoisyMatrixFactorisation, exact_maml_gradient
+from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
+from tests.closed_form import GaussianBandit, exact_maml_gradient
 
 STANDARD_ERRORS = 4.0
 ALPHA = 0.1
@@ -27,6 +28,11 @@ THETA = {"mu": torch.tensor([0.3, -0.2], dtype=torch.float64), "s": torch.tensor
 
 def replicate(params: dict[str, torch.Tensor], replicas: int) -> dict[str, torch.Tensor]:
     return {k: v.unsqueeze(0).repeat(replicas, *([1] * v.dim())) for k, v in params.items()}
+
+
+def tasks(g: torch.Tensor, replicas: int) -> torch.Tensor:
+    """``replicas`` copies of the task vector ``g`` along the task axis."""
+    return g.expand(replicas, -1).clone()
 
 
 def z_scores(estimates: dict[str, torch.Tensor], exact: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,10 +103,10 @@ def test_supervised_oracle_matrix_factorisation(method: str) -> None:
     g = torch.tensor([1.0, -0.5, 0.8], dtype=torch.float64)
     theta = {"x": torch.tensor([0.6, 0.1, -0.3], dtype=torch.float64)}
     alpha, replicas = 0.05, 4000
-    oracle = NoisyMatrixFactorisation(g, replicas, sigma_g=0.05, sigma_h=0.05, seed=3)
+    oracle = MatrixFactorisationOracle(tasks(g, replicas), sigma_g=0.05, sigma_h=0.05, seed=3)
     estimates = meta_gradient(method, oracle, replicate(theta, replicas), inner_lr=alpha, inner_steps=2,
                               hessian_batch="independent", delta=1e-4)
-    exact = exact_maml_gradient(lambda p: NoisyMatrixFactorisation.exact_objective(p, g), theta, alpha, 2,
+    exact = exact_maml_gradient(lambda p: factorisation_objective(p["x"], g), theta, alpha, 2,
                                 first_order=method == "fomaml")
     assert z_scores(estimates, exact).max() < STANDARD_ERRORS
 
@@ -109,10 +115,10 @@ def test_task_axis_gives_the_same_per_task_estimates_as_single_tasks() -> None:
     """Batching tasks along the task axis changes nothing per task (HF-MAML's norms are per task)."""
     g = torch.tensor([1.0, -0.5], dtype=torch.float64)
     starts = torch.tensor([[0.6, 0.1], [-0.2, 0.9], [1.5, -1.0]], dtype=torch.float64)
-    batched = meta_gradient("hfmaml", NoisyMatrixFactorisation(g, 3, 0.0, 0.0, seed=0), {"x": starts},
+    batched = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 3), 0.0, 0.0, seed=0), {"x": starts},
                             inner_lr=0.1, inner_steps=2)
     for i in range(3):
-        single = meta_gradient("hfmaml", NoisyMatrixFactorisation(g, 1, 0.0, 0.0, seed=0), {"x": starts[i:i + 1]},
+        single = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 1), 0.0, 0.0, seed=0), {"x": starts[i:i + 1]},
                                inner_lr=0.1, inner_steps=2)
         torch.testing.assert_close(batched["x"][i], single["x"][0])
 
@@ -120,21 +126,21 @@ def test_task_axis_gives_the_same_per_task_estimates_as_single_tasks() -> None:
 def test_inverse_steps_rule_divides_the_inner_step() -> None:
     g = torch.tensor([1.0, -0.5], dtype=torch.float64)
     theta = {"x": torch.tensor([[0.6, 0.1]], dtype=torch.float64)}
-    oracle = NoisyMatrixFactorisation(g, 1, 0.0, 0.0, seed=0)
+    oracle = MatrixFactorisationOracle(tasks(g, 1), 0.0, 0.0, seed=0)
     estimate = estimate_meta_gradient("maml", oracle, theta, inner_lr=0.3, inner_steps=3, step_rule="inverse_steps")
-    exact = exact_maml_gradient(lambda p: NoisyMatrixFactorisation.exact_objective(p, g), {"x": theta["x"][0]}, 0.1, 3)
+    exact = exact_maml_gradient(lambda p: factorisation_objective(p["x"], g), {"x": theta["x"][0]}, 0.1, 3)
     torch.testing.assert_close(estimate.direction["x"][0], exact["x"])
 
 
 def test_hfmaml_theory_delta_rule_needs_rho_and_works_with_it() -> None:
     g = torch.tensor([1.0, -0.5], dtype=torch.float64)
     theta = {"x": torch.tensor([[0.6, 0.1]], dtype=torch.float64)}
-    oracle = NoisyMatrixFactorisation(g, 1, 0.0, 0.0, seed=0)
+    oracle = MatrixFactorisationOracle(tasks(g, 1), 0.0, 0.0, seed=0)
     with pytest.raises(ValueError, match="rho"):
         meta_gradient("hfmaml", oracle, theta, inner_lr=0.1, delta_rule="theory")
     # rho large makes delta small; the finite difference then equals the exact product closely.
     result = meta_gradient("hfmaml", oracle, theta, inner_lr=0.1, delta_rule="theory", rho=1e4)
-    exact = exact_maml_gradient(lambda p: NoisyMatrixFactorisation.exact_objective(p, g), {"x": theta["x"][0]}, 0.1, 1)
+    exact = exact_maml_gradient(lambda p: factorisation_objective(p["x"], g), {"x": theta["x"][0]}, 0.1, 1)
     torch.testing.assert_close(result["x"][0], exact["x"], rtol=1e-5, atol=1e-7)
 
 
@@ -144,7 +150,7 @@ def test_hfmaml_theory_delta_rule_needs_rho_and_works_with_it() -> None:
      ({"delta": 0.0}, "delta")],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
-    oracle = NoisyMatrixFactorisation(torch.ones(2, dtype=torch.float64), 1, 0.0, 0.0, seed=0)
+    oracle = MatrixFactorisationOracle(tasks(torch.ones(2, dtype=torch.float64), 1), 0.0, 0.0, seed=0)
     method = kwargs.pop("method", "hfmaml")
     with pytest.raises(ValueError, match=match):
         meta_gradient(method, oracle, {"x": torch.ones(1, 2, dtype=torch.float64)}, inner_lr=0.1, **kwargs)
@@ -155,7 +161,7 @@ def test_hfmaml_with_a_zero_direction_gives_zero_not_nan():
     g = torch.zeros(2, dtype=torch.float64)
     theta = {"x": torch.zeros(2, 2, dtype=torch.float64)}  # x = 0 is stationary when g = 0
     for rule, rho in (("scaled", None), ("theory", 1e-2)):
-        result = meta_gradient("hfmaml", NoisyMatrixFactorisation(g, 2, 0.0, 0.0, seed=0), theta, inner_lr=0.1,
+        result = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 2), 0.0, 0.0, seed=0), theta, inner_lr=0.1,
                                delta_rule=rule, rho=rho)
         assert torch.equal(result["x"], torch.zeros(2, 2, dtype=torch.float64))
 
