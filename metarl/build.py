@@ -11,7 +11,8 @@ import envs
 from envs import Task, TaskFamily
 from metarl.config import Config
 from metarl.meta import inner_step_size
-from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, OuterOptimizer
+from metarl.lipschitz import OnlineLipschitz
+from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, IndependentDraw, OuterOptimizer
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
 from metarl.oracles import PolicyGradientOracle
 from metarl.sampling import VectorSampler
@@ -62,16 +63,17 @@ def build_oracle(config: Config, sampler: VectorSampler, tasks: Sequence[Task], 
     )
 
 
-def build_outer(config: Config, params: Params, gradient_norm: Callable[[Params], float] | None = None) -> OuterOptimizer:
-    """The configured outer update; ``adaptive_sgd`` needs ``gradient_norm`` (see :class:`AdaptiveSGD`)."""
+def build_outer(config: Config, params: Params, draw: IndependentDraw | None = None) -> OuterOptimizer:
+    """The configured outer update; ``adaptive_sgd`` needs ``draw``, the independent tasks of its
+    step size (see :class:`AdaptiveSGD`)."""
     outer = config.outer
     if outer.kind == "sgd":
         return SGD(outer.lr)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
-    assert outer.smoothness is not None and outer.rho is not None
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
-    if gradient_norm is None:
-        raise ValueError("outer.kind = 'adaptive_sgd' needs a gradient_norm function (an independent batch)")
-    return AdaptiveSGD(c, outer.smoothness, outer.rho, alpha, gradient_norm)
+    if draw is None:
+        raise ValueError("outer.kind = 'adaptive_sgd' needs a draw function (an independent batch of tasks)")
+    lipschitz = OnlineLipschitz(outer.smoothness, outer.rho, outer.probe_radius) if outer.estimates_online else None
+    return AdaptiveSGD(c, alpha, draw, smoothness=outer.smoothness, rho=outer.rho, lipschitz=lipschitz)

@@ -70,12 +70,6 @@ class MetaConfig(_Section):
     hf_delta_rule: Literal["scaled", "theory"] = "scaled"
     rho: Optional[float] = Field(None, gt=0)
 
-    @model_validator(mode="after")
-    def _theory_needs_rho(self) -> "MetaConfig":
-        if self.hf_delta_rule == "theory" and self.rho is None:
-            raise ValueError("hf_delta_rule = 'theory' needs meta.rho (the Hessian Lipschitz constant) > 0")
-        return self
-
 
 class SurrogateConfig(_Section):
     kind: Literal["dice", "reinforce", "lvc"] = "dice"
@@ -92,13 +86,22 @@ class OuterConfig(_Section):
     c: Optional[float] = Field(None, gt=0)
     smoothness: Optional[float] = Field(None, gt=0)
     rho: Optional[float] = Field(None, gt=0)
+    lipschitz: Literal["given", "online"] = "given"
+    probe_radius: float = Field(1e-2, gt=0)
     max_nonfinite: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _adaptive_needs_constants(self) -> "OuterConfig":
-        if self.kind == "adaptive_sgd" and (self.smoothness is None or self.rho is None):
-            raise ValueError("kind = 'adaptive_sgd' needs outer.smoothness (L) and outer.rho, both > 0")
+        if self.kind == "adaptive_sgd" and self.lipschitz == "given" and (self.smoothness is None or self.rho is None):
+            raise ValueError(
+                "kind = 'adaptive_sgd' with lipschitz = 'given' needs outer.smoothness (L) and outer.rho, both > 0; "
+                "or set outer.lipschitz = 'online' to estimate them"
+            )
         return self
+
+    @property
+    def estimates_online(self) -> bool:
+        return self.kind == "adaptive_sgd" and self.lipschitz == "online"
 
 
 class TrainConfig(_Section):
@@ -139,6 +142,24 @@ class Config(_Section):
             raise ValueError(
                 f"meta.method = 'hfmaml' with surrogate.kind = {self.surrogate.kind!r}: HF-MAML differentiates the "
                 "surrogate away from the sampling parameters, which needs the importance-weighted 'dice'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _theory_delta_needs_rho(self) -> "Config":
+        if self.meta.hf_delta_rule == "theory" and self.meta.rho is None and not self.outer.estimates_online:
+            raise ValueError(
+                "meta.hf_delta_rule = 'theory' needs meta.rho (the Hessian Lipschitz constant) > 0, "
+                "or outer.kind = 'adaptive_sgd' with outer.lipschitz = 'online' to use the online estimate"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _online_estimates_need_importance_weights(self) -> "Config":
+        if self.outer.estimates_online and self.surrogate.kind != "dice":
+            raise ValueError(
+                f"outer.lipschitz = 'online' with surrogate.kind = {self.surrogate.kind!r}: the secants evaluate the "
+                "surrogate at the previous iterate on data drawn at the current one, which needs 'dice'"
             )
         return self
 

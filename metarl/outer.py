@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from metarl.meta import MetaGradient
+from metarl.lipschitz import OnlineLipschitz
+from metarl.meta import MetaGradient, TaskOracle, objective_gradient, tree_norm
 from metarl.policies import Params
 
 # Seed 002 (Fallah et al., Theorems 4.8, 4.15, 4.17): beta = c / L~(theta).
@@ -46,34 +47,70 @@ class SGD(OuterOptimizer):
         return {"step_size": self.lr}
 
 
+IndependentDraw = Callable[[Params], tuple[TaskOracle, Params]]
+
+
 class AdaptiveSGD(OuterOptimizer):
     """SGD with ``beta = c / L~(theta)``, ``L~ = 4 L + 2 rho alpha (1/B') sum_j ||grad S_j(theta)||``.
 
     As in Fallah et al., the gradient norms come from a batch of B' tasks and data drawn
     independently of the ones that produce the meta-gradient, so that the step size and the
-    direction are independent; ``gradient_norm(theta)`` must draw that batch.
+    direction are independent. ``draw(theta)`` returns an oracle over such tasks and theta laid
+    out for it (one copy per task); this optimiser samples from it once per step.
 
     Args:
         c: the constant (1/12 for MAML, 1/18 for FO-MAML, 1/25 for HF-MAML).
-        smoothness: L, the Lipschitz constant of the task gradients.
-        rho: the Lipschitz constant of the task Hessians.
         inner_lr: the inner step alpha.
-        gradient_norm: mean task-gradient norm at theta on an independent batch.
+        draw: the independent tasks at theta (see above).
+        smoothness: L, the Lipschitz constant of the task gradients (fixed when ``lipschitz`` is
+            ``None``; otherwise the estimator's starting value, if any).
+        rho: the Lipschitz constant of the task Hessians, likewise.
+        lipschitz: an :class:`OnlineLipschitz` that estimates L and rho from secants on the
+            independent batch, or ``None`` to use the given constants.
     """
 
-    def __init__(self, c: float, smoothness: float, rho: float, inner_lr: float,
-                 gradient_norm: Callable[[Params], float]) -> None:
-        self.c, self.smoothness, self.rho, self.inner_lr = c, smoothness, rho, inner_lr
-        self.gradient_norm = gradient_norm
+    def __init__(self, c: float, inner_lr: float, draw: IndependentDraw, smoothness: float | None = None,
+                 rho: float | None = None, lipschitz: OnlineLipschitz | None = None) -> None:
+        if lipschitz is None and (smoothness is None or rho is None):
+            raise ValueError("AdaptiveSGD needs smoothness and rho, or an OnlineLipschitz estimator")
+        self.c, self.inner_lr, self.draw = c, inner_lr, draw
+        self.smoothness, self.rho = smoothness, rho
+        self.lipschitz = lipschitz
+
+    def constants(self, params: Params) -> tuple[float, float]:
+        """The current (L, rho); with online estimation and no estimate yet, one is made at ``params``."""
+        if self.lipschitz is None:
+            assert self.smoothness is not None and self.rho is not None
+            return self.smoothness, self.rho
+        if not self.lipschitz.ready:
+            oracle, theta = self.draw(params)
+            batch = oracle.sample(theta)
+            self.lipschitz.update(oracle, theta, batch, objective_gradient(oracle, theta, batch))
+        assert self.lipschitz.smoothness is not None and self.lipschitz.rho is not None
+        return self.lipschitz.smoothness, self.lipschitz.rho
 
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
-        mean_grad_norm = self.gradient_norm(params)
-        lipschitz = 4 * self.smoothness + 2 * self.rho * self.inner_lr * mean_grad_norm
+        oracle, theta = self.draw(params)
+        batch = oracle.sample(theta)
+        gradient = objective_gradient(oracle, theta, batch)
+        mean_grad_norm = float(tree_norm(gradient, bool(getattr(oracle, "task_axis", False))).mean())
+        if self.lipschitz is None:
+            smoothness, rho = self.constants(params)
+        else:
+            smoothness, rho = self.lipschitz.update(oracle, theta, batch, gradient)
+        lipschitz = 4 * smoothness + 2 * rho * self.inner_lr * mean_grad_norm
         beta = self.c / lipschitz
         with torch.no_grad():
             for k in params:
                 params[k].add_(direction[k], alpha=beta)
-        return {"step_size": beta, "lipschitz_estimate": lipschitz}
+        return {"step_size": beta, "lipschitz_estimate": lipschitz, "smoothness": smoothness, "rho": rho}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lipschitz": self.lipschitz.state_dict()} if self.lipschitz is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.lipschitz is not None:
+            self.lipschitz.load_state_dict(state["lipschitz"])
 
 
 class Adam(OuterOptimizer):

@@ -21,8 +21,9 @@ from metarl.build import build_family, build_oracle, build_outer, build_policy, 
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
-from metarl.meta import estimate_meta_gradient, objective_gradient, tree_norm
-from metarl.oracles import stack_params
+from metarl.meta import estimate_meta_gradient, tree_norm
+from metarl.oracles import PolicyGradientOracle, stack_params
+from metarl.outer import AdaptiveSGD
 from metarl.policies import Params
 
 TRAINING_TASK_STREAM = 0
@@ -54,7 +55,8 @@ class MetaTrainer:
         initial = params if params is not None else self.policy.init_params()
         self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
         self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
-        self.outer = build_outer(config, self.params, self.independent_gradient_norm)
+        self.outer = build_outer(config, self.params, self.independent_tasks)
+        self._independent_oracles: list[PolicyGradientOracle] = []
         self.iteration = 0
         self.env_steps = 0
         self.nonfinite_in_a_row = 0
@@ -64,16 +66,22 @@ class MetaTrainer:
         seq = np.random.SeedSequence(self.config.seed, spawn_key=(TRAINING_TASK_STREAM, iteration))
         return self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
 
-    def independent_gradient_norm(self, params: Params) -> float:
-        """Mean ``||grad S_j(theta)||`` over tasks and episodes drawn independently of the
-        meta-gradient's (the B' batch of the adaptive step size)."""
-        seq = np.random.SeedSequence(self.config.seed, spawn_key=(STEP_SIZE_TASK_STREAM, self.iteration))
+    def independent_tasks(self, params: Params) -> tuple[PolicyGradientOracle, Params]:
+        """An oracle over tasks drawn independently of the meta-gradient's (the B' batch of the
+        adaptive step size), with ``params`` stacked for it. Its episodes are counted in the
+        iteration's env steps."""
+        draw = len(self._independent_oracles)
+        seq = np.random.SeedSequence(self.config.seed, spawn_key=(STEP_SIZE_TASK_STREAM, self.iteration, draw))
         tasks = self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
-        oracle = build_oracle(self.config, self.sampler, tasks, (STEP_SIZE_ROLLOUT_STREAM, self.iteration))
-        stacked = stack_params(params, len(tasks))
-        grads = objective_gradient(oracle, stacked, oracle.sample(stacked))
-        self.env_steps += oracle.env_steps
-        return float(tree_norm(grads, task_axis=True).mean())
+        oracle = build_oracle(self.config, self.sampler, tasks, (STEP_SIZE_ROLLOUT_STREAM, self.iteration, draw))
+        self._independent_oracles.append(oracle)
+        return oracle, stack_params(params, len(tasks))
+
+    def _hessian_lipschitz(self) -> float | None:
+        """rho for HF-MAML's theory delta rule: given, or the outer step's online estimate."""
+        if self.config.meta.rho is not None or not isinstance(self.outer, AdaptiveSGD):
+            return self.config.meta.rho
+        return self.outer.constants(self.params)[1]
 
     def step(self) -> dict[str, Any]:
         """One meta-iteration; returns its metrics."""
@@ -84,7 +92,7 @@ class MetaTrainer:
         estimate = estimate_meta_gradient(
             meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
             inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
-            delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=meta.rho,
+            delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(),
         )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))
@@ -104,7 +112,8 @@ class MetaTrainer:
         else:
             self.nonfinite_in_a_row += 1
             record.update(step_size=0.0, skipped=True)
-        self.env_steps += oracle.env_steps
+        self.env_steps += oracle.env_steps + sum(o.env_steps for o in self._independent_oracles)
+        self._independent_oracles.clear()
         record["env_steps"] = self.env_steps
         record["time_s"] = time.perf_counter() - start
         self.iteration += 1

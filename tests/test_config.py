@@ -44,7 +44,7 @@ def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
         ("meta.inner_lr=.inf", ["meta.inner_lr = inf", "finite"]),
         ("surrogate.gamma=1.5", ["surrogate.gamma = 1.5", "less than or equal to 1"]),
         ("meta.hf_delta_rule=theory", ["meta", "rho"]),
-        ("outer.kind=adaptive_sgd", ["outer", "smoothness"]),
+        ("outer.kind=adaptive_sgd", ["outer", "smoothness", "lipschitz = 'online'"]),
         ("evaluation.seed=0", ["evaluation.seed = 0 equals seed"]),
         ("evaluation.tasks=1", ["evaluation.tasks = 1", "greater than or equal to 2"]),
     ],
@@ -85,3 +85,11 @@ def test_exponents_without_a_dot_are_floats_and_bad_yaml_is_named():
     assert config.meta.inner_lr == 2e-4 and config.env.kwargs == {"goal_low": -0.5, "goal_high": 0.5}
     with pytest.raises(ConfigError, match="override 'meta.method=\\[maml' is not valid YAML"):
         apply_overrides({}, ["meta.method=[maml"])
+
+
+def test_online_lipschitz_needs_dice_and_feeds_the_theory_delta_rule():
+    online = ["outer.kind=adaptive_sgd", "outer.lipschitz=online"]
+    with pytest.raises(ConfigError, match="outer.lipschitz = 'online' with surrogate.kind = 'reinforce'"):
+        validate(apply_overrides({"seed": 0}, [*online, "surrogate.kind=reinforce"]))
+    config = validate(apply_overrides({"seed": 0}, [*online, "meta.method=hfmaml", "meta.hf_delta_rule=theory"]))
+    assert config.meta.rho is None and config.outer.estimates_online

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from metarl.lipschitz import OnlineLipschitz, secants
 from metarl.outer import SGD, Adam, AdaptiveSGD
+from metarl.synthetic import MatrixFactorisationOracle
 
 
 def test_sgd_ascends_along_the_direction():
@@ -21,20 +23,116 @@ def test_adam_ascends_and_anneals_linearly_to_zero():
     assert restored.schedule.get_last_lr() == adam.schedule.get_last_lr()
 
 
+class Cubic:
+    """Deterministic oracle ``J(x) = -1/6 sum_i x_i^3 - 1/2 ||x||^2`` over tasks (rows of x).
+
+    ``grad J = -x^2/2 - x``, ``H = -diag(x) - I``: along a coordinate axis the secant of the
+    Hessian is exactly 1 (rho), and the gradient secant between a and b on one axis is
+    ``|(a + b)/2 + 1|``."""
+
+    task_axis = True
+
+    def __init__(self, tasks: int = 1) -> None:
+        self.tasks, self.draws = tasks, 0
+
+    def sample(self, params):
+        self.draws += 1
+        return None
+
+    def objective(self, params, batch):
+        x = params["x"]
+        return (-(x**3).sum() / 6) - 0.5 * (x**2).sum()
+
+
+def draw_cubic(tasks: int = 1):
+    oracle = Cubic(tasks)
+
+    def draw(params):
+        return oracle, {"x": params["x"].unsqueeze(0).expand(tasks, -1).clone()}
+    return draw, oracle
+
+
 def test_adaptive_sgd_step_is_c_over_lipschitz_estimate():
     params = {"w": torch.zeros(1)}
     seen = []
 
-    def gradient_norm(theta):
-        seen.append(theta["w"].clone())
-        return 2.0
+    class Norm2:
+        task_axis = True
 
-    stats = AdaptiveSGD(c=1 / 12, smoothness=2.0, rho=5.0, inner_lr=0.1, gradient_norm=gradient_norm).step(
-        params, {"w": torch.ones(1)})
+        def sample(self, params):
+            seen.append(params["w"].clone())
+
+        def objective(self, params, batch):
+            return 2.0 * params["w"].sum()  # gradient 2 for the one task: ||grad|| = 2
+
+    def draw(theta):
+        return Norm2(), {"w": theta["w"].unsqueeze(0).clone()}
+
+    stats = AdaptiveSGD(c=1 / 12, inner_lr=0.1, draw=draw, smoothness=2.0, rho=5.0).step(params, {"w": torch.ones(1)})
     lipschitz = 4 * 2.0 + 2 * 5.0 * 0.1 * 2.0
     assert stats["lipschitz_estimate"] == pytest.approx(lipschitz)
     assert params["w"].item() == pytest.approx(1 / 12 / lipschitz)
-    assert torch.equal(seen[0], torch.zeros(1))  # the norm is taken at theta, before the step
+    assert torch.equal(seen[0], torch.zeros(1, 1))  # the norm is taken at theta, before the step
+
+
+def test_adaptive_sgd_needs_constants_or_an_estimator():
+    with pytest.raises(ValueError, match="smoothness and rho"):
+        AdaptiveSGD(c=0.1, inner_lr=0.1, draw=draw_cubic()[0], smoothness=1.0)
+
+
+def test_secants_are_exact_on_a_known_function():
+    theta = {"x": torch.tensor([[1.0, 0.0]], dtype=torch.float64)}
+    previous = {"x": torch.tensor([[0.5, 0.0]], dtype=torch.float64)}
+    result = secants(Cubic(), theta, previous, None)
+    assert result.smoothness.item() == pytest.approx(abs((1.0 + 0.5) / 2 + 1))
+    assert result.rho.item() == pytest.approx(1.0)
+
+
+def test_secants_reject_a_zero_length_segment():
+    theta = {"x": torch.ones(1, 2, dtype=torch.float64)}
+    with pytest.raises(ValueError, match="distinct"):
+        secants(Cubic(), theta, theta, None)
+
+
+def test_online_lipschitz_probes_first_then_follows_the_path_as_a_running_maximum():
+    draw, oracle = draw_cubic()
+    params = {"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}
+    estimator = OnlineLipschitz(probe_radius=1e-3)
+    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, draw=draw, lipschitz=estimator)
+    # First estimate: a probe 1e-3 back along the gradient (-4, 0) from (2, 0), i.e. to (2.001, 0).
+    smoothness, rho = optimizer.constants(params)
+    assert smoothness == pytest.approx(3.0005) and rho == pytest.approx(1.0)
+    history = []
+    for _ in range(3):
+        stats = optimizer.step(params, {"x": torch.tensor([-1.0, 0.0], dtype=torch.float64)})
+        history.append(stats["smoothness"])
+        assert stats["step_size"] == pytest.approx(0.5 / stats["lipschitz_estimate"])
+    # x decreases, so the curvature falls and the running maximum keeps the first value.
+    assert history == pytest.approx([3.0005] * 3)
+    assert oracle.draws == 4
+
+
+def test_online_lipschitz_starts_from_given_lower_bounds():
+    draw, _ = draw_cubic()
+    estimator = OnlineLipschitz(smoothness=100.0, rho=0.5)
+    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, draw=draw, lipschitz=estimator)
+    stats = optimizer.step({"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}, {"x": torch.zeros(2, dtype=torch.float64)})
+    assert stats["smoothness"] == 100.0 and stats["rho"] == pytest.approx(1.0)
+    restored = OnlineLipschitz()
+    restored.load_state_dict(estimator.state_dict())
+    assert (restored.smoothness, restored.rho) == (estimator.smoothness, estimator.rho)
+
+
+def test_online_lipschitz_on_a_noisy_task_uses_common_data():
+    """With common data the gradient noise cancels in the secant: the estimate is the exact one
+    plus the noise Hessian's contribution, not the O(sigma / step) of independent batches."""
+    g = torch.tensor([[1.0, -0.5, 0.8]], dtype=torch.float64)
+    theta = {"x": torch.tensor([[0.6, 0.1, -0.3]], dtype=torch.float64)}
+    previous = {"x": theta["x"] - 1e-3}
+    noisy = secants(MatrixFactorisationOracle(g, sigma_g=10.0, sigma_h=0.0, seed=0), theta, previous,
+                    MatrixFactorisationOracle(g, sigma_g=10.0, sigma_h=0.0, seed=0).sample(theta))
+    exact = secants(MatrixFactorisationOracle(g), theta, previous, MatrixFactorisationOracle(g).sample(theta))
+    torch.testing.assert_close(noisy.smoothness, exact.smoothness)
 
 
 def test_adam_refuses_params_it_was_not_built_with():

@@ -1,6 +1,7 @@
 """End to end: the trainer, evaluation and the ``metarl`` command on tiny navigation runs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,14 @@ def tiny(**sections):
     return validate(data)
 
 
+def checkout_env() -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout (whatever copy of metarl is installed)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def metarl(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=checkout_env())
 
 
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
@@ -90,6 +97,7 @@ def test_same_seed_same_numbers():
         {"meta": {"method": "fomaml"}, "outer": {"kind": "sgd", "lr": 1e-4}},
         {"meta": {"method": "fomaml"}, "outer": {"kind": "adam", "anneal": True}},
         {"meta": {"method": "maml"}, "outer": {"kind": "adaptive_sgd", "smoothness": 10.0, "rho": 1.0}},
+        {"meta": {"method": "fomaml"}, "outer": {"kind": "adaptive_sgd", "lipschitz": "online"}},
         {"meta": {"method": "maml"}, "surrogate": {"kind": "lvc", "normalize_advantages": True, "gae_lambda": 0.95}},
         {"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}, "train": {"dtype": "float64"}},
     ],
@@ -110,6 +118,20 @@ def test_adaptive_step_size_is_c_over_lipschitz_estimate():
     grad_norm = record["lipschitz_estimate"] - 4 * 2.0
     assert grad_norm > 0
     assert record["step_size"] == pytest.approx((1 / 25) / record["lipschitz_estimate"])
+
+
+def test_online_constants_drive_the_step_size_and_the_theory_delta_rule():
+    trainer = MetaTrainer(tiny(meta={"method": "hfmaml", "hf_delta_rule": "theory"},
+                               outer={"kind": "adaptive_sgd", "lipschitz": "online"}))
+    first, second = trainer.step(), trainer.step()
+    for record in (first, second):
+        assert record["smoothness"] > 0 and record["rho"] > 0
+        assert record["lipschitz_estimate"] > 4 * record["smoothness"]
+        assert record["step_size"] == pytest.approx((1 / 25) / record["lipschitz_estimate"])
+    assert second["smoothness"] >= first["smoothness"] and second["rho"] >= first["rho"]
+    # Iteration 0 probed before its meta-gradient (for rho), then once per step: 3 independent draws,
+    # each of 3 tasks x 2 episodes x 10 steps, on top of 2 draws (inner, outer) per meta-gradient.
+    assert second["env_steps"] == 2 * 2 * 60 + 3 * 60
 
 
 def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
@@ -187,11 +209,12 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
          "train.iterations=100000", f"run.dir={run_dir}", "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
     )
     deadline = time.monotonic() + 120
     metrics = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+    while time.monotonic() < deadline and process.poll() is None and (
+            not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
