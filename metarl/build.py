@@ -16,6 +16,7 @@ from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, Indepe
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
 from metarl.oracles import PolicyGradientOracle
 from metarl.sampling import VectorSampler
+from metarl.trpo import TRPO
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -69,6 +70,11 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
     outer = config.outer
     if outer.kind == "sgd":
         return SGD(outer.lr)
+    if outer.kind == "trpo":
+        return TRPO(inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule),
+                    config.meta.inner_steps, max_kl=outer.max_kl, cg_iterations=outer.cg_iterations,
+                    cg_damping=outer.cg_damping, line_search_steps=outer.line_search_steps,
+                    line_search_ratio=outer.line_search_ratio)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]

@@ -79,7 +79,7 @@ class SurrogateConfig(_Section):
 
 
 class OuterConfig(_Section):
-    kind: Literal["sgd", "adaptive_sgd", "adam"] = "adam"
+    kind: Literal["sgd", "adaptive_sgd", "adam", "trpo"] = "adam"
     lr: float = Field(1e-3, gt=0)
     anneal: bool = False
     max_grad_norm: Optional[float] = Field(None, gt=0)
@@ -87,6 +87,11 @@ class OuterConfig(_Section):
     smoothness: Optional[float] = Field(None, gt=0)
     rho: Optional[float] = Field(None, gt=0)
     lipschitz: Literal["given", "online"] = "given"
+    max_kl: float = Field(0.01, gt=0)
+    cg_iterations: int = Field(10, ge=1)
+    cg_damping: float = Field(1e-5, ge=0)
+    line_search_steps: int = Field(15, ge=1)
+    line_search_ratio: float = Field(0.8, gt=0, lt=1)
     probe_radius: float = Field(1e-2, gt=0)
     max_nonfinite: int = Field(5, ge=1)
 

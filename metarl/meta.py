@@ -60,6 +60,7 @@ class MetaGradient:
     inner_batches: list[Any]  # D_0 .. D_{N-1}
     outer_batch: Any  # D_out
     inner_grad_norm: Tensor  # ||grad S(theta_0; D_0)||, per task when the oracle has a task axis
+    oracle: Any = None  # the oracle that drew the batches (a trust-region outer step re-evaluates on them)
 
 
 def inner_step_size(inner_lr: float, inner_steps: int, rule: str = "constant") -> float:
@@ -197,7 +198,7 @@ def estimate_meta_gradient(
                                           hessian_batch, alpha, delta, delta_rule, rho, task_axis)
             u = _axpy(u, alpha, hvp, task_axis)
 
-    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm)
+    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, oracle)
 
 
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,
@@ -267,3 +268,15 @@ def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int) ->
             grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
             thetas.append(_axpy(thetas[k], inner_lr, grad, task_axis))
     return thetas, batches
+
+
+def adapt_on(oracle: TaskOracle, params: Params, batches: list[Any], inner_lr: float) -> Params:
+    """Replay the inner steps from ``params`` on given batches (one step per batch), without new
+    data: ``theta_{k+1} = theta_k + alpha grad S(theta_k; D_k)``. Away from the parameters the
+    batches were drawn at, this relies on the objective being importance weighted."""
+    task_axis = bool(getattr(oracle, "task_axis", False))
+    theta = _detached(params)
+    for batch in batches:
+        grad = _gradient(oracle, _leaf(theta), batch)
+        theta = _axpy(theta, inner_lr, grad, task_axis)
+    return theta

@@ -16,7 +16,7 @@ from envs import Task
 from metarl.policies import Params, Policy
 from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
 from metarl.sampling import Episodes, VectorSampler
-from metarl.surrogates import SURROGATES, PolicyGradientBatch
+from metarl.surrogates import SURROGATES, PolicyGradientBatch, lvc
 
 
 def stack_params(params: Params, num_tasks: int) -> Params:
@@ -90,6 +90,19 @@ class PolicyGradientOracle:
     def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
         """Sum over tasks of each task's surrogate at ``params``."""
         return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
+
+
+    def ratio_objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
+        """``sum_t exp(l_t - l_t^b) Psi_t`` summed over tasks: the per-step importance-ratio surrogate
+        that trust-region methods improve (low variance; its gradient at theta_b is the policy gradient)."""
+        return lvc(episode_log_probs(self.policy, params, batch.episodes), batch)
+
+    def kl(self, old: Params, new: Params, batch: PolicyGradientBatch) -> Tensor:
+        """Mean KL(pi_old || pi_new) over each task's steps, shape (B,); task-batched params."""
+        episodes = batch.episodes
+        per_step = self.policy.kl(old, new, episodes.observations.movedim(1, 0)).movedim(0, 1)
+        mask = episodes.mask
+        return (per_step * mask).sum((0, 2)) / mask.sum((0, 2)).clamp_min(1)
 
 
 def _standardise_per_task(values: Tensor, mask: Tensor) -> Tensor:
