@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from envs.adapter import GymParamsEnv, GymParamsFamily
 from envs.base import BatchedTaskEnv, EnvListBatch, Task, TaskFamily
 from envs.locomotion import (
     DEFAULT_HORIZON,
@@ -33,6 +34,8 @@ __all__ = [
     "AntVel",
     "BatchedTaskEnv",
     "EnvListBatch",
+    "GymParamsEnv",
+    "GymParamsFamily",
     "HalfCheetahDir",
     "HalfCheetahVel",
     "LocomotionFamily",
@@ -46,7 +49,7 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    family.name: family for family in (Navigation2D, *LOCOMOTION_FAMILIES)
+    family.name: family for family in (Navigation2D, *LOCOMOTION_FAMILIES, GymParamsFamily)
 }
 
 
