@@ -17,7 +17,9 @@ to install).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -46,9 +48,30 @@ from gymnasium.envs.mujoco.mujoco_env import expand_model_path  # noqa: E402
 from gymnasium.utils import EzPickle, seeding  # noqa: E402
 
 
+class MujocoWarning(UserWarning):
+    """A warning of the MuJoCo library (for example about a deprecated attribute in a model file)."""
+
+
+@contextmanager
+def mujoco_warnings_as_python_warnings() -> Iterator[None]:
+    """Route MuJoCo's warnings to Python's ``warnings`` while the block runs.
+
+    MuJoCo otherwise prints each one and appends it to ``MUJOCO_LOG.TXT`` in the working
+    directory: MuJoCo 4 warns about ``settotalmass`` in Gymnasium's ``half_cheetah.xml`` on
+    every model compilation, that is once per env. As a Python warning it is shown once.
+    """
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2))
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def load_model(robot: Robot) -> mujoco.MjModel:
     """Compile the robot's model from Gymnasium's assets (the file Gymnasium's v5 env loads)."""
-    return mujoco.MjModel.from_xml_path(expand_model_path(robot.xml_file))
+    with mujoco_warnings_as_python_warnings():
+        return mujoco.MjModel.from_xml_path(expand_model_path(robot.xml_file))
 
 
 def _action_space(model: mujoco.MjModel) -> gym.spaces.Box:
@@ -105,9 +128,10 @@ class _LocomotionEnvMixin:
         self.task_def = self.family.task_definition()
         self._task = self.task_def.encode(self.task_def.default if task is None else task)
         self.horizon, self.oracle = int(horizon), oracle
-        super().__init__(  # type: ignore[call-arg]
-            exclude_current_positions_from_observation=self.robot.skipped_qpos > 0, render_mode=render_mode
-        )
+        with mujoco_warnings_as_python_warnings():
+            super().__init__(  # type: ignore[call-arg]
+                exclude_current_positions_from_observation=self.robot.skipped_qpos > 0, render_mode=render_mode
+            )
         EzPickle.__init__(self, task=task, horizon=horizon, oracle=oracle, render_mode=render_mode)
         self.observation_space = _observation_space(self.robot, self.model, self.task_def, oracle)
         self._half_range = _half_range(self.action_space)

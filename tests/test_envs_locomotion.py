@@ -377,6 +377,25 @@ except ConfigError as error:
     assert "Traceback" not in result.stderr
 
 
+def test_mujoco_warnings_become_python_warnings_not_log_files(tmp_path, monkeypatch):
+    import warnings
+
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        HalfCheetahVel().make_env()  # MuJoCo 4 warns about 'settotalmass' in Gymnasium's half_cheetah.xml
+        mujoco_robots.load_model(HalfCheetahVel.robot)
+    assert all(w.category is mujoco_robots.MujocoWarning for w in caught if "MuJoCo" in str(w.message))
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    previous = mujoco.get_mju_user_warning()
+    with mujoco_robots.mujoco_warnings_as_python_warnings():
+        with pytest.warns(mujoco_robots.MujocoWarning, match="MuJoCo: something odd"):
+            mujoco.get_mju_user_warning()("something odd")
+    assert mujoco.get_mju_user_warning() is previous
+
+
 def test_missing_dependency_error_is_an_import_and_value_error():
     assert issubclass(MissingDependencyError, ImportError) and issubclass(MissingDependencyError, ValueError)
 
