@@ -27,6 +27,7 @@ import numpy as np
 
 from envs.base import Task, _check_horizon
 from envs.locomotion import (
+    DEFAULT_HORIZON,
     AntDir,
     AntGoal,
     AntVel,
@@ -119,7 +120,7 @@ class _LocomotionEnvMixin:
     dt: float
     action_space: gym.spaces.Box
 
-    def __init__(self, task: Task | None = None, horizon: int = 200, oracle: bool = False,
+    def __init__(self, task: Task | None = None, horizon: int = DEFAULT_HORIZON, oracle: bool = False,
                  render_mode: str | None = None) -> None:
         _check_horizon(horizon)
         if not isinstance(oracle, bool):
