@@ -325,7 +325,11 @@ class LocomotionFamily(TaskFamily):
         self.task = task
         self.horizon = int(horizon)
         self.oracle = oracle
-        self._model: Any = None  # the compiled MjModel, shared (read-only) by this family's batched envs
+        self._pool: Any = None  # mujoco_robots.DataPool: the compiled model and reusable simulators
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the simulators (rebuilt on first use)."""
+        return {**self.__dict__, "_pool": None}
 
     @staticmethod
     @abstractmethod
@@ -362,10 +366,10 @@ class LocomotionFamily(TaskFamily):
         Gymnasium's per-step wrappers, with the same numbers as :meth:`make_env` envs."""
         from envs import mujoco_robots
 
-        if self._model is None:
-            self._model = mujoco_robots.load_model(self.robot)
+        if self._pool is None:
+            self._pool = mujoco_robots.DataPool(mujoco_robots.load_model(self.robot))
         return mujoco_robots.MujocoBatch(
-            self.robot, self.task, tasks, horizon=self.horizon, oracle=self.oracle, model=self._model
+            self.robot, self.task, tasks, horizon=self.horizon, oracle=self.oracle, pool=self._pool
         )
 
 

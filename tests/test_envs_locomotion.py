@@ -316,6 +316,35 @@ def test_batched_equals_single_envs_step_for_step(name, oracle):
         assert term[1] and not term[0]
 
 
+def test_batches_reuse_simulators_without_sharing_or_changing_numbers():
+    import pickle
+
+    family = AntVel(horizon=6)
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(6, 3, 8))
+
+    def rollout(batch):
+        out = [batch.reset(np.array([5, 6, 7]))]
+        return out + [x for a in actions for x in batch.step(a)[:2]]
+
+    first = family.make_batched(tasks)
+    fresh = rollout(first)
+    live = family.make_batched(tasks)  # while `first` is alive: its own simulators
+    assert not {id(d) for d in first._data} & {id(d) for d in live._data}
+    used = {id(d) for d in first._data}
+    del first  # garbage-collected: its simulators go back to the pool
+    reused = family.make_batched(tasks)
+    assert {id(d) for d in reused._data} == used
+    for a, b in zip(rollout(reused), fresh):  # a used simulator gives the numbers of a fresh one
+        np.testing.assert_array_equal(a, b)
+    reused.close()
+    with pytest.raises(RuntimeError, match="reset"):
+        reused.step(actions[0])
+    with pytest.raises(RuntimeError, match="closed"):
+        reused.reset()
+    assert pickle.loads(pickle.dumps(family))._pool is None
+
+
 def test_batched_reset_is_seeded_and_checks_shapes():
     family = HalfCheetahVel(horizon=5)
     batch = family.make_batched(family.sample_tasks(3, np.random.default_rng(0)))
