@@ -46,9 +46,10 @@ Where this differs from other implementations, and why:
 * The control cost is on the *clipped* action (rllab clips in the env, pytorch-maml-rl in
   a wrapper), so exploration noise beyond the bounds is not penalised; Gymnasium's own
   rewards use the raw action and other weights (0.1 for HalfCheetah, 0.5 for Ant).
-* Contact forces: MuJoCo >= 2 computes ``cfrc_ext`` only in ``mj_rnePostConstraint``,
-  which Gymnasium v5 calls after every step, so the contact cost is active (with
-  mujoco-py >= 1.5 it was silently zero, which is why Gymnasium's v4 Ant left it out).
+* Contact forces: since MuJoCo 2.0, ``cfrc_ext`` is computed only by
+  ``mj_rnePostConstraint``, which Gymnasium v5 calls after every step, so the contact cost
+  and observation are live here. Under mujoco-py with MuJoCo 2.x (gym's Ant-v2/v3) they
+  were silently zero (openai/gym#1541), and Gymnasium's Ant-v4 leaves them out by default.
 * The survive bonus is paid on every step taken, including the one that terminates
   (rllab); Gymnasium's ``healthy_reward`` is 0 on that step. Other implementations
   (ProMP, garage) do not terminate the Ant at all; we keep Finn et al.'s termination.
