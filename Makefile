@@ -17,3 +17,4 @@ test: install
 
 benchmark: install
 	$(PYTHON) scripts/benchmark_iteration.py
+	$(PYTHON) scripts/benchmark_meta_gradient.py

@@ -1,8 +1,9 @@
 """Meta-RL task families: Gymnasium environments with a task parameter.
 
-Depends only on NumPy, Gymnasium and the standard library (never torch or ``metarl``).
-Families are listed in :data:`FAMILIES` and built with :func:`make_family`; single envs
-are also registered with Gymnasium under the ``metarl/`` namespace.
+Depends only on NumPy, Gymnasium, MuJoCo (optional, for the locomotion families) and the
+standard library (never torch or ``metarl``). Families are listed in :data:`FAMILIES` and
+built with :func:`make_family`; single envs are also registered with Gymnasium under the
+``metarl/`` namespace (the locomotion ones with an ``Oracle`` variant that observes the task).
 """
 
 from __future__ import annotations
@@ -11,13 +12,34 @@ from typing import Any
 
 import gymnasium as gym
 
+from envs.adapter import GymParamsEnv, GymParamsFamily
 from envs.base import BatchedTaskEnv, EnvListBatch, Task, TaskFamily
+from envs.locomotion import (
+    DEFAULT_HORIZON,
+    LOCOMOTION_FAMILIES,
+    AntDir,
+    AntGoal,
+    AntVel,
+    HalfCheetahDir,
+    HalfCheetahVel,
+    LocomotionFamily,
+    MissingDependencyError,
+)
 from envs.navigation import Navigation2D, Navigation2DBatch, Navigation2DEnv
 
 __all__ = [
     "FAMILIES",
+    "AntDir",
+    "AntGoal",
+    "AntVel",
     "BatchedTaskEnv",
     "EnvListBatch",
+    "GymParamsEnv",
+    "GymParamsFamily",
+    "HalfCheetahDir",
+    "HalfCheetahVel",
+    "LocomotionFamily",
+    "MissingDependencyError",
     "Navigation2D",
     "Navigation2DBatch",
     "Navigation2DEnv",
@@ -27,7 +49,7 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    Navigation2D.name: Navigation2D,
+    family.name: family for family in (Navigation2D, *LOCOMOTION_FAMILIES, GymParamsFamily)
 }
 
 
@@ -45,3 +67,14 @@ if "metarl/Navigation2D-v0" not in gym.envs.registry:
         entry_point="envs.navigation:Navigation2DEnv",
         max_episode_steps=100,
     )
+
+# Entry points are resolved by gym.make only, so registering needs no MuJoCo.
+for _family in LOCOMOTION_FAMILIES:
+    for _oracle, _env_id in ((False, _family.env_id), (True, _family.oracle_env_id())):
+        if _env_id not in gym.envs.registry:
+            gym.register(
+                id=_env_id,
+                entry_point=f"envs.mujoco_robots:{_family.env_class}",
+                max_episode_steps=DEFAULT_HORIZON,
+                kwargs={"oracle": _oracle},
+            )

@@ -68,6 +68,7 @@ class MetaConfig(_Section):
     hessian_batch: Literal["shared", "independent"] = "shared"
     hf_delta: float = Field(1e-3, gt=0)
     hf_delta_rule: Literal["scaled", "theory"] = "scaled"
+    hf_difference: Literal["central", "forward"] = "central"
     rho: Optional[float] = Field(None, gt=0)
 
 

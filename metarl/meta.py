@@ -12,7 +12,8 @@ with N inner steps of size alpha::
 * ``fomaml``: the meta-gradient is ``v`` (no second-order term).
 * ``hfmaml`` (Fallah et al.): ``H_k u`` is replaced by the finite difference
   ``[grad S(theta_k + delta u) - grad S(theta_k - delta u)] / (2 delta)`` on the same batch,
-  first-order gradients only. With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
+  first-order gradients only (or the forward difference ``[grad S(theta_k + delta u) - grad S(theta_k)] / delta``,
+  which on a shared batch reuses the inner step's gradient). With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
   ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the surrogate must be importance
   weighted away from the sampling parameters (``dice``), or the difference sees only part of
   the Hessian.
@@ -37,6 +38,7 @@ METHODS: tuple[str, ...] = ("maml", "fomaml", "hfmaml")
 STEP_RULES: tuple[str, ...] = ("constant", "inverse_steps")
 HESSIAN_BATCHES: tuple[str, ...] = ("shared", "independent")
 DELTA_RULES: tuple[str, ...] = ("scaled", "theory")
+DIFFERENCES: tuple[str, ...] = ("central", "forward")
 
 
 @runtime_checkable
@@ -120,16 +122,22 @@ def _exact_hvp(params: Params, grad_with_graph: Params, u: Params) -> Params:
 
 
 def _finite_difference_hvp(
-    oracle: TaskOracle, theta: Params, batch: Any, u: Params, delta: Tensor | float, task_axis: bool
+    oracle: TaskOracle, theta: Params, batch: Any, u: Params, delta: Tensor | float, task_axis: bool,
+    difference: str = "central", gradient_at_theta: Params | None = None,
 ) -> Params:
-    """``[grad S(theta + delta u) - grad S(theta - delta u)] / (2 delta)`` on one batch."""
+    """``H u`` by a difference of gradients on one batch: central,
+    ``[grad S(theta + delta u) - grad S(theta - delta u)] / (2 delta)``, or forward,
+    ``[grad S(theta + delta u) - grad S(theta)] / delta`` (reusing ``gradient_at_theta`` if given)."""
     plus = _gradient(oracle, _leaf(_axpy(theta, delta, u, task_axis)), batch)
+    if difference == "forward":
+        base = gradient_at_theta if gradient_at_theta is not None else _gradient(oracle, _leaf(theta), batch)
+        return _scale({k: plus[k] - base[k].detach() for k in theta}, 1.0 / delta, task_axis)
     minus = _gradient(oracle, _leaf(_axpy(theta, -delta, u, task_axis)), batch)
     return _scale({k: plus[k] - minus[k] for k in theta}, 0.5 / delta, task_axis)
 
 
 def _check_options(method: str, inner_steps: int, hessian_batch: str, delta: float, delta_rule: str,
-                   rho: float | None) -> None:
+                   rho: float | None, difference: str = "central") -> None:
     if method not in METHODS:
         raise ValueError(f"meta-gradient method {method!r} is unknown; allowed: {', '.join(METHODS)}")
     if inner_steps < 1:
@@ -138,6 +146,8 @@ def _check_options(method: str, inner_steps: int, hessian_batch: str, delta: flo
         raise ValueError(f"hessian_batch {hessian_batch!r} is unknown; allowed: {', '.join(HESSIAN_BATCHES)}")
     if delta_rule not in DELTA_RULES:
         raise ValueError(f"delta_rule {delta_rule!r} is unknown; allowed: {', '.join(DELTA_RULES)}")
+    if difference not in DIFFERENCES:
+        raise ValueError(f"finite difference {difference!r} is unknown; allowed: {', '.join(DIFFERENCES)}")
     if delta_rule == "scaled" and not delta > 0:
         raise ValueError(f"delta = {delta}: must be > 0")
     if delta_rule == "theory" and (rho is None or not rho > 0):
@@ -156,12 +166,13 @@ def estimate_meta_gradient(
     delta: float = 1e-3,
     delta_rule: str = "scaled",
     rho: float | None = None,
+    difference: str = "central",
 ) -> MetaGradient:
     """One meta-gradient estimate for one task (or one task-batched oracle), with by-products.
 
     See :func:`meta_gradient` for the arguments.
     """
-    _check_options(method, inner_steps, hessian_batch, delta, delta_rule, rho)
+    _check_options(method, inner_steps, hessian_batch, delta, delta_rule, rho, difference)
     task_axis = bool(getattr(oracle, "task_axis", False))
     alpha = inner_step_size(inner_lr, inner_steps, step_rule)
     second_order = method != "fomaml"
@@ -195,7 +206,7 @@ def estimate_meta_gradient(
     if second_order:
         for k in reversed(range(inner_steps)):
             hvp = _hessian_vector_product(method, oracle, thetas[k], graphs[k], hessian_batches[k], u,
-                                          hessian_batch, alpha, delta, delta_rule, rho, task_axis)
+                                          hessian_batch, alpha, delta, delta_rule, rho, task_axis, difference)
             u = _axpy(u, alpha, hvp, task_axis)
 
     return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, oracle)
@@ -203,7 +214,7 @@ def estimate_meta_gradient(
 
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,
                             u: Params, hessian_batch: str, alpha: float, delta: float, delta_rule: str,
-                            rho: float | None, task_axis: bool) -> Params:
+                            rho: float | None, task_axis: bool, difference: str) -> Params:
     if method == "maml":
         if hessian_batch == "independent":
             grad = _gradient(oracle, theta, batch, create_graph=True)
@@ -217,7 +228,9 @@ def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad
         step = 1.0 / (6.0 * rho * alpha * safe_norm)
     else:
         step = delta / safe_norm
-    return _finite_difference_hvp(oracle, _detached(theta), batch, u, step, task_axis)
+    # On a shared batch the inner step already computed grad S(theta_k; D_k): a forward difference reuses it.
+    reusable = grad if hessian_batch == "shared" else None
+    return _finite_difference_hvp(oracle, _detached(theta), batch, u, step, task_axis, difference, reusable)
 
 
 def meta_gradient(
@@ -232,6 +245,7 @@ def meta_gradient(
     delta: float = 1e-3,
     delta_rule: str = "scaled",
     rho: float | None = None,
+    difference: str = "central",
 ) -> Params:
     """The ascent direction of the MAML objective for one task, keyed like ``params``.
 
@@ -247,10 +261,13 @@ def meta_gradient(
         delta: delta_0 of HF-MAML's ``delta = delta_0 / ||u||``.
         delta_rule: ``"scaled"`` or ``"theory"`` (``delta = 1 / (6 rho alpha ||u||)``).
         rho: Lipschitz constant of the Hessian, for ``delta_rule="theory"``.
+        difference: HF-MAML's ``"central"`` difference (the seed's; error O(delta^2) for smooth
+            surrogates) or ``"forward"`` (error O(delta); on a shared batch it reuses the inner
+            step's gradient, one gradient per inner step instead of two).
     """
     return estimate_meta_gradient(
         method, oracle, params, inner_lr=inner_lr, inner_steps=inner_steps, step_rule=step_rule,
-        hessian_batch=hessian_batch, delta=delta, delta_rule=delta_rule, rho=rho,
+        hessian_batch=hessian_batch, delta=delta, delta_rule=delta_rule, rho=rho, difference=difference,
     ).direction
 
 

@@ -93,6 +93,7 @@ class MetaTrainer:
             meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
             inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
             delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(),
+            difference=meta.hf_difference,
         )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))

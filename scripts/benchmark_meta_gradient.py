@@ -4,7 +4,8 @@ The estimator's own cost, without sampling: every batch the estimator asks for i
 navigation rollouts drawn once beforehand and replayed (the surrogate is evaluated on it at the
 parameters the estimator passes, exactly as with fresh rollouts). Policies are 2-hidden-layer
 MLPs of width h, from about 1e3 to 1e6 parameters. Prints seconds per meta-gradient, the cost
-relative to FO-MAML, and the log-log slope of time against size (1.0 = linear).
+relative to FO-MAML, and the log-log slope of time against size (1.0 = linear). ``hfmaml`` is the
+central difference (the default), ``hfmaml-fwd`` the forward difference (``meta.hf_difference``).
 
     python scripts/benchmark_meta_gradient.py [--tasks 10] [--episodes 10] [--repeats 3]
 """
@@ -28,7 +29,9 @@ from metarl.policies import GaussianMLPPolicy, Params
 from metarl.sampling import VectorSampler
 
 WIDTHS = (29, 97, 313, 997)  # about 1e3, 1e4, 1e5 and 1e6 parameters
-METHODS = ("fomaml", "hfmaml", "maml")
+# name -> (method, HF-MAML finite difference)
+VARIANTS = {"fomaml": ("fomaml", "central"), "hfmaml": ("hfmaml", "central"), "hfmaml-fwd": ("hfmaml", "forward"),
+            "maml": ("maml", "central")}
 
 
 class ReplayOracle:
@@ -64,12 +67,13 @@ def replay_oracle(width: int, tasks: int, episodes: int, draws: int) -> tuple[Re
     return ReplayOracle(oracle, batches), params, sample_seconds
 
 
-def time_meta_gradient(method: str, oracle: ReplayOracle, params: Params, inner_steps: int, repeats: int) -> float:
+def time_meta_gradient(variant: str, oracle: ReplayOracle, params: Params, inner_steps: int, repeats: int) -> float:
     """Median seconds of one meta-gradient (after one warm-up call)."""
+    method, difference = VARIANTS[variant]
     times = []
     for i in range(repeats + 1):
         start = time.perf_counter()
-        estimate_meta_gradient(method, oracle, params, inner_lr=0.1, inner_steps=inner_steps)
+        estimate_meta_gradient(method, oracle, params, inner_lr=0.1, inner_steps=inner_steps, difference=difference)
         if i > 0:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -90,28 +94,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    seconds: dict[tuple[str, int], list[float]] = {(m, n): [] for m in METHODS for n in args.inner_steps}
+    seconds: dict[tuple[str, int], list[float]] = {(v, n): [] for v in VARIANTS for n in args.inner_steps}
     sizes, rows = [], []
     for width in args.widths:
         oracle, params, sample_seconds = replay_oracle(width, args.tasks, args.episodes, draws=4)
         size = sum(v[0].numel() for v in params.values())
         sizes.append(size)
         for n in args.inner_steps:
-            timed = {m: time_meta_gradient(m, oracle, params, n, args.repeats) for m in METHODS}
-            for m in METHODS:
-                seconds[(m, n)].append(timed[m])
-            rows.append((f"{size:,}", n, *(f"{timed[m]:.3f}" for m in METHODS),
-                         f"{timed['hfmaml'] / timed['fomaml']:.2f}", f"{timed['maml'] / timed['fomaml']:.2f}",
+            timed = {v: time_meta_gradient(v, oracle, params, n, args.repeats) for v in VARIANTS}
+            for v in VARIANTS:
+                seconds[(v, n)].append(timed[v])
+            rows.append((f"{size:,}", n, *(f"{timed[v]:.3f}" for v in VARIANTS),
+                         *(f"{timed[v] / timed['fomaml']:.2f}" for v in ("hfmaml", "hfmaml-fwd", "maml")),
                          f"{sample_seconds:.3f}"))
         print(f"  width {width}: {size:,} parameters done", flush=True)
 
     steps = args.tasks * args.episodes * 100
     print(f"\nnavigation2d, {args.tasks} tasks x {args.episodes} episodes x 100 steps ({steps:,} steps) per batch, "
           f"float32, torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}")
-    print(format_table(["params", "inner steps", "fomaml s", "hfmaml s", "maml s", "hf / fo", "maml / fo",
-                        "one draw s"], rows))
+    print(format_table(["params", "inner steps", *(f"{v} s" for v in VARIANTS), "hf / fo", "hf-fwd / fo",
+                        "maml / fo", "one draw s"], rows))
     if len(sizes) >= 2:
-        slopes = [(m, n, f"{slope(sizes, seconds[(m, n)]):.2f}") for m in METHODS for n in args.inner_steps]
+        slopes = [(v, n, f"{slope(sizes, seconds[(v, n)]):.2f}") for v in VARIANTS for n in args.inner_steps]
         print(f"\nlog-log slope of time against parameters, {sizes[-2]:,} -> {sizes[-1]:,} (1.00 = linear)")
         print(format_table(["method", "inner steps", "slope"], slopes))
 

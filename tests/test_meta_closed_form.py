@@ -152,7 +152,7 @@ def test_hfmaml_theory_delta_rule_needs_rho_and_works_with_it() -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"method": "sgd"}, "method"), ({"inner_steps": 0}, "inner_steps"), ({"hessian_batch": "both"}, "hessian_batch"),
-     ({"delta": 0.0}, "delta")],
+     ({"delta": 0.0}, "delta"), ({"difference": "backward"}, "finite difference")],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
     oracle = MatrixFactorisationOracle(tasks(torch.ones(2, dtype=torch.float64), 1), 0.0, 0.0, seed=0)
@@ -263,17 +263,18 @@ def test_reinforce_gradient_is_still_unbiased() -> None:
 # --- HF-MAML's finite difference --------------------------------------------------------------
 
 
-def _same_batch_difference(oracle_factory, params, delta: float) -> float:
+def _same_batch_difference(oracle_factory, params, delta: float, difference: str = "central") -> float:
     """||hfmaml - maml|| on identical data: alpha times the finite-difference error."""
     results = [
-        meta_gradient(method, oracle_factory(), params, inner_lr=ALPHA, inner_steps=1, delta=delta)
+        meta_gradient(method, oracle_factory(), params, inner_lr=ALPHA, inner_steps=1, delta=delta,
+                      difference=difference)
         for method in ("maml", "hfmaml")
     ]
     return float(torch.sqrt(sum(((results[0][k] - results[1][k]) ** 2).sum() for k in params)))
 
 
 @pytest.mark.parametrize("problem", ["bandit", "lqr"])
-def test_hfmaml_finite_difference_error_shrinks_as_delta_squared(problem: str) -> None:
+def test_hfmaml_central_difference_error_shrinks_as_delta_squared(problem: str) -> None:
     """The central difference of a smooth surrogate errs by delta^2 |D^3 S[u,u,u]| / 6 (third-order
     Taylor term, below the seed's ``rho delta ||u||^2 / 2`` bound): a tenfold smaller delta gives a
     hundredfold smaller error, until rounding (about 1e-16 / delta) takes over."""
@@ -289,3 +290,45 @@ def test_hfmaml_finite_difference_error_shrinks_as_delta_squared(problem: str) -
     assert errors[0] > 0
     for coarse, fine in zip(errors, errors[1:]):
         assert 70 < coarse / fine < 130, errors
+
+
+def test_hfmaml_forward_difference_error_shrinks_as_delta() -> None:
+    """The forward difference errs by delta |D^3 S[u,u,.]| / 2: tenfold smaller delta, tenfold smaller error."""
+    errors = [_same_batch_difference(lambda: GaussianBandit(GOAL, 4, 200, seed=82), replicate(THETA, 4), delta,
+                                     difference="forward") for delta in (1e-1, 1e-2, 1e-3)]
+    for coarse, fine in zip(errors, errors[1:]):
+        assert 7 < coarse / fine < 13, errors
+
+
+@pytest.mark.parametrize("hessian_batch", ["shared", "independent"])
+def test_hfmaml_forward_difference_is_unbiased_for_maml_gradient(hessian_batch: str) -> None:
+    replicas, samples = (300, 8000) if hessian_batch == "shared" else (2000, 500)
+    oracle = GaussianBandit(GOAL, replicas, samples, seed=83)
+    estimates = meta_gradient("hfmaml", oracle, replicate(THETA, replicas), inner_lr=ALPHA, inner_steps=2,
+                              hessian_batch=hessian_batch, delta=1e-4, difference="forward")
+    assert z_scores(estimates, bandit_exact(2)).max() < STANDARD_ERRORS
+
+
+class CountingOracle(MatrixFactorisationOracle):
+    """Counts objective evaluations (one per gradient in the estimators)."""
+
+    calls = 0
+
+    def objective(self, params, batch):
+        self.calls += 1
+        return super().objective(params, batch)
+
+
+@pytest.mark.parametrize(
+    "method,difference,hessian_batch,expected",
+    [("fomaml", "central", "shared", 4), ("hfmaml", "central", "shared", 10), ("hfmaml", "forward", "shared", 7),
+     ("hfmaml", "forward", "independent", 10), ("maml", "central", "shared", 4)],
+)
+def test_gradient_evaluations_per_estimate(method: str, difference: str, hessian_batch: str, expected: int) -> None:
+    """Three inner steps: FO-MAML takes N + 1 gradients; HF-MAML's central difference 2 more per step,
+    its forward difference on a shared batch 1 more (it reuses the inner step's gradient); MAML's
+    double backward differentiates the N + 1 retained graphs."""
+    oracle = CountingOracle(tasks(torch.ones(2, dtype=torch.float64), 2), 0.1, 0.1, seed=0)
+    meta_gradient(method, oracle, {"x": torch.ones(2, 2, dtype=torch.float64)}, inner_lr=0.1, inner_steps=3,
+                  hessian_batch=hessian_batch, difference=difference)
+    assert oracle.calls == expected

@@ -1,0 +1,94 @@
+"""The reproduction scripts' qualitative claims, at a tiny size (scripts/ is not a package: loaded by path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+mf = load_script("reproduce_matrix_factorization")
+ms = load_script("reproduce_multistep")
+PANEL_A, PANEL_B, PANEL_C = mf.PANELS
+
+
+def final_norms(panel, setup, methods=mf.METHODS, seed: int = 0) -> dict[str, float]:
+    return {m: mf.final_norm(mf.train(m, panel, setup, seed), 0.2) for m in methods}
+
+
+def test_fomaml_stalls_with_exact_gradients_and_dissimilar_tasks() -> None:
+    panel, setup = dataclasses.replace(PANEL_A, iterations=150), mf.Setup(replicas=2)
+    curves = {m: mf.train(m, panel, setup, seed=0) for m in mf.METHODS}
+    norms = {m: mf.final_norm(curve, 0.2) for m, curve in curves.items()}
+    assert norms["maml"] < 1e-2 * curves["maml"][0].mean()
+    assert norms["fomaml"] > 10 * norms["maml"]
+    assert norms["fomaml"] > 10 * norms["hfmaml"]
+
+
+def test_fomaml_gap_needs_dissimilar_tasks_with_noisy_gradients() -> None:
+    setup = mf.Setup(replicas=4)
+    similar = final_norms(dataclasses.replace(PANEL_B, iterations=300), setup, ("maml", "fomaml"))
+    dissimilar = final_norms(dataclasses.replace(PANEL_C, iterations=300), setup, ("maml", "fomaml"))
+    similar_ratio = similar["fomaml"] / similar["maml"]
+    dissimilar_ratio = dissimilar["fomaml"] / dissimilar["maml"]
+    assert 0.67 < similar_ratio < 1.5
+    assert dissimilar_ratio > 3
+    assert dissimilar_ratio > 2 * similar_ratio
+
+
+def test_matrix_factorisation_run_is_deterministic_for_a_seed() -> None:
+    panel, setup = dataclasses.replace(PANEL_C, iterations=5), mf.Setup(replicas=2)
+    first = mf.train("hfmaml", panel, setup, seed=3)
+    assert torch.equal(first, mf.train("hfmaml", panel, setup, seed=3))
+    assert not torch.equal(first, mf.train("hfmaml", panel, setup, seed=4))
+
+
+def test_exact_meta_gradient_is_zero_at_a_shared_task_solution() -> None:
+    # One task repeated: x = g is a maximiser of J(x + alpha grad J(x)), so grad F = 0 there.
+    g = torch.randn(1, 1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).expand(1, 3, 4)
+    assert mf.exact_meta_gradient_norm(g[:, 0], g, 0.1).item() < 1e-12
+    assert mf.exact_meta_gradient_norm(0.5 * g[:, 0], g, 0.1).item() > 1e-3
+
+
+def test_constant_inner_step_diverges_with_many_steps_where_inverse_steps_converges() -> None:
+    setup = ms.Setup(iterations=60, replicas=3, steps=(8,))
+    constant = ms.train("constant", 8, setup, seed=0)
+    inverse = ms.train("inverse_steps", 8, setup, seed=0)
+    assert torch.isinf(constant[-1]).any()
+    assert torch.isfinite(inverse).all()
+    assert inverse[-1].max() < 0.1 * inverse[0].median()
+    table = ms.results_table({("constant", 8): constant, ("inverse_steps", 8): inverse}, setup)
+    assert "diverged" in table.splitlines()[2] and "diverged" not in table.splitlines()[3]
+
+
+def test_one_inner_step_is_the_same_under_both_rules() -> None:
+    setup = ms.Setup(iterations=10, replicas=2, steps=(1,))
+    assert torch.equal(ms.train("constant", 1, setup, seed=1), ms.train("inverse_steps", 1, setup, seed=1))
+
+
+def test_figures_are_written_even_with_diverged_runs(tmp_path: Path) -> None:
+    setup = ms.Setup(iterations=5, replicas=2, steps=(1, 8))
+    curves = {(rule, n): torch.tensor([[1.0, 1.0], [0.5, 0.4], [0.2, 0.1], [0.1, 0.05], [0.05, 0.02], [0.02, 0.01]],
+                                      dtype=torch.float64) for rule in ms.RULES for n in setup.steps}
+    curves[("constant", 8)][2:] = torch.inf
+    ms.plot(curves, setup, tmp_path / "multistep.png")
+    panels = tuple(dataclasses.replace(p, iterations=2) for p in mf.PANELS)
+    mf.plot(mf.run(panels, mf.Setup(replicas=2), seed=0), panels, tmp_path / "mf.png")
+    assert (tmp_path / "multistep.png").stat().st_size > 0 and (tmp_path / "mf.png").stat().st_size > 0
