@@ -2,7 +2,8 @@
 
 The trust region is measured on the *post-adaptation* policies of the meta-batch. With ``g`` the
 averaged meta-gradient from any estimator (MAML, FO-MAML, HF-MAML) and ``F`` the Fisher matrix
-of the adapted policies on their episodes D_out::
+of the adapted policies on their episodes D_out, pulled back to the meta-parameters through the
+adaptation (``J^T F J``, ``J = prod_k (I + alpha H_k)``; see :class:`MetaFisher`)::
 
     s = F^{-1} g                         (conjugate gradient on Fisher-vector products)
     step = sqrt(2 max_kl / s^T F s) * s
@@ -11,9 +12,10 @@ of the adapted policies on their episodes D_out::
 
 Re-adaptation at a candidate theta_new replays the inner steps on the stored inner batches
 (importance-weighted surrogate, no new rollouts). Fisher-vector products are exact second
-derivatives of the mean KL (double backward), never a dense matrix; the adaptation's Jacobian is
-taken as the identity in the metric only (the line search checks the true KL, so the bound
-holds whatever the metric).
+derivatives of the mean KL and of the inner steps (double backward), never a dense matrix. The
+metric uses exact Hessian-vector products whatever the estimator of ``g``: the adaptation can
+amplify a meta-step many times (``alpha H`` is large early in training), so a metric without ``J``
+makes the line search reject every step.
 """
 
 from __future__ import annotations
@@ -78,6 +80,54 @@ def _stack(params: Params, tasks: int) -> Params:
     return {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in params.items()}
 
 
+class MetaFisher:
+    """``v -> mean_i J_i^T F_i J_i v + damping v``: the Fisher of the adapted policies pulled back
+    to the meta-parameters through the adaptation's Jacobian ``J_i = prod_k (I + alpha H_ik)``.
+
+    The inner steps are replayed once on their batches with graphs kept, and the KL's gradient at
+    the adapted parameters once with its graph; every product then costs backward passes only.
+    """
+
+    def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, inner_lr: float,
+                 damping: float) -> None:
+        self.params, self.inner_lr, self.damping = params, inner_lr, damping
+        self.tasks = next(iter(estimate.adapted.values())).shape[0]
+        self.points: list[Params] = []
+        self.gradients: list[Params] = []
+        theta = _stack(params, self.tasks)
+        for batch in estimate.inner_batches:
+            leaf = _leaf(theta)
+            grad = _gradient(oracle, leaf, batch, create_graph=True)
+            self.points.append(leaf)
+            self.gradients.append(grad)
+            theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
+        self.adapted = _leaf(estimate.adapted)
+        kl = oracle.kl({k: v.detach() for k, v in estimate.adapted.items()}, self.adapted, estimate.outer_batch).mean()
+        self.kl_gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
+
+    @staticmethod
+    def _product(point: Params, gradient: Any, vector: Params) -> Params:
+        """Second derivative along ``vector`` of the function whose gradient graph is ``gradient``."""
+        values = gradient.values() if isinstance(gradient, dict) else gradient
+        inner = sum((g * vector[k]).sum() for g, k in zip(values, point))
+        products = torch.autograd.grad(inner, list(point.values()), retain_graph=True, allow_unused=True)
+        return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(point.items(), products)}
+
+    def _jacobian(self, vector: Params, transpose: bool) -> Params:
+        order = range(len(self.points))
+        for k in (reversed(order) if transpose else order):
+            hvp = self._product(self.points[k], self.gradients[k], vector)
+            vector = {name: vector[name] + self.inner_lr * hvp[name] for name in vector}
+        return vector
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        tangent = {k: v.contiguous() for k, v in _stack(_unflatten(flat, self.params), self.tasks).items()}
+        pushed = self._jacobian(tangent, transpose=False)
+        fisher = self._product(self.adapted, self.kl_gradient, pushed)
+        pulled = self._jacobian(fisher, transpose=True)
+        return _flatten({k: v.sum(0) for k, v in pulled.items()}).detach() + self.damping * flat
+
+
 class TRPO(OuterOptimizer):
     """Trust-region meta-update on the post-adaptation policies.
 
@@ -100,33 +150,15 @@ class TRPO(OuterOptimizer):
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
         if estimate is None or estimate.oracle is None:
             raise ValueError("TRPO needs the meta-gradient estimate (its oracle, adapted parameters and batches)")
-        oracle = estimate.oracle
-        tasks = next(iter(estimate.adapted.values())).shape[0]
-        adapted_old = estimate.adapted
         gradient = _flatten(direction)
-
-        def fisher_vector_product(vector: Tensor) -> Tensor:
-            return self._fisher_vector_product(oracle, adapted_old, estimate.outer_batch, params, vector, tasks)
-
-        search = conjugate_gradient(fisher_vector_product, gradient, self.cg_iterations)
-        curvature = search @ fisher_vector_product(search)
+        metric = MetaFisher(estimate.oracle, params, estimate, self.inner_lr, self.cg_damping)
+        search = conjugate_gradient(metric, gradient, self.cg_iterations)
+        curvature = search @ metric(search)
         if not torch.isfinite(curvature) or curvature <= 0:
             return {"step_size": 0.0, "step_norm": 0.0, "kl": 0.0, "improvement": 0.0, "line_search_steps": 0,
                     "accepted": False}
         full_step = torch.sqrt(2 * self.max_kl / curvature) * search
-        return self._line_search(oracle, params, full_step, estimate, gradient)
-
-    def _fisher_vector_product(self, oracle: TrustRegionOracle, adapted: Params, batch: Any, params: Params,
-                               vector: Tensor, tasks: int) -> Tensor:
-        """``(mean_i F_i + damping I) v`` with F_i the Fisher of task i's adapted policy."""
-        new = _leaf(adapted)
-        kl = oracle.kl(adapted, new, batch).mean()
-        grads = torch.autograd.grad(kl, list(new.values()), create_graph=True)
-        tangent = _stack(_unflatten(vector, params), tasks)
-        inner = sum((g * tangent[k]).sum() for g, k in zip(grads, new))
-        products = torch.autograd.grad(inner, list(new.values()))
-        summed = {k: p.sum(0) for k, p in zip(new, products)}  # d/d(theta) of the mean over tasks
-        return _flatten(summed).detach() + self.cg_damping * vector
+        return self._line_search(estimate.oracle, params, full_step, estimate, gradient)
 
     def _line_search(self, oracle: TrustRegionOracle, params: Params, full_step: Tensor, estimate: MetaGradient,
                      gradient: Tensor) -> dict[str, float]:
