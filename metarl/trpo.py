@@ -77,7 +77,7 @@ def _unflatten(flat: Tensor, like: Params) -> Params:
 
 
 def _stack(params: Params, tasks: int) -> Params:
-    return {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in params.items()}
+    return {k: v.detach().unsqueeze(0).expand(tasks, *v.shape).contiguous() for k, v in params.items()}
 
 
 class MetaFisher:
