@@ -206,18 +206,26 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
 
     run_dir = tmp_path / "run"
     overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
+    # A shell that starts the test run in the background makes its children ignore SIGINT; the
+    # child restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal.
     process = subprocess.Popen(
         [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
          "train.iterations=100000", f"run.dir={run_dir}", "--quiet"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    metrics = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline and process.poll() is None and (
-            not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and process.poll() is None and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130, stderr
     assert "interrupted after" in stderr and "Traceback" not in stderr
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
