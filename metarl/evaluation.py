@@ -45,6 +45,28 @@ class EvaluationResult:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
+    @classmethod
+    def load(cls, path: str | Path) -> "EvaluationResult":
+        """Read a result written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable evaluation result: {error}") from None
+
+
+def side_by_side(results: dict[str, EvaluationResult]) -> str:
+    """One table of several runs' results: a row per adaptation step, ``mean +/- stderr`` per run."""
+    steps = max((r.steps for r in results.values()), key=len)
+    rows = []
+    for k in steps:
+        cells = []
+        for result in results.values():
+            i = result.steps.index(k) if k in result.steps else None
+            cells.append("" if i is None else f"{result.mean_return[i]:.2f} +/- {result.stderr[i]:.2f}")
+        rows.append((k, *cells))
+    return format_table(["steps", *results], rows)
+
 
 def evaluate(
     config: Config,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metarl.config import load_config, validate
-from metarl.evaluation import evaluate
+from metarl.evaluation import EvaluationResult, evaluate
 from metarl.trainer import MetaTrainer, NonFiniteError
 
 ROOT = Path(__file__).parent.parent
@@ -58,6 +58,40 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["steps"] == [0, 1] and evaluation["num_tasks"] == 5
+
+
+def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
+    runs = [tmp_path / "maml", tmp_path / "fomaml"]
+    for run_dir, method in zip(runs, ("maml", "fomaml")):
+        result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"meta.method={method}",
+                        "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = metarl("plot", *map(str, runs), cwd=tmp_path)
+    assert result.returncode == 2 and "no evaluation.json" in result.stderr and "metarl evaluate" in result.stderr
+
+    result = metarl("evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rule, *rows = result.stdout.strip().splitlines()[-4:]
+    assert header.split() == ["steps", "maml", "fomaml"] and len(rows) == 2
+    saved = {run.name: EvaluationResult.load(run / "evaluation.json") for run in runs}
+    for row, k in zip(rows, (0, 1)):
+        assert f"{saved['maml'].mean_return[k]:.2f} +/- {saved['maml'].stderr[k]:.2f}" in row
+        assert f"{saved['fomaml'].mean_return[k]:.2f} +/- {saved['fomaml'].stderr[k]:.2f}" in row
+    assert saved["maml"].seed == saved["fomaml"].seed  # the same held-out tasks
+
+    out = tmp_path / "curves.png"
+    result = metarl("plot", *map(str, runs), "--out", str(out), "--title", "tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
+    result = EvaluationResult([0, 1], [-40.0, -20.0], [2.0, 1.0], num_tasks=4, seed=7, episodes_per_task=2)
+    result.save(tmp_path / "evaluation.json")
+    assert EvaluationResult.load(tmp_path / "evaluation.json") == result
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable evaluation result"):
+        EvaluationResult.load(tmp_path / "bad.json")
 
 
 def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
