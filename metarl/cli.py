@@ -13,8 +13,18 @@ from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = load_config(args.config, args.overrides)
-    run_dir, result = run_training(config, progress=not args.quiet)
+    if args.resume is not None:
+        if args.config is not None or args.overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml: give no config file or overrides")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{str(run_dir)!r} is not a run directory: config.yaml is missing")
+        config = load_config(run_dir / "config.yaml")
+    elif args.config is None:
+        raise ConfigError("give a config file, or --resume RUN_DIR")
+    else:
+        config = load_config(args.config, args.overrides)
+    run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume)
     print(f"run directory: {run_dir}")
     if result is not None:
         print(f"\nheld-out adaptation ({result.num_tasks} tasks, {config.name}):")
@@ -74,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning with MAML, FO-MAML and HF-MAML.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="meta-train as a config file says")
-    train.add_argument("config", help="YAML config file, for example configs/navigation-maml.yaml")
+    train.add_argument("config", nargs="?", help="YAML config file, for example configs/navigation-maml.yaml")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, for example meta.inner_lr=0.05")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue the run in RUN_DIR from its newest checkpoint")
     train.set_defaults(run=_train)
     evaluation = commands.add_parser("evaluate", help="adapt trained runs to held-out tasks, side by side")
     evaluation.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'metarl train'")

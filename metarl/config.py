@@ -119,6 +119,13 @@ class EvaluationConfig(_Section):
     at_end: bool = True
 
 
+class CheckpointConfig(_Section):
+    """Checkpoints every ``every`` meta-iterations (and at the end), the newest ``keep`` kept."""
+
+    every: int = Field(10, ge=1)
+    keep: int = Field(3, ge=1)
+
+
 class RunConfig(_Section):
     dir: Optional[str] = None
 
@@ -135,6 +142,7 @@ class Config(_Section):
     outer: OuterConfig = Field(default_factory=OuterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")

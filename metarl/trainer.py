@@ -8,6 +8,7 @@ meta-parameters with the outer optimiser on the average.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarl.checkpoint import load_latest_checkpoint, save_checkpoint
 from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
@@ -120,6 +122,30 @@ class MetaTrainer:
         self.iteration += 1
         return record
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly: parameters, outer optimiser state,
+        counters and the global RNG state (training draws its randomness from keyed streams)."""
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "outer": self.outer.state_dict(),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {k: tuple(v.shape) for k, v in self.params.items()}
+        if {k: tuple(v.shape) for k, v in state["params"].items()} != expected:
+            raise ValueError("the checkpoint's parameters do not fit the config's policy (different names or shapes)")
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+        self.outer.load_state_dict(state["outer"])
+        self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
+        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        torch.set_rng_state(state["torch_rng"])
+
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` once ``outer.max_nonfinite`` iterations in a row were skipped."""
         if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
@@ -130,10 +156,12 @@ class MetaTrainer:
 
     def train(self, iterations: int | None = None, on_metrics: Callable[[dict[str, Any]], None] | None = None,
               progress: bool = True) -> Params:
-        """Run ``iterations`` meta-iterations (default ``train.iterations``); returns the parameters."""
-        total = self.config.train.iterations if iterations is None else iterations
+        """Run ``iterations`` meta-iterations (default: up to ``train.iterations``); returns the parameters."""
+        total = self.config.train.iterations - self.iteration if iterations is None else iterations
         # disable=None: tqdm stays quiet when stderr is not a terminal.
-        bar = tqdm(range(total), desc="meta-train", unit="it", disable=None if progress else True, dynamic_ncols=True)
+        bar = tqdm(range(self.iteration, self.iteration + total), desc="meta-train", unit="it",
+                   disable=None if progress else True, dynamic_ncols=True,
+                   initial=self.iteration, total=self.iteration + total)
         for _ in bar:
             record = self.step()
             if on_metrics is not None:
@@ -189,19 +217,38 @@ class Interrupted(RuntimeError):
     """Training was interrupted (Ctrl-C); the parameters so far were saved."""
 
 
-def run_training(config: Config, progress: bool = True) -> tuple[Path, EvaluationResult | None]:
-    """Train as the config says into a new run directory; evaluate at the end if asked.
+def run_training(config: Config, progress: bool = True, resume: str | Path | None = None
+                 ) -> tuple[Path, EvaluationResult | None]:
+    """Train as the config says into a new run directory, or continue the run in ``resume`` from
+    its newest checkpoint; evaluate at the end if asked.
 
-    The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``params.pt`` and,
-    after evaluation, ``evaluation.json``. On Ctrl-C the parameters reached so far are saved
-    and :class:`Interrupted` is raised.
+    The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
+    (every ``checkpoint.every`` iterations and at the end), ``params.pt`` and, after evaluation,
+    ``evaluation.json``. On Ctrl-C the parameters reached so far are saved and
+    :class:`Interrupted` is raised. A resumed run continues exactly where the checkpoint left
+    off: ``metrics.jsonl`` loses the records after it and gets them again, with the same numbers.
     """
     trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
-    run_dir = create_run_dir(config)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    if resume is None:
+        run_dir = create_run_dir(config)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    else:
+        run_dir = Path(resume)
+        latest = load_latest_checkpoint(run_dir)
+        if latest is None:
+            raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from")
+        trainer.load_state_dict(latest[1])
+        _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
     writer = MetricsWriter(run_dir / "metrics.jsonl")
+    every, keep = config.checkpoint.every, config.checkpoint.keep
+
+    def record(metrics: dict[str, Any]) -> None:
+        writer.write(metrics)
+        if trainer.iteration % every == 0 and trainer.iteration < config.train.iterations:
+            _checkpoint(trainer, run_dir, keep)
+
     try:
-        params = trainer.train(on_metrics=writer.write, progress=progress)
+        params = trainer.train(on_metrics=record, progress=progress)
     except KeyboardInterrupt:
         save_params(trainer.params, run_dir / PARAMS_FILE)
         raise Interrupted(
@@ -209,9 +256,36 @@ def run_training(config: Config, progress: bool = True) -> tuple[Path, Evaluatio
         ) from None
     finally:
         writer.close()
+    _checkpoint(trainer, run_dir, keep)
     save_params(params, run_dir / PARAMS_FILE)
     result = None
     if config.evaluation.at_end:
         result = evaluate(config, params)
         result.save(run_dir / "evaluation.json")
     return run_dir, result
+
+
+def _checkpoint(trainer: MetaTrainer, run_dir: Path, keep: int) -> None:
+    """Checkpoint unless the parameters are non-finite (then the previous checkpoint stays the newest)."""
+    try:
+        save_checkpoint(run_dir, trainer.iteration, trainer.state_dict(), keep=keep)
+    except ValueError as error:
+        tqdm.write(f"checkpoint skipped: {error}")
+
+
+def _truncate_metrics(path: Path, iterations: int) -> None:
+    """Keep the records of the first ``iterations`` iterations (a killed run may have written more,
+    and a last line cut short), rewriting the file atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("iteration", iterations) < iterations:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
