@@ -26,7 +26,8 @@ taken per task. This is how the RL trainer batches a meta-batch; the maths is un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
@@ -62,6 +63,20 @@ class MetaGradient:
     inner_batches: list[Any]  # D_0 .. D_{N-1}
     outer_batch: Any  # D_out
     inner_grad_norm: Tensor  # ||grad S(theta_0; D_0)||, per task when the oracle has a task axis
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: sampling, adaptation, meta_gradient
+
+
+class _SampleClock:
+    """Draws from an oracle and adds up the seconds spent drawing."""
+
+    def __init__(self, oracle: TaskOracle) -> None:
+        self.oracle, self.seconds = oracle, 0.0
+
+    def sample(self, params: Params) -> Any:
+        start = time.perf_counter()
+        batch = self.oracle.sample(params)
+        self.seconds += time.perf_counter() - start
+        return batch
 
 
 def inner_step_size(inner_lr: float, inner_steps: int, rule: str = "constant") -> float:
@@ -177,6 +192,8 @@ def estimate_meta_gradient(
     second_order = method != "fomaml"
     keep_graph = method == "maml" and hessian_batch == "shared"
 
+    clock = _SampleClock(oracle)
+    start = time.perf_counter()
     thetas: list[Params] = []
     inner_batches: list[Any] = []
     hessian_batches: list[Any] = []
@@ -185,9 +202,9 @@ def estimate_meta_gradient(
     inner_grad_norm = torch.zeros(())
     for k in range(inner_steps):
         theta_k = _leaf(theta)
-        batch = oracle.sample(_detached(theta_k))
+        batch = clock.sample(_detached(theta_k))
         if second_order and hessian_batch == "independent":
-            hessian_batches.append(oracle.sample(_detached(theta_k)))
+            hessian_batches.append(clock.sample(_detached(theta_k)))
         else:
             hessian_batches.append(batch)
         grad = _gradient(oracle, theta_k, batch, create_graph=keep_graph)
@@ -199,7 +216,8 @@ def estimate_meta_gradient(
         theta = _axpy(_detached(theta_k), alpha, _detached(grad), task_axis)
 
     adapted = _leaf(theta)
-    outer_batch = oracle.sample(_detached(adapted))
+    adaptation_end, sampled_while_adapting = time.perf_counter(), clock.seconds
+    outer_batch = clock.sample(_detached(adapted))
     u = _gradient(oracle, adapted, outer_batch)
 
     if second_order:
@@ -208,7 +226,13 @@ def estimate_meta_gradient(
                                           hessian_batch, alpha, delta, delta_rule, rho, task_axis, difference)
             u = _axpy(u, alpha, hvp, task_axis)
 
-    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm)
+    end = time.perf_counter()
+    timings = {
+        "sampling": clock.seconds,
+        "adaptation": adaptation_end - start - sampled_while_adapting,
+        "meta_gradient": end - adaptation_end - (clock.seconds - sampled_while_adapting),
+    }
+    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, timings)
 
 
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,

@@ -110,15 +110,19 @@ class MetaTrainer:
             max_norm = self.config.outer.max_grad_norm
             if max_norm is not None and grad_norm > max_norm:
                 direction = {k: v * (max_norm / grad_norm) for k, v in direction.items()}
+            update_start = time.perf_counter()
             record.update(self.outer.step(self.params, direction, estimate))
+            record["time_update_s"] = time.perf_counter() - update_start
             record["skipped"] = False
         else:
             self.nonfinite_in_a_row += 1
-            record.update(step_size=0.0, skipped=True)
+            record.update(step_size=0.0, skipped=True, time_update_s=0.0)
         self.env_steps += oracle.env_steps + sum(o.env_steps for o in self._independent_oracles)
         self._independent_oracles.clear()
         record["env_steps"] = self.env_steps
         record["time_s"] = time.perf_counter() - start
+        for phase, seconds in estimate.timings.items():
+            record[f"time_{phase}_s"] = seconds
         self.iteration += 1
         return record
 

@@ -48,6 +48,9 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     for key in ("iteration", "env_steps", "return_pre", "return_post", "meta_grad_norm", "time_s"):
         assert all(key in r for r in records), key
     assert records[1]["env_steps"] > records[0]["env_steps"] > 0
+    for r in records:
+        phases = [r[f"time_{p}_s"] for p in ("sampling", "adaptation", "meta_gradient", "update")]
+        assert all(t >= 0 for t in phases) and sum(phases) <= r["time_s"]
     assert load_config(run_dir / "config.yaml").train.iterations == 2
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
