@@ -122,3 +122,14 @@ def test_resume_errors_name_the_problem(tmp_path):
     assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
     result = metarl("train", CONFIG, "--resume", str(run_dir), cwd=tmp_path)
     assert result.returncode == 2 and "give no config file" in result.stderr
+
+
+def test_training_never_checkpoints_non_finite_parameters(tmp_path, capsys):
+    from metarl.trainer import _checkpoint
+
+    trainer = MetaTrainer(tiny())
+    trainer.params["log_std"].fill_(float("nan"))
+    _checkpoint(trainer, tmp_path, keep=3)
+    assert list_checkpoints(tmp_path) == []
+    captured = capsys.readouterr()
+    assert "checkpoint skipped" in captured.out + captured.err
