@@ -56,7 +56,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"the runs' evaluation seeds differ; all are evaluated on the held-out tasks of seed {seed}")
     results = {}
     for label, run_dir, config in zip(_labels(run_dirs), run_dirs, configs):
-        result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=args.tasks, steps=args.steps, seed=seed)
+        result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=args.tasks, steps=args.steps, seed=seed,
+                          progress=not args.quiet)
         result.save(run_dir / "evaluation.json")
         results[label] = result
     if len(results) == 1:
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
     evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
     evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
+    evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
     plot = commands.add_parser("plot", help="return against adaptation steps for several evaluated runs (PNG)")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding evaluation.json")

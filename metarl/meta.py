@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -294,16 +294,20 @@ def meta_gradient(
     ).direction
 
 
-def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int) -> tuple[list[Params], list[Any]]:
+def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int,
+          on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params``, each on a fresh batch.
 
     Returns the parameters after 0..steps steps and the batches drawn at each of them
     (``steps + 1`` of each: the last batch measures the fully adapted parameters).
+    ``on_batch(k, batch)`` is called as each batch arrives (for progress reports).
     """
     task_axis = bool(getattr(oracle, "task_axis", False))
     thetas, batches = [_detached(params)], []
     for k in range(steps + 1):
         batches.append(oracle.sample(thetas[k]))
+        if on_batch is not None:
+            on_batch(k, batches[k])
         if k < steps:
             grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
             thetas.append(_axpy(thetas[k], inner_lr, grad, task_axis))

@@ -264,7 +264,7 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
     save_params(params, run_dir / PARAMS_FILE)
     result = None
     if config.evaluation.at_end:
-        result = evaluate(config, params)
+        result = evaluate(config, params, progress=progress)
         result.save(run_dir / "evaluation.json")
     return run_dir, result
 

@@ -23,7 +23,7 @@ def state(value: float = 1.0) -> dict:
 
 
 def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
 
 
 def test_the_newest_k_are_kept_and_the_newest_is_loaded(tmp_path):
