@@ -126,6 +126,23 @@ class CheckpointConfig(_Section):
     keep: int = Field(3, ge=1)
 
 
+class WandbConfig(_Section):
+    """Weights & Biases. ``auto``: the ``WANDB_MODE`` environment variable if set, else ``online``
+    when an API key is configured (``wandb login`` or ``WANDB_API_KEY``), else ``offline`` (a local
+    run directory that ``wandb sync`` uploads later)."""
+
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    project: str = "metarl"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    name: Optional[str] = None
+
+
+class LoggingConfig(_Section):
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
 class RunConfig(_Section):
     dir: Optional[str] = None
 
@@ -143,6 +160,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")

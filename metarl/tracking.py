@@ -17,27 +17,35 @@ W&B's output is kept quiet (``silent``, console capture off: the progress bars a
 into the run). Its service (``wandb-core``, with ``wandb-symon`` for system metrics) starts with
 the run, in about a second, and :meth:`WandbTracker.finish` shuts it down again. The service
 buffers the log and flushes it every ``x_transaction_log_flush_interval`` seconds (15 s by
-default, 2 s here), so a process killed with SIGKILL loses at most the last couple of seconds.
+default, 2 s here), and a step's history row is only written once a later step is logged (or the
+run finishes), so a process killed with SIGKILL loses its last iteration and the last couple of
+seconds from the W&B log; resuming logs those iterations again (see :func:`make_tracker`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import netrc
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Protocol, TypeVar
+from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     from metarl.evaluation import EvaluationResult
 
-MODES = ("offline", "online", "disabled")
+MODES = ("auto", "offline", "online", "disabled")
+_ENV_MODES = {"offline": "offline", "dryrun": "offline", "online": "online", "run": "online", "shared": "online",
+              "disabled": "disabled"}
 FLUSH_INTERVAL_S = 2.0
 EVALUATION_COLUMNS = ("steps", "mean_return", "stderr")
 _NONFINITE_STRINGS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+_Self = TypeVar("_Self", bound="_ContextManager")
 
 
 class TrackingError(ValueError):
@@ -49,7 +57,7 @@ class TrackingError(ValueError):
 class WandbSettings:
     """Where and how runs go to W&B (mirrored by the config's ``logging.wandb`` section)."""
 
-    mode: Literal["offline", "online", "disabled"] = "offline"
+    mode: Literal["auto", "offline", "online", "disabled"] = "offline"
     project: str = "metarl"
     entity: str | None = None
     group: str | None = None
@@ -84,7 +92,7 @@ class _ContextManager:
     def finish(self, exit_code: int = 0) -> None:
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -119,6 +127,7 @@ class WandbTracker(_ContextManager):
         self._wandb = wandb
         self._finished = False
         self.first_step = first_step
+        self._last_step: int | None = None
         self.run_id: str | None = run.id
         self.local_dir: Path | None = Path(run.settings.sync_dir)
 
@@ -127,15 +136,17 @@ class WandbTracker(_ContextManager):
         step = int(record["iteration"])
         if step >= self.first_step:
             self._run.log({key: loggable(value) for key, value in record.items()}, step=step)
+            self._last_step = step
 
     def log_evaluation(self, result: EvaluationResult, plot_path: Path | None = None) -> None:
         """``evaluation/table`` (a ``wandb.Table``) and ``evaluation/plot`` (a ``wandb.Image``) at
-        the last logged step, and :func:`evaluation_summary` in the run summary."""
+        the step last logged by this tracker (else ``first_step``, a step not yet in the run), and
+        :func:`evaluation_summary` in the run summary."""
         rows = [[int(k), float(m), float(s)] for k, m, s in zip(result.steps, result.mean_return, result.stderr)]
         data: dict[str, Any] = {"evaluation/table": self._wandb.Table(columns=list(EVALUATION_COLUMNS), data=rows)}
         if plot_path is not None:
             data["evaluation/plot"] = self._wandb.Image(str(plot_path))
-        self._run.log(data)
+        self._run.log(data, step=self.first_step if self._last_step is None else self._last_step)
         self._run.summary.update(evaluation_summary(result))
 
     def log_checkpoint(self, path: Path, iteration: int) -> None:
@@ -194,6 +205,7 @@ def make_tracker(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
                  resume_id: str | None = None) -> Tracker:
     """A tracker for the run in ``run_dir`` with ``config`` (plain data) as the W&B run config.
 
+    ``mode="auto"`` is settled by :func:`resolve_mode` first.
     ``mode="disabled"``: a :class:`NullTracker` (``wandb`` is not imported). Otherwise a W&B run
     under ``run_dir``; :class:`TrackingError` if ``wandb`` is missing or the run cannot start
     (online mode without ``wandb login``).
@@ -203,22 +215,24 @@ def make_tracker(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
     is no server to ask: the run is *not* marked resumed, and a new directory
     ``offline-run-<time>-<id>`` (suffixed ``-1``, ``-2``, ... within the same second) is written
     beside the earlier ones, each holding one segment of the run. ``wandb sync <run_dir>/wandb``
-    uploads all of them; since wandb 0.23 it syncs files of the same run id one after the other
-    in order of start time into that one run (wandb/wandb PR 10708; not exercised here, there is
-    no network). Iterations that are already in the run are not logged again, in either mode:
-    W&B itself drops steps below the run's current step (online), and offline the steps in the
-    earlier segments' logs are read back, so the segments never hold the same step twice. With
-    the deterministic in-process sampler the re-run iterations have the same values anyway.
+    uploads all of them: files of the same run id are synced one after the other in order of
+    start time into that one run (``wandb sync --help`` of wandb 0.31 says so for resumed runs;
+    not exercised here, as there is no network). Iterations already in the run are not logged
+    again, in either mode: W&B itself drops steps below the run's current step (online), and
+    offline the steps in the earlier segments' logs are read back, so the segments never hold the
+    same step twice (``WandbTracker.first_step``). With the deterministic in-process sampler the
+    re-run iterations have the same values anyway.
     """
     if settings.mode not in MODES:
         raise TrackingError(f"logging.wandb.mode = {settings.mode!r}: must be one of {', '.join(MODES)}")
-    if settings.mode == "disabled":
+    mode = resolve_mode(settings.mode)
+    if mode == "disabled":
         return NullTracker()
     wandb = _import_wandb()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # W&B warns about a missing git root otherwise
     try:
-        run = wandb.init(**_init_arguments(settings, run_dir, config, resume_id), settings=_wandb_settings(wandb))
+        run = wandb.init(**_init_arguments(settings, mode, run_dir, config, resume_id), settings=_wandb_settings(wandb))
     except wandb.errors.Error as error:
         if wandb.run is None:
             wandb.teardown(1)
@@ -228,6 +242,30 @@ def make_tracker(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
         ) from error
     first_step = _next_unlogged_step(run, run_dir) if resume_id else 0
     return WandbTracker(run, wandb, first_step)
+
+
+def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
+    """``auto`` made concrete: ``WANDB_MODE`` if set (``dryrun`` is ``offline``), else ``online``
+    when an API key is configured (``WANDB_API_KEY``, or the netrc entry ``wandb login`` writes for
+    ``WANDB_BASE_URL``'s host), else ``offline``. Any other mode is returned as it is."""
+    if mode != "auto":
+        return mode
+    environ = os.environ if environ is None else environ
+    from_environment = _ENV_MODES.get(environ.get("WANDB_MODE", "").strip().lower())
+    if from_environment:
+        return from_environment
+    return "online" if _api_key_configured(environ) else "offline"
+
+
+def _api_key_configured(environ: Mapping[str, str]) -> bool:
+    if environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or ""
+    path = Path(environ["NETRC"]) if environ.get("NETRC") else Path(environ.get("HOME") or Path.home()) / ".netrc"
+    try:
+        return netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _import_wandb() -> ModuleType:
@@ -240,11 +278,11 @@ def _import_wandb() -> ModuleType:
     return wandb
 
 
-def _init_arguments(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
+def _init_arguments(settings: WandbSettings, mode: str, run_dir: Path, config: dict[str, Any],
                     resume_id: str | None) -> dict[str, Any]:
     arguments: dict[str, Any] = dict(
         project=settings.project, entity=settings.entity, group=settings.group, tags=list(settings.tags) or None,
-        name=settings.name, dir=str(run_dir), mode=settings.mode, config=config,
+        name=settings.name, dir=str(run_dir), mode=mode, config=config,
     )
     if resume_id:
         arguments.update(id=resume_id, resume="allow")
@@ -386,7 +424,7 @@ def _fold(run: OfflineRun, record: Any) -> None:
         run.history.append(row)
     elif kind == "artifact":
         a = record.artifact
-        run.artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+        run.artifacts.append({"name": a.name, "type": a.type, "aliases": sorted(a.aliases),
                               "metadata": json.loads(a.metadata or "{}"),
                               "files": [entry.path for entry in a.manifest.contents]})
     elif kind == "exit":

@@ -18,15 +18,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarl.checkpoint import load_latest_checkpoint, save_checkpoint
 from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
+from metarl.checkpoint import load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
 from metarl.meta import estimate_meta_gradient, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
 from metarl.outer import AdaptiveSGD
+from metarl.plotting import plot_adaptation
 from metarl.policies import Params
+from metarl.tracking import Tracker, WandbSettings, make_tracker
 
 TRAINING_TASK_STREAM = 0
 TRAINING_ROLLOUT_STREAM = 1
@@ -227,12 +229,14 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
     its newest checkpoint; evaluate at the end if asked.
 
     The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
-    (every ``checkpoint.every`` iterations and at the end), ``params.pt`` and, after evaluation,
-    ``evaluation.json``. On Ctrl-C the parameters reached so far are saved and
-    :class:`Interrupted` is raised. A resumed run continues exactly where the checkpoint left
-    off: ``metrics.jsonl`` loses the records after it and gets them again, with the same numbers.
+    (every ``checkpoint.every`` iterations and at the end), ``params.pt``, after evaluation
+    ``evaluation.json`` and ``adaptation.png``, and the W&B run (``wandb/``) unless disabled. On
+    Ctrl-C the parameters reached so far are saved and :class:`Interrupted` is raised. A resumed
+    run continues exactly where the checkpoint left off: ``metrics.jsonl`` loses the records after
+    it and gets them again, with the same numbers, and W&B continues the same run.
     """
     trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
+    resume_id, logged = None, []
     if resume is None:
         run_dir = create_run_dir(config)
         (run_dir / "config.yaml").write_text(dump_config(config))
@@ -242,14 +246,28 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         if latest is None:
             raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from")
         trainer.load_state_dict(latest[1])
-        _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+        resume_id = latest[1].get("wandb_run_id")
+        logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+    settings = WandbSettings(**config.logging.wandb.model_dump())
+    with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
+        # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
+        # (the tracker skips the steps already in the run).
+        for record in logged:
+            tracker.log_metrics(record)
+        return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+
+
+def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, progress: bool
+                        ) -> EvaluationResult | None:
+    config = trainer.config
     writer = MetricsWriter(run_dir / "metrics.jsonl")
     every, keep = config.checkpoint.every, config.checkpoint.keep
 
     def record(metrics: dict[str, Any]) -> None:
         writer.write(metrics)
+        tracker.log_metrics(metrics)
         if trainer.iteration % every == 0 and trainer.iteration < config.train.iterations:
-            _checkpoint(trainer, run_dir, keep)
+            _checkpoint(trainer, run_dir, keep, tracker.run_id)
 
     try:
         params = trainer.train(on_metrics=record, progress=progress)
@@ -260,29 +278,35 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         ) from None
     finally:
         writer.close()
-    _checkpoint(trainer, run_dir, keep)
+    final = _checkpoint(trainer, run_dir, keep, tracker.run_id)
     save_params(params, run_dir / PARAMS_FILE)
-    result = None
-    if config.evaluation.at_end:
-        result = evaluate(config, params, progress=progress)
-        result.save(run_dir / "evaluation.json")
-    return run_dir, result
+    if final is not None:
+        tracker.log_checkpoint(final, trainer.iteration)
+    if not config.evaluation.at_end:
+        return None
+    result = evaluate(config, params, progress=progress)
+    result.save(run_dir / "evaluation.json")
+    plot = plot_adaptation({config.name: result}, run_dir / "adaptation.png", title=config.name)
+    tracker.log_evaluation(result, plot)
+    return result
 
 
-def _checkpoint(trainer: MetaTrainer, run_dir: Path, keep: int) -> None:
+def _checkpoint(trainer: MetaTrainer, run_dir: Path, keep: int, wandb_run_id: str | None = None) -> Path | None:
     """Checkpoint unless the parameters are non-finite (then the previous checkpoint stays the newest)."""
     try:
-        save_checkpoint(run_dir, trainer.iteration, trainer.state_dict(), keep=keep)
+        state = {**trainer.state_dict(), "wandb_run_id": wandb_run_id}
+        return save_checkpoint(run_dir, trainer.iteration, state, keep=keep)
     except ValueError as error:
         tqdm.write(f"checkpoint skipped: {error}")
+        return None
 
 
-def _truncate_metrics(path: Path, iterations: int) -> None:
+def _truncate_metrics(path: Path, iterations: int) -> list[dict[str, Any]]:
     """Keep the records of the first ``iterations`` iterations (a killed run may have written more,
-    and a last line cut short), rewriting the file atomically."""
+    and a last line cut short), rewriting the file atomically; return the records kept."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    kept, records = [], []
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
@@ -290,6 +314,8 @@ def _truncate_metrics(path: Path, iterations: int) -> None:
             continue
         if isinstance(record, dict) and record.get("iteration", iterations) < iterations:
             kept.append(line)
+            records.append(record)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(path)
+    return records

@@ -14,8 +14,9 @@ from metarl.trainer import MetaTrainer
 from tests.test_training import ROOT, TINY, checkout_env, metarl, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
+ITERATIONS = 30  # long enough that the kill lands mid-run even on a slow machine
 RUN = [arg for arg in TINY if not arg.startswith("train.iterations")] + [
-    "train.iterations=8", "checkpoint.every=2", "checkpoint.keep=2", "evaluation.at_end=false"]
+    f"train.iterations={ITERATIONS}", "checkpoint.every=2", "checkpoint.keep=2", "evaluation.at_end=false"]
 
 
 def state(value: float = 1.0) -> dict:
@@ -94,7 +95,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == -signal.SIGKILL
-    assert 5 <= len(read_metrics(killed / "metrics.jsonl")) < 8  # killed in the middle of the run
+    assert 5 <= len(read_metrics(killed / "metrics.jsonl")) < ITERATIONS  # killed in the middle of the run
 
     result = metarl("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -102,11 +103,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert result.returncode == 0, result.stderr
 
     assert without_times(read_metrics(killed / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
-    assert [r["iteration"] for r in read_metrics(killed / "metrics.jsonl")] == list(range(8))
+    assert [r["iteration"] for r in read_metrics(killed / "metrics.jsonl")] == list(range(ITERATIONS))
     final_killed, final_whole = torch.load(killed / "params.pt"), torch.load(whole / "params.pt")
     for k in final_whole:
         assert torch.equal(final_killed[k], final_whole[k]), k
-    assert [i for i, _ in list_checkpoints(killed)] == [6, 8]  # keep = 2, the final one included
+    assert [i for i, _ in list_checkpoints(killed)] == [ITERATIONS - 2, ITERATIONS]  # keep = 2, the final one included
 
 
 def test_resume_errors_name_the_problem(tmp_path):
