@@ -130,7 +130,8 @@ class MetaTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly: parameters, outer optimiser state,
-        counters and the global RNG state (training draws its randomness from keyed streams)."""
+        counters, the global RNG state (training draws its randomness from keyed streams) and the
+        config (as YAML). The linear baseline is refitted on every batch, so it has no state."""
         return {
             "params": {k: v.detach().clone() for k, v in self.params.items()},
             "outer": self.outer.state_dict(),
@@ -138,6 +139,7 @@ class MetaTrainer:
             "env_steps": self.env_steps,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "torch_rng": torch.get_rng_state(),
+            "config": dump_config(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

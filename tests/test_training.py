@@ -183,6 +183,29 @@ def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
         assert torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all()
 
 
+def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, capsys):
+    import metarl.trainer as trainer_module
+
+    real = trainer_module.estimate_meta_gradient
+
+    def nan_at_iteration_one(*args, **kwargs):
+        estimate = real(*args, **kwargs)
+        if trainer.iteration == 1:
+            estimate.direction = {k: torch.full_like(v, float("nan")) for k, v in estimate.direction.items()}
+        return estimate
+
+    monkeypatch.setattr(trainer_module, "estimate_meta_gradient", nan_at_iteration_one)
+    trainer = MetaTrainer(tiny(outer={"max_nonfinite": 2}))
+    records, params = [], []
+    trainer.train(iterations=3, on_metrics=lambda r: (records.append(r), params.append(
+        {k: v.clone() for k, v in trainer.params.items()})), progress=False)
+    assert [r["skipped"] for r in records] == [False, True, False]
+    assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])  # no update at iteration 1
+    assert any(not torch.equal(params[1][k], params[2][k]) for k in params[0])  # and training went on
+    captured = capsys.readouterr()
+    assert "iteration 1: non-finite meta-gradient, update skipped" in captured.out + captured.err
+
+
 def test_evaluation_tasks_are_held_out_and_reproducible():
     config = tiny()
     trainer = MetaTrainer(config)
