@@ -26,6 +26,8 @@ def _train(args: argparse.Namespace) -> None:
         config = load_config(args.config, args.overrides)
     run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume)
     print(f"run directory: {run_dir}")
+    if any((run_dir / "wandb").glob("offline-run-*")):
+        print(f"W&B run logged offline; upload it with: wandb sync {run_dir / 'wandb'}")
     if result is not None:
         print(f"\nheld-out adaptation ({result.num_tasks} tasks, {config.name}):")
         print(result.table())

@@ -277,6 +277,7 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
     run_dir = tmp_path / "run"
     result = _train(*TRAIN, "train.iterations=3", "checkpoint.every=2", f"run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert f"wandb sync {run_dir / 'wandb'}" in result.stdout
     run = read_offline_run(run_dir)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert run.metric("return_pre") == {r["iteration"]: r["return_pre"] for r in metrics}
