@@ -59,7 +59,7 @@ class PolicyConfig(_Section):
 class MetaConfig(_Section):
     """The meta-gradient estimator and its inner loop."""
 
-    method: Literal["maml", "fomaml", "hfmaml"] = "maml"
+    method: Literal["maml", "fomaml", "hfmaml", "pretrain"] = "maml"
     batch_tasks: int = Field(20, ge=1)
     episodes_per_task: int = Field(20, ge=1)
     inner_lr: float = Field(0.1, gt=0)
@@ -170,6 +170,12 @@ class Config(_Section):
                 f"meta.method = 'hfmaml' with surrogate.kind = {self.surrogate.kind!r}: HF-MAML differentiates the "
                 "surrogate away from the sampling parameters, which needs the importance-weighted 'dice'"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pretrain_adaptive_step_needs_c(self) -> "Config":
+        if self.meta.method == "pretrain" and self.outer.kind == "adaptive_sgd" and self.outer.c is None:
+            raise ValueError("meta.method = 'pretrain' with outer.kind = 'adaptive_sgd' needs outer.c (no default)")
         return self
 
     @model_validator(mode="after")

@@ -235,6 +235,24 @@ def estimate_meta_gradient(
     return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, timings)
 
 
+def policy_gradient_estimate(oracle: TaskOracle, params: Params) -> MetaGradient:
+    """No adaptation: ``grad S(theta; D)`` on a fresh batch D drawn at theta.
+
+    This is the update of the *pretrained* baseline of Finn et al. (one policy trained with plain
+    policy gradient on tasks drawn from the family, adapted like MAML only at evaluation), in the
+    shape of a meta-gradient estimate so the same trainer and outer updates run it.
+    """
+    task_axis = bool(getattr(oracle, "task_axis", False))
+    clock = _SampleClock(oracle)
+    start = time.perf_counter()
+    batch = clock.sample(_detached(params))
+    direction = _gradient(oracle, _leaf(params), batch)
+    timings = {"sampling": clock.seconds, "adaptation": 0.0,
+               "meta_gradient": time.perf_counter() - start - clock.seconds}
+    return MetaGradient(_detached(direction), _detached(params), [batch], batch,
+                        tree_norm(_detached(direction), task_axis), timings)
+
+
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,
                             u: Params, hessian_batch: str, alpha: float, delta: float, delta_rule: str,
                             rho: float | None, task_axis: bool, difference: str) -> Params:

@@ -23,7 +23,7 @@ from metarl.checkpoint import load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
-from metarl.meta import estimate_meta_gradient, tree_norm
+from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
 from metarl.outer import AdaptiveSGD
 from metarl.plotting import plot_adaptation
@@ -93,12 +93,15 @@ class MetaTrainer:
         meta = self.config.meta
         tasks = self.sample_tasks(self.iteration)
         oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
-        estimate = estimate_meta_gradient(
-            meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
-            inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
-            delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(),
-            difference=meta.hf_difference,
-        )
+        stacked = stack_params(self.params, len(tasks))
+        if meta.method == "pretrain":  # the pretrained baseline: plain policy gradient, no adaptation
+            estimate = policy_gradient_estimate(oracle, stacked)
+        else:
+            estimate = estimate_meta_gradient(
+                meta.method, oracle, stacked, inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
+                step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch, delta=meta.hf_delta,
+                delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(), difference=meta.hf_difference,
+            )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))
         record: dict[str, Any] = {
