@@ -69,3 +69,17 @@ def test_pretrain_with_the_adaptive_step_needs_its_constant():
 
     with pytest.raises(ConfigError, match="needs outer.c"):
         small("pretrained", "outer.kind=adaptive_sgd", "outer.smoothness=1.0", "outer.rho=1.0")
+
+
+def test_plot_draws_an_unadapted_run_as_a_level(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from metarl.evaluation import EvaluationResult
+    from metarl.plotting import plot_adaptation
+
+    maml = EvaluationResult([0, 1, 2], [-40.0, -12.0, -8.0], [2.0, 1.0, 1.0], 40, 7, 20)
+    oracle = EvaluationResult([0], [-2.5], [0.1], 40, 7, 20)
+    path = plot_adaptation({"maml": maml, "oracle": oracle}, tmp_path / "curves.png")
+    figure = matplotlib.pyplot.gcf()  # closed by plot_adaptation: a fresh, empty figure
+    assert path.stat().st_size > 5000 and not figure.axes
