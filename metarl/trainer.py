@@ -111,17 +111,16 @@ class MetaTrainer:
             "meta_grad_norm": grad_norm,
         }
         if np.isfinite(grad_norm):
-            self.nonfinite_in_a_row = 0
             max_norm = self.config.outer.max_grad_norm
             if max_norm is not None and grad_norm > max_norm:
                 direction = {k: v * (max_norm / grad_norm) for k, v in direction.items()}
             update_start = time.perf_counter()
-            record.update(self.outer.step(self.params, direction, estimate))
+            stats = self.outer.step(self.params, direction, estimate)
+            record.update(stats, skipped=bool(stats.pop("skipped", False)))
             record["time_update_s"] = time.perf_counter() - update_start
-            record["skipped"] = False
         else:
-            self.nonfinite_in_a_row += 1
             record.update(step_size=0.0, skipped=True, time_update_s=0.0)
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if record["skipped"] else 0
         self.env_steps += oracle.env_steps + sum(o.env_steps for o in self._independent_oracles)
         self._independent_oracles.clear()
         record["env_steps"] = self.env_steps
@@ -161,7 +160,7 @@ class MetaTrainer:
         """Raise :class:`NonFiniteError` once ``outer.max_nonfinite`` iterations in a row were skipped."""
         if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
             raise NonFiniteError(
-                f"the meta-gradient was NaN or Inf in {self.nonfinite_in_a_row} iterations in a row "
+                f"NaN or Inf in the meta-gradient or the outer step in {self.nonfinite_in_a_row} iterations in a row "
                 f"(last: iteration {self.iteration - 1}); lower meta.inner_lr or outer.lr"
             )
 
@@ -178,7 +177,7 @@ class MetaTrainer:
             if on_metrics is not None:
                 on_metrics(record)
             if record["skipped"]:
-                tqdm.write(f"iteration {record['iteration']}: non-finite meta-gradient, update skipped")
+                tqdm.write(f"iteration {record['iteration']}: NaN or Inf (meta-gradient or outer step), update skipped")
             self.check_finite()
             bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
                             steps_per_s=f"{record['env_steps'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")

@@ -203,7 +203,7 @@ def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, cap
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])  # no update at iteration 1
     assert any(not torch.equal(params[1][k], params[2][k]) for k in params[0])  # and training went on
     captured = capsys.readouterr()
-    assert "iteration 1: non-finite meta-gradient, update skipped" in captured.out + captured.err
+    assert "iteration 1: NaN or Inf (meta-gradient or outer step), update skipped" in captured.out + captured.err
 
 
 def test_evaluation_tasks_are_held_out_and_reproducible():
