@@ -24,8 +24,8 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError("give a config file, or --resume RUN_DIR")
     else:
         config = load_config(args.config, args.overrides)
-    run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume)
-    print(f"run directory: {run_dir}")
+    run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume,
+                                   on_run_dir=lambda path: print(f"run directory: {path}", flush=True))
     if any((run_dir / "wandb").glob("offline-run-*")):
         print(f"W&B run logged offline; upload it with: wandb sync {run_dir / 'wandb'}")
     if result is not None:
@@ -75,6 +75,8 @@ def _plot(args: argparse.Namespace) -> None:
     run_dirs = [Path(path) for path in args.run_dirs]
     results = {}
     for label, run_dir in zip(_labels(run_dirs), run_dirs):
+        if not run_dir.is_dir():
+            raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
         path = run_dir / "evaluation.json"
         if not path.is_file():
             raise ConfigError(f"{str(run_dir)!r} has no evaluation.json: run 'metarl evaluate {run_dir}' first")

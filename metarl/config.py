@@ -62,7 +62,7 @@ class MetaConfig(_Section):
     method: Literal["maml", "fomaml", "hfmaml", "pretrain"] = "maml"
     batch_tasks: int = Field(20, ge=1)
     episodes_per_task: int = Field(20, ge=1)
-    inner_lr: float = Field(0.1, gt=0)
+    inner_lr: float = Field(1e-4, gt=0)  # in units of the summed-over-time surrogate (see README)
     inner_steps: int = Field(1, ge=1)
     inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
     hessian_batch: Literal["shared", "independent"] = "shared"

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
-from metarl.checkpoint import load_latest_checkpoint, save_checkpoint
+from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
@@ -227,8 +227,8 @@ class Interrupted(RuntimeError):
     """Training was interrupted (Ctrl-C); the parameters so far were saved."""
 
 
-def run_training(config: Config, progress: bool = True, resume: str | Path | None = None
-                 ) -> tuple[Path, EvaluationResult | None]:
+def run_training(config: Config, progress: bool = True, resume: str | Path | None = None,
+                 on_run_dir: Callable[[Path], None] | None = None) -> tuple[Path, EvaluationResult | None]:
     """Train as the config says into a new run directory, or continue the run in ``resume`` from
     its newest checkpoint; evaluate at the end if asked.
 
@@ -238,6 +238,7 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
     Ctrl-C the parameters reached so far are saved and :class:`Interrupted` is raised. A resumed
     run continues exactly where the checkpoint left off: ``metrics.jsonl`` loses the records after
     it and gets them again, with the same numbers, and W&B continues the same run.
+    ``on_run_dir(run_dir)`` is called once the run directory is known, before training starts.
     """
     trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
     resume_id, logged = None, []
@@ -252,6 +253,8 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         trainer.load_state_dict(latest[1])
         resume_id = latest[1].get("wandb_run_id")
         logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+    if on_run_dir is not None:
+        on_run_dir(run_dir)
     settings = WandbSettings(**config.logging.wandb.model_dump())
     with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
         # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
@@ -277,8 +280,11 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
         params = trainer.train(on_metrics=record, progress=progress)
     except KeyboardInterrupt:
         save_params(trainer.params, run_dir / PARAMS_FILE)
+        latest = list_checkpoints(run_dir)
+        resume_hint = (f"; continue from the checkpoint of iteration {latest[-1][0]} with: metarl train --resume {run_dir}"
+                       if latest else "")
         raise Interrupted(
-            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}"
+            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}{resume_hint}"
         ) from None
     finally:
         writer.close()

@@ -401,8 +401,8 @@ except ConfigError as error:
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    assert 'pip install "metarl[mujoco]"' in lines[0]
-    assert "env" in result.stdout and result.stdout.count('pip install "metarl[mujoco]"') == 2
+    assert 'pip install "gymnasium[mujoco]"' in lines[0]
+    assert "env" in result.stdout and result.stdout.count('pip install "gymnasium[mujoco]"') == 2
     assert "Traceback" not in result.stderr
 
 
@@ -440,7 +440,7 @@ def test_every_config_loads(path):
     from metarl.config import load_config
 
     config = load_config(path)
-    assert config.train.iterations >= 1
+    assert config.train.iterations >= 1 or path.name.endswith("-random.yaml")  # random baseline: untrained
 
 
 def test_locomotion_configs_exist_for_every_family_and_method():

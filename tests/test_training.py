@@ -270,7 +270,7 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     # child restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal.
     process = subprocess.Popen(
         [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
-         "train.iterations=100000", f"run.dir={run_dir}", "--quiet"],
+         "train.iterations=100000", "checkpoint.every=1", f"run.dir={run_dir}", "--quiet"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -281,11 +281,13 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
                 not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     assert process.returncode == 130, stderr
+    assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
     assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert f"metarl train --resume {run_dir}" in stderr
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
