@@ -172,6 +172,8 @@ class MetaTrainer:
         bar = tqdm(range(self.iteration, self.iteration + total), desc="meta-train", unit="it",
                    disable=None if progress else True, dynamic_ncols=True,
                    initial=self.iteration, total=self.iteration + total)
+        first, end = self.iteration, self.iteration + total
+        report_every, start, steps_at_start = max(1, -(-total // 10)), time.perf_counter(), self.env_steps
         for _ in bar:
             record = self.step()
             if on_metrics is not None:
@@ -179,8 +181,16 @@ class MetaTrainer:
             if record["skipped"]:
                 tqdm.write(f"iteration {record['iteration']}: NaN or Inf (meta-gradient or outer step), update skipped")
             self.check_finite()
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            steps_per_s = (self.env_steps - steps_at_start) / elapsed
             bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
-                            steps_per_s=f"{record['env_steps'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+                            steps_per_s=f"{steps_per_s:.0f}")
+            done = self.iteration - first
+            if progress and bar.disable and (done % report_every == 0 or self.iteration == end):
+                # Off a terminal (logs, CI) the bar is silent: a plain line every tenth of the run.
+                print(f"iteration {self.iteration}/{end}: return {record['return_pre']:.1f} -> "
+                      f"{record['return_post']:.1f} after adaptation, {steps_per_s:.0f} env steps/s, "
+                      f"{elapsed / done * (end - self.iteration):.0f} s left", flush=True)
         return self.params
 
 

@@ -291,3 +291,13 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     assert "interrupted after" in stderr and "Traceback" not in stderr
     assert f"metarl train --resume {run_dir}" in stderr
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
+
+
+def test_progress_off_a_terminal_is_a_line_every_tenth_of_the_run(capsys):
+    trainer = MetaTrainer(tiny(train={"iterations": 4}))
+    trainer.train(progress=True)  # stderr is not a terminal under pytest: the bar is silent
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iteration ")]
+    assert [line.split(":")[0] for line in lines] == [f"iteration {i}/4" for i in (1, 2, 3, 4)]
+    assert all("env steps/s" in line and "s left" in line for line in lines)
+    MetaTrainer(tiny()).train(progress=False)
+    assert capsys.readouterr().out == ""
