@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from metarl.evaluation import EvaluationResult
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot with the file-only Agg back-end (imported on first use: only figures need it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_adaptation(results: dict[str, EvaluationResult], path: str | Path, title: str | None = None) -> Path:
     """Draw every run's return after 0..K steps (mean +/- one standard error) into one PNG; a run
     evaluated without adaptation (one step count) is drawn as a dashed level across the axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 4))
     all_steps = sorted({k for r in results.values() for k in r.steps})
     for label, result in results.items():
