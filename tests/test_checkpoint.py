@@ -1,9 +1,6 @@
 """Checkpoints, crash safety and exact resume."""
 
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -11,7 +8,7 @@ import torch
 from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.logging import read_metrics
 from metarl.trainer import MetaTrainer
-from tests.test_training import ROOT, TINY, checkout_env, metarl, tiny
+from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
 ITERATIONS = 30  # long enough that the kill lands mid-run even on a slow machine
@@ -81,20 +78,9 @@ def test_trainer_state_round_trips(tmp_path):
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    process = subprocess.Popen([sys.executable, "-m", "metarl", "train", CONFIG, *RUN, f"run.dir={killed}", "--quiet"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=checkout_env())
-    try:
-        deadline = time.monotonic() + 120
-        metrics = killed / "metrics.jsonl"
-        while time.monotonic() < deadline and process.poll() is None and (
-                not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+    returncode, _, _ = interrupt_training([CONFIG, *RUN, f"run.dir={killed}", "--quiet"], killed, after_records=5,
+                                          sig=signal.SIGKILL, cwd=tmp_path)
+    assert returncode == -signal.SIGKILL
     assert 5 <= len(read_metrics(killed / "metrics.jsonl")) < ITERATIONS  # killed in the middle of the run
 
     result = metarl("train", "--resume", str(killed), "--quiet", cwd=tmp_path)

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
 from envs import FAMILIES, AntDir, AntGoal, AntVel, BatchedTaskEnv, HalfCheetahDir, HalfCheetahVel, make_family
 from envs.locomotion import ANT, HALF_CHEETAH, LOCOMOTION_FAMILIES, MissingDependencyError
 
@@ -385,7 +384,6 @@ def test_missing_mujoco_gives_an_install_hint():
     code = """
 import sys
 sys.modules["mujoco"] = None  # as if MuJoCo were not installed
-import envs
 from envs import make_family, MissingDependencyError
 from metarl.config import ConfigError, validate
 make_family("navigation2d")

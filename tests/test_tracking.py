@@ -293,23 +293,11 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
 def test_resume_after_sigkill_continues_the_same_wandb_run(tmp_path):
     import signal
 
-    from tests.test_training import checkout_env
+    from tests.test_training import interrupt_training
 
     run_dir = tmp_path / "run"
     args = [*TRAIN, "train.iterations=6", "checkpoint.every=1", "evaluation.at_end=false", f"run.dir={run_dir}"]
-    process = subprocess.Popen([sys.executable, "-m", "metarl", "train", *args], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=checkout_env())
-    try:
-        deadline = time.monotonic() + 120
-        metrics = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and process.poll() is None and (
-                not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    interrupt_training(args, run_dir, after_records=3, sig=signal.SIGKILL, cwd=tmp_path)
     first_id = read_offline_run(run_dir).run_id
     result = _train("--resume", str(run_dir), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

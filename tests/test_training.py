@@ -31,6 +31,37 @@ def checkout_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def interrupt_training(args: list[str], run_dir: Path, *, after_records: int, sig: int, cwd: Path
+                       ) -> tuple[int, str, str]:
+    """Run ``python -m metarl train *args`` and send it ``sig`` once ``run_dir/metrics.jsonl`` holds
+    ``after_records`` records (or it ends, or 120 s pass); return (returncode, stdout, stderr).
+
+    A shell that starts the test run in the background makes its children ignore SIGINT; the child
+    restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal. The
+    child never outlives the call.
+    """
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metarl", "train", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=checkout_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and process.poll() is None and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < after_records):
+            time.sleep(0.05)
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stdout, stderr
+
+
 def metarl(*args, cwd):
     return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=checkout_env())
@@ -262,31 +293,13 @@ def test_evaluation_checks_seed_and_parameter_shapes():
 
 def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     import signal
-    import time
 
     run_dir = tmp_path / "run"
     overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
-    # A shell that starts the test run in the background makes its children ignore SIGINT; the
-    # child restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
-         "train.iterations=100000", "checkpoint.every=1", f"run.dir={run_dir}", "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        metrics = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and process.poll() is None and (
-                not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-            time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, stderr
+    returncode, stdout, stderr = interrupt_training(
+        [str(ROOT / "configs/navigation-maml.yaml"), *overrides, "train.iterations=100000", "checkpoint.every=1",
+         f"run.dir={run_dir}", "--quiet"], run_dir, after_records=2, sig=signal.SIGINT, cwd=tmp_path)
+    assert returncode == 130, stderr
     assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
     assert "interrupted after" in stderr and "Traceback" not in stderr
     assert f"metarl train --resume {run_dir}" in stderr
