@@ -18,3 +18,4 @@ test: install
 benchmark: install
 	$(PYTHON) scripts/benchmark_iteration.py
 	$(PYTHON) scripts/benchmark_meta_gradient.py
+	$(PYTHON) scripts/benchmark_sampling.py

@@ -61,12 +61,9 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
 
 
 # Checked first so that importing twice (or reloading) does not re-register.
-if "metarl/Navigation2D-v0" not in gym.envs.registry:
-    gym.register(
-        id="metarl/Navigation2D-v0",
-        entry_point="envs.navigation:Navigation2DEnv",
-        max_episode_steps=100,
-    )
+for _env_id, _kwargs in (("metarl/Navigation2D-v0", {}), ("metarl/Navigation2DOracle-v0", {"oracle": True})):
+    if _env_id not in gym.envs.registry:
+        gym.register(id=_env_id, entry_point="envs.navigation:Navigation2DEnv", max_episode_steps=100, kwargs=_kwargs)
 
 # Entry points are resolved by gym.make only, so registering needs no MuJoCo.
 for _family in LOCOMOTION_FAMILIES:

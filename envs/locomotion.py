@@ -70,7 +70,7 @@ import numpy as np
 
 from envs.base import BatchedTaskEnv, Task, TaskFamily, _check_horizon
 
-MUJOCO_INSTALL = 'pip install "metarl[mujoco]"'
+MUJOCO_INSTALL = 'pip install "gymnasium[mujoco]"'
 DEFAULT_HORIZON = 200
 
 

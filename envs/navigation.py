@@ -3,7 +3,7 @@
 * Task distribution: ``{"goal": g}`` with ``g ~ U[goal_low, goal_high]^2``
   (default ``U[-0.5, 0.5]^2``).
 * State / observation: the agent's 2D position (float32), at the origin ``(0, 0)``
-  at the start of every episode.
+  at the start of every episode; with ``oracle=True`` the goal follows it (4 numbers).
 * Dynamics: the action is clipped to ``[-0.1, 0.1]`` per coordinate, then
   ``position += clipped_action``.
 * Reward: ``-||position - goal||_2``, computed after the move.
@@ -40,8 +40,14 @@ def _goal_from_task(task: Task) -> np.ndarray:
     return goal
 
 
-def _observation_space() -> gym.spaces.Box:
-    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(2,), dtype=np.float32)
+def _observation_space(oracle: bool = False) -> gym.spaces.Box:
+    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(4 if oracle else 2,), dtype=np.float32)
+
+
+def _check_oracle(oracle: Any) -> bool:
+    if not isinstance(oracle, bool):
+        raise ValueError(f"oracle must be true or false, got {oracle!r}")
+    return oracle
 
 
 def _action_space() -> gym.spaces.Box:
@@ -57,10 +63,11 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, task: Task | None = None, horizon: int = 100) -> None:
+    def __init__(self, task: Task | None = None, horizon: int = 100, oracle: bool = False) -> None:
         _check_horizon(horizon)
         self.horizon = int(horizon)
-        self.observation_space = _observation_space()
+        self.oracle = _check_oracle(oracle)
+        self.observation_space = _observation_space(self.oracle)
         self.action_space = _action_space()
         self._goal = np.array(DEFAULT_GOAL, dtype=np.float64) if task is None else _goal_from_task(task)
         self._position = np.zeros(2, dtype=np.float64)
@@ -85,7 +92,12 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         self._position = np.zeros(2, dtype=np.float64)
         self._steps = 0
         self._needs_reset = False
-        return self._position.astype(np.float32), {"goal": self._goal.copy()}
+        return self._observe(), {"goal": self._goal.copy()}
+
+    def _observe(self) -> np.ndarray:
+        if self.oracle:
+            return np.concatenate([self._position, self._goal]).astype(np.float32)
+        return self._position.astype(np.float32)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Move by the clipped action; reward is minus the distance to the goal after the move."""
@@ -101,7 +113,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         terminated = bool(np.abs(d[0]) < GOAL_TOLERANCE and np.abs(d[1]) < GOAL_TOLERANCE)
         self._steps += 1
         truncated = self._steps >= self.horizon
-        return self._position.astype(np.float32), float(reward), terminated, truncated, {"goal": self._goal.copy()}
+        return self._observe(), float(reward), terminated, truncated, {"goal": self._goal.copy()}
 
 
 class Navigation2DBatch:
@@ -109,17 +121,19 @@ class Navigation2DBatch:
 
     :param goals: one goal per copy, shape (n, 2).
     :param horizon: steps before a copy is truncated.
+    :param oracle: append each copy's goal to its observation.
     """
 
-    def __init__(self, goals: np.ndarray, horizon: int = 100) -> None:
+    def __init__(self, goals: np.ndarray, horizon: int = 100, oracle: bool = False) -> None:
         _check_horizon(horizon)
+        self.oracle = _check_oracle(oracle)
         goals = np.array(goals, dtype=np.float64)
         if goals.ndim != 2 or goals.shape[0] < 1 or goals.shape[1] != 2 or not np.all(np.isfinite(goals)):
             raise ValueError(f"goals must be a finite array of shape (n, 2) with n >= 1, got shape {goals.shape}")
         self.goals = goals
         self.num_envs = goals.shape[0]
         self.horizon = int(horizon)
-        self.observation_space = _observation_space()
+        self.observation_space = _observation_space(self.oracle)
         self.action_space = _action_space()
         self._position = np.zeros((self.num_envs, 2), dtype=np.float64)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
@@ -134,6 +148,11 @@ class Navigation2DBatch:
         self._terminated[:] = False
         self._truncated[:] = False
         self._needs_reset = False
+        return self._observe()
+
+    def _observe(self) -> np.ndarray:
+        if self.oracle:
+            return np.concatenate([self._position, self.goals], axis=1).astype(np.float32)
         return self._position.astype(np.float32)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +172,7 @@ class Navigation2DBatch:
         self._terminated = np.where(alive, reached, self._terminated)
         self._truncated = np.where(alive, self._steps >= self.horizon, self._truncated)
         return (
-            self._position.astype(np.float32),
+            self._observe(),
             np.where(alive, reward, 0.0),
             self._terminated.copy(),
             self._truncated.copy(),
@@ -166,12 +185,15 @@ class Navigation2D(TaskFamily):
     :param horizon: steps per episode.
     :param goal_low: lower bound of each goal coordinate.
     :param goal_high: upper bound of each goal coordinate (must exceed ``goal_low``).
+    :param oracle: append the goal to every observation (the oracle baseline of Finn et al.).
     """
 
     name = "navigation2d"
 
-    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5) -> None:
+    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5,
+                 oracle: bool = False) -> None:
         _check_horizon(horizon)
+        self.oracle = _check_oracle(oracle)
         for arg, value in (("goal_low", goal_low), ("goal_high", goal_high)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise ValueError(f"{arg} must be a finite number, got {value!r}")
@@ -193,10 +215,11 @@ class Navigation2D(TaskFamily):
     def make_env(self, task: Task | None = None, **kwargs: Any) -> Navigation2DEnv:
         """Build a :class:`Navigation2DEnv` (``kwargs`` go to its constructor; horizon defaults to the family's)."""
         kwargs.setdefault("horizon", self.horizon)
+        kwargs.setdefault("oracle", self.oracle)
         return Navigation2DEnv(task=task, **kwargs)
 
     def make_batched(self, tasks: Sequence[Task]) -> BatchedTaskEnv:
         """Build a :class:`Navigation2DBatch` with one copy per task."""
         if len(tasks) == 0:
             raise ValueError("tasks must contain at least one task, got an empty sequence")
-        return Navigation2DBatch(np.stack([_goal_from_task(t) for t in tasks]), horizon=self.horizon)
+        return Navigation2DBatch(np.stack([_goal_from_task(t) for t in tasks]), horizon=self.horizon, oracle=self.oracle)

@@ -1,4 +1,4 @@
-"""The ``metarl`` command: ``train`` and ``evaluate``."""
+"""The ``metarl`` command: ``train``, ``evaluate`` and ``plot``."""
 
 from __future__ import annotations
 
@@ -7,48 +7,106 @@ import sys
 from pathlib import Path
 
 from metarl.config import ConfigError, load_config
-from metarl.evaluation import evaluate
+from metarl.evaluation import EvaluationResult, evaluate, side_by_side
+from metarl.plotting import plot_adaptation
 from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = load_config(args.config, args.overrides)
-    run_dir, result = run_training(config, progress=not args.quiet)
-    print(f"run directory: {run_dir}")
+    if args.resume is not None:
+        if args.config is not None or args.overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml: give no config file or overrides")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{str(run_dir)!r} is not a run directory: config.yaml is missing")
+        config = load_config(run_dir / "config.yaml")
+    elif args.config is None:
+        raise ConfigError("give a config file, or --resume RUN_DIR")
+    else:
+        config = load_config(args.config, args.overrides)
+    run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume,
+                                   on_run_dir=lambda path: print(f"run directory: {path}", flush=True))
+    if any((run_dir / "wandb").glob("offline-run-*")):
+        print(f"W&B run logged offline; upload it with: wandb sync {run_dir / 'wandb'}")
     if result is not None:
         print(f"\nheld-out adaptation ({result.num_tasks} tasks, {config.name}):")
         print(result.table())
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    run_dir = Path(args.run_dir)
+def _finished_run(path: str) -> Path:
+    run_dir = Path(path)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
     for name in ("config.yaml", PARAMS_FILE):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a finished run directory: {name} is missing")
-    config = load_config(run_dir / "config.yaml")
-    result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=args.tasks, steps=args.steps,
-                      seed=args.seed)
-    result.save(run_dir / "evaluation.json")
-    print(f"held-out adaptation ({result.num_tasks} tasks, {config.name}):")
-    print(result.table())
+    return run_dir
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    """Run directory names, made unique with their parents when two are alike."""
+    names = [d.resolve().name for d in run_dirs]
+    return [str(d) if names.count(n) > 1 else n for d, n in zip(run_dirs, names)]
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    run_dirs = [_finished_run(path) for path in args.run_dirs]
+    configs = [load_config(d / "config.yaml") for d in run_dirs]
+    seed = args.seed
+    if seed is None and len({c.evaluation.seed for c in configs}) > 1:
+        seed = configs[0].evaluation.seed
+        print(f"the runs' evaluation seeds differ; all are evaluated on the held-out tasks of seed {seed}")
+    results = {}
+    for label, run_dir, config in zip(_labels(run_dirs), run_dirs, configs):
+        result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=args.tasks, steps=args.steps, seed=seed,
+                          progress=not args.quiet)
+        result.save(run_dir / "evaluation.json")
+        results[label] = result
+    if len(results) == 1:
+        result = next(iter(results.values()))
+        print(f"held-out adaptation ({result.num_tasks} tasks, {configs[0].name}):")
+        print(result.table())
+    else:
+        print(f"held-out adaptation, mean return +/- standard error ({results[label].num_tasks} tasks):")
+        print(side_by_side(results))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    run_dirs = [Path(path) for path in args.run_dirs]
+    results = {}
+    for label, run_dir in zip(_labels(run_dirs), run_dirs):
+        if not run_dir.is_dir():
+            raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+        path = run_dir / "evaluation.json"
+        if not path.is_file():
+            raise ConfigError(f"{str(run_dir)!r} has no evaluation.json: run 'metarl evaluate {run_dir}' first")
+        results[label] = EvaluationResult.load(path)
+    out = plot_adaptation(results, args.out, title=args.title)
+    print(f"wrote {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning with MAML, FO-MAML and HF-MAML.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="meta-train as a config file says")
-    train.add_argument("config", help="YAML config file, for example configs/navigation-maml.yaml")
+    train.add_argument("config", nargs="?", help="YAML config file, for example configs/navigation-maml.yaml")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, for example meta.inner_lr=0.05")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue the run in RUN_DIR from its newest checkpoint")
     train.set_defaults(run=_train)
-    evaluation = commands.add_parser("evaluate", help="adapt a trained run to held-out tasks")
-    evaluation.add_argument("run_dir", help="a run directory written by 'metarl train'")
+    evaluation = commands.add_parser("evaluate", help="adapt trained runs to held-out tasks, side by side")
+    evaluation.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'metarl train'")
     evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
     evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
     evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
+    evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
+    plot = commands.add_parser("plot", help="return against adaptation steps for several evaluated runs (PNG)")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding evaluation.json")
+    plot.add_argument("--out", default="adaptation.png", help="PNG file to write (default: adaptation.png)")
+    plot.add_argument("--title", default=None, help="figure title")
+    plot.set_defaults(run=_plot)
     return parser
 
 

@@ -59,10 +59,10 @@ class PolicyConfig(_Section):
 class MetaConfig(_Section):
     """The meta-gradient estimator and its inner loop."""
 
-    method: Literal["maml", "fomaml", "hfmaml"] = "maml"
+    method: Literal["maml", "fomaml", "hfmaml", "pretrain"] = "maml"
     batch_tasks: int = Field(20, ge=1)
     episodes_per_task: int = Field(20, ge=1)
-    inner_lr: float = Field(0.1, gt=0)
+    inner_lr: float = Field(1e-4, gt=0)  # in units of the summed-over-time surrogate (see README)
     inner_steps: int = Field(1, ge=1)
     inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
     hessian_batch: Literal["shared", "independent"] = "shared"
@@ -124,6 +124,30 @@ class EvaluationConfig(_Section):
     at_end: bool = True
 
 
+class CheckpointConfig(_Section):
+    """Checkpoints every ``every`` meta-iterations (and at the end), the newest ``keep`` kept."""
+
+    every: int = Field(10, ge=1)
+    keep: int = Field(3, ge=1)
+
+
+class WandbConfig(_Section):
+    """Weights & Biases. ``auto``: the ``WANDB_MODE`` environment variable if set, else ``online``
+    when an API key is configured (``wandb login`` or ``WANDB_API_KEY``), else ``offline`` (a local
+    run directory that ``wandb sync`` uploads later)."""
+
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    project: str = "metarl"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    name: Optional[str] = None
+
+
+class LoggingConfig(_Section):
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
 class RunConfig(_Section):
     dir: Optional[str] = None
 
@@ -140,6 +164,8 @@ class Config(_Section):
     outer: OuterConfig = Field(default_factory=OuterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
@@ -149,6 +175,12 @@ class Config(_Section):
                 f"meta.method = 'hfmaml' with surrogate.kind = {self.surrogate.kind!r}: HF-MAML differentiates the "
                 "surrogate away from the sampling parameters, which needs the importance-weighted 'dice'"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pretrain_adaptive_step_needs_c(self) -> "Config":
+        if self.meta.method == "pretrain" and self.outer.kind == "adaptive_sgd" and self.outer.c is None:
+            raise ValueError("meta.method = 'pretrain' with outer.kind = 'adaptive_sgd' needs outer.c (no default)")
         return self
 
     @model_validator(mode="after")

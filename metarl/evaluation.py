@@ -12,9 +12,11 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from metarl.build import build_family, build_oracle, build_policy, build_sampler
 from metarl.config import Config
@@ -45,6 +47,28 @@ class EvaluationResult:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
+    @classmethod
+    def load(cls, path: str | Path) -> "EvaluationResult":
+        """Read a result written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable evaluation result: {error}") from None
+
+
+def side_by_side(results: dict[str, EvaluationResult]) -> str:
+    """One table of several runs' results: a row per adaptation step, ``mean +/- stderr`` per run."""
+    steps = max((r.steps for r in results.values()), key=len)
+    rows = []
+    for k in steps:
+        cells = []
+        for result in results.values():
+            i = result.steps.index(k) if k in result.steps else None
+            cells.append("" if i is None else f"{result.mean_return[i]:.2f} +/- {result.stderr[i]:.2f}")
+        rows.append((k, *cells))
+    return format_table(["steps", *results], rows)
+
 
 def evaluate(
     config: Config,
@@ -53,10 +77,12 @@ def evaluate(
     num_tasks: int | None = None,
     steps: int | None = None,
     seed: int | None = None,
+    progress: bool = False,
 ) -> EvaluationResult:
     """Adapt ``params`` to held-out tasks with the config's inner step and report returns.
 
-    ``num_tasks``, ``steps`` and ``seed`` default to the config's ``evaluation`` section.
+    ``num_tasks``, ``steps`` and ``seed`` default to the config's ``evaluation`` section. With
+    ``progress``, a progress bar (on a terminal only) shows each step's return and time left.
     """
     num_tasks = config.evaluation.tasks if num_tasks is None else num_tasks
     steps = config.evaluation.steps if steps is None else steps
@@ -79,7 +105,16 @@ def evaluate(
         raise ValueError("the parameters do not fit the config's policy (different names or shapes)")
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, num_tasks)
-    _, batches = adapt(oracle, start, inner_lr=alpha, steps=steps)
+    bar = tqdm(total=steps + 1, desc="evaluate", unit="step", disable=None if progress else True, dynamic_ncols=True)
+
+    def report(k: int, batch: Any) -> None:
+        bar.update(1)
+        bar.set_postfix(step=k, mean_return=f"{batch.episodes.mean_return():.1f}")
+
+    try:
+        _, batches = adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=report)
+    finally:
+        bar.close()
     means, errors = [], []
     for batch in batches:
         per_task = batch.episodes.episode_returns().mean(1).to(torch.float64)

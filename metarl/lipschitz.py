@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarl.meta import TaskOracle, _exact_hvp, _gradient, _leaf, tree_norm
+from metarl.meta import TaskOracle, _axpy, _exact_hvp, _gradient, _leaf, _scale, tree_norm
 from metarl.policies import Params
 
 
@@ -47,7 +47,7 @@ def secants(oracle: TaskOracle, theta: Params, previous: Params, batch: Any) -> 
     length = tree_norm(delta, task_axis)
     if bool((length == 0).any()):
         raise ValueError("secants need two distinct points: theta equals previous (for some task)")
-    direction = {k: v / length.view(-1, *[1] * (v.dim() - 1)) if task_axis else v / length for k, v in delta.items()}
+    direction = _scale(delta, 1.0 / length, task_axis)
     gradients, products = [], []
     for point in (theta, previous):
         leaf = _leaf(point)
@@ -101,10 +101,7 @@ class OnlineLipschitz:
     def _probe_point(self, theta: Params, gradient: Params, task_axis: bool) -> Params:
         norm = tree_norm(gradient, task_axis)
         norm = torch.where(norm > 0, norm, torch.ones_like(norm))
-        scale = self.probe_radius / norm
-        if task_axis:
-            return {k: theta[k].detach() - scale.view(-1, *[1] * (v.dim() - 1)) * v for k, v in gradient.items()}
-        return {k: theta[k].detach() - scale * v for k, v in gradient.items()}
+        return _axpy({k: v.detach() for k, v in theta.items()}, -self.probe_radius / norm, gradient, task_axis)
 
     def state_dict(self) -> dict[str, Any]:
         return {"smoothness": self.smoothness, "rho": self.rho, "previous": self.previous}

@@ -26,8 +26,9 @@ taken per task. This is how the RL trainer batches a meta-batch; the maths is un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -62,7 +63,21 @@ class MetaGradient:
     inner_batches: list[Any]  # D_0 .. D_{N-1}
     outer_batch: Any  # D_out
     inner_grad_norm: Tensor  # ||grad S(theta_0; D_0)||, per task when the oracle has a task axis
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: sampling, adaptation, meta_gradient
     oracle: Any = None  # the oracle that drew the batches (a trust-region outer step re-evaluates on them)
+
+
+class _SampleClock:
+    """Draws from an oracle and adds up the seconds spent drawing."""
+
+    def __init__(self, oracle: TaskOracle) -> None:
+        self.oracle, self.seconds = oracle, 0.0
+
+    def sample(self, params: Params) -> Any:
+        start = time.perf_counter()
+        batch = self.oracle.sample(params)
+        self.seconds += time.perf_counter() - start
+        return batch
 
 
 def inner_step_size(inner_lr: float, inner_steps: int, rule: str = "constant") -> float:
@@ -178,6 +193,8 @@ def estimate_meta_gradient(
     second_order = method != "fomaml"
     keep_graph = method == "maml" and hessian_batch == "shared"
 
+    clock = _SampleClock(oracle)
+    start = time.perf_counter()
     thetas: list[Params] = []
     inner_batches: list[Any] = []
     hessian_batches: list[Any] = []
@@ -186,9 +203,9 @@ def estimate_meta_gradient(
     inner_grad_norm = torch.zeros(())
     for k in range(inner_steps):
         theta_k = _leaf(theta)
-        batch = oracle.sample(_detached(theta_k))
+        batch = clock.sample(_detached(theta_k))
         if second_order and hessian_batch == "independent":
-            hessian_batches.append(oracle.sample(_detached(theta_k)))
+            hessian_batches.append(clock.sample(_detached(theta_k)))
         else:
             hessian_batches.append(batch)
         grad = _gradient(oracle, theta_k, batch, create_graph=keep_graph)
@@ -200,7 +217,8 @@ def estimate_meta_gradient(
         theta = _axpy(_detached(theta_k), alpha, _detached(grad), task_axis)
 
     adapted = _leaf(theta)
-    outer_batch = oracle.sample(_detached(adapted))
+    adaptation_end, sampled_while_adapting = time.perf_counter(), clock.seconds
+    outer_batch = clock.sample(_detached(adapted))
     u = _gradient(oracle, adapted, outer_batch)
 
     if second_order:
@@ -209,7 +227,32 @@ def estimate_meta_gradient(
                                           hessian_batch, alpha, delta, delta_rule, rho, task_axis, difference)
             u = _axpy(u, alpha, hvp, task_axis)
 
-    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, oracle)
+    end = time.perf_counter()
+    timings = {
+        "sampling": clock.seconds,
+        "adaptation": adaptation_end - start - sampled_while_adapting,
+        "meta_gradient": end - adaptation_end - (clock.seconds - sampled_while_adapting),
+    }
+    return MetaGradient(_detached(u), _detached(adapted), inner_batches, outer_batch, inner_grad_norm, timings,
+                        oracle)
+
+
+def policy_gradient_estimate(oracle: TaskOracle, params: Params) -> MetaGradient:
+    """No adaptation: ``grad S(theta; D)`` on a fresh batch D drawn at theta.
+
+    This is the update of the *pretrained* baseline of Finn et al. (one policy trained with plain
+    policy gradient on tasks drawn from the family, adapted like MAML only at evaluation), in the
+    shape of a meta-gradient estimate so the same trainer and outer updates run it.
+    """
+    task_axis = bool(getattr(oracle, "task_axis", False))
+    clock = _SampleClock(oracle)
+    start = time.perf_counter()
+    batch = clock.sample(_detached(params))
+    direction = _gradient(oracle, _leaf(params), batch)
+    timings = {"sampling": clock.seconds, "adaptation": 0.0,
+               "meta_gradient": time.perf_counter() - start - clock.seconds}
+    return MetaGradient(_detached(direction), _detached(params), [batch], batch,
+                        tree_norm(_detached(direction), task_axis), timings, oracle)
 
 
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,
@@ -271,16 +314,20 @@ def meta_gradient(
     ).direction
 
 
-def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int) -> tuple[list[Params], list[Any]]:
+def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int,
+          on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params``, each on a fresh batch.
 
     Returns the parameters after 0..steps steps and the batches drawn at each of them
     (``steps + 1`` of each: the last batch measures the fully adapted parameters).
+    ``on_batch(k, batch)`` is called as each batch arrives (for progress reports).
     """
     task_axis = bool(getattr(oracle, "task_axis", False))
     thetas, batches = [_detached(params)], []
     for k in range(steps + 1):
         batches.append(oracle.sample(thetas[k]))
+        if on_batch is not None:
+            on_batch(k, batches[k])
         if k < steps:
             grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
             thetas.append(_axpy(thetas[k], inner_lr, grad, task_axis))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
+import math
+
 import torch
 
 from metarl.lipschitz import OnlineLipschitz
@@ -24,8 +26,9 @@ class OuterOptimizer(ABC):
     """Updates the meta-parameters from the averaged meta-gradient (ascent direction)."""
 
     @abstractmethod
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
-        """Update ``params`` in place; return statistics to log (at least ``step_size``)."""
+    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
+        """Update ``params`` in place; return statistics to log (at least ``step_size``, and
+        ``skipped: True`` when the optimiser refused to update on non-finite numbers)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -89,15 +92,22 @@ class AdaptiveSGD(OuterOptimizer):
         assert self.lipschitz.smoothness is not None and self.lipschitz.rho is not None
         return self.lipschitz.smoothness, self.lipschitz.rho
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
+    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
+        """The update; with a NaN or Inf gradient norm or secant on the independent batch, no update
+        (``skipped: True`` in the returned statistics)."""
         oracle, theta = self.draw(params)
         batch = oracle.sample(theta)
         gradient = objective_gradient(oracle, theta, batch)
         mean_grad_norm = float(tree_norm(gradient, bool(getattr(oracle, "task_axis", False))).mean())
+        if not math.isfinite(mean_grad_norm):
+            return {"step_size": 0.0, "skipped": True}
         if self.lipschitz is None:
             smoothness, rho = self.constants(params)
         else:
-            smoothness, rho = self.lipschitz.update(oracle, theta, batch, gradient)
+            try:
+                smoothness, rho = self.lipschitz.update(oracle, theta, batch, gradient)
+            except FloatingPointError:
+                return {"step_size": 0.0, "skipped": True}
         lipschitz = 4 * smoothness + 2 * rho * self.inner_lr * mean_grad_norm
         beta = self.c / lipschitz
         with torch.no_grad():

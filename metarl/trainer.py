@@ -8,6 +8,7 @@ meta-parameters with the outer optimiser on the average.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,13 +19,16 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
+from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
 from metarl.logging import MetricsWriter
-from metarl.meta import estimate_meta_gradient, tree_norm
+from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
 from metarl.outer import AdaptiveSGD
+from metarl.plotting import plot_adaptation
 from metarl.policies import Params
+from metarl.tracking import Tracker, WandbSettings, make_tracker
 
 TRAINING_TASK_STREAM = 0
 TRAINING_ROLLOUT_STREAM = 1
@@ -89,12 +93,15 @@ class MetaTrainer:
         meta = self.config.meta
         tasks = self.sample_tasks(self.iteration)
         oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
-        estimate = estimate_meta_gradient(
-            meta.method, oracle, stack_params(self.params, len(tasks)), inner_lr=meta.inner_lr,
-            inner_steps=meta.inner_steps, step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
-            delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(),
-            difference=meta.hf_difference,
-        )
+        stacked = stack_params(self.params, len(tasks))
+        if meta.method == "pretrain":  # the pretrained baseline: plain policy gradient, no adaptation
+            estimate = policy_gradient_estimate(oracle, stacked)
+        else:
+            estimate = estimate_meta_gradient(
+                meta.method, oracle, stacked, inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
+                step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch, delta=meta.hf_delta,
+                delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(), difference=meta.hf_difference,
+            )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))
         record: dict[str, Any] = {
@@ -104,45 +111,86 @@ class MetaTrainer:
             "meta_grad_norm": grad_norm,
         }
         if np.isfinite(grad_norm):
-            self.nonfinite_in_a_row = 0
             max_norm = self.config.outer.max_grad_norm
             if max_norm is not None and grad_norm > max_norm:
                 direction = {k: v * (max_norm / grad_norm) for k, v in direction.items()}
-            record.update(self.outer.step(self.params, direction, estimate))
-            record["skipped"] = False
+            update_start = time.perf_counter()
+            stats = self.outer.step(self.params, direction, estimate)
+            record.update(stats, skipped=bool(stats.pop("skipped", False)))
+            record["time_update_s"] = time.perf_counter() - update_start
         else:
-            self.nonfinite_in_a_row += 1
-            record.update(step_size=0.0, skipped=True)
+            record.update(step_size=0.0, skipped=True, time_update_s=0.0)
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if record["skipped"] else 0
         self.env_steps += oracle.env_steps + sum(o.env_steps for o in self._independent_oracles)
         self._independent_oracles.clear()
         record["env_steps"] = self.env_steps
         record["time_s"] = time.perf_counter() - start
+        for phase, seconds in estimate.timings.items():
+            record[f"time_{phase}_s"] = seconds
         self.iteration += 1
         return record
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly: parameters, outer optimiser state,
+        counters, the global RNG state (training draws its randomness from keyed streams) and the
+        config (as YAML). The linear baseline is refitted on every batch, so it has no state."""
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "outer": self.outer.state_dict(),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "torch_rng": torch.get_rng_state(),
+            "config": dump_config(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {k: tuple(v.shape) for k, v in self.params.items()}
+        if {k: tuple(v.shape) for k, v in state["params"].items()} != expected:
+            raise ValueError("the checkpoint's parameters do not fit the config's policy (different names or shapes)")
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+        self.outer.load_state_dict(state["outer"])
+        self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
+        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        torch.set_rng_state(state["torch_rng"])
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` once ``outer.max_nonfinite`` iterations in a row were skipped."""
         if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
             raise NonFiniteError(
-                f"the meta-gradient was NaN or Inf in {self.nonfinite_in_a_row} iterations in a row "
+                f"NaN or Inf in the meta-gradient or the outer step in {self.nonfinite_in_a_row} iterations in a row "
                 f"(last: iteration {self.iteration - 1}); lower meta.inner_lr or outer.lr"
             )
 
     def train(self, iterations: int | None = None, on_metrics: Callable[[dict[str, Any]], None] | None = None,
               progress: bool = True) -> Params:
-        """Run ``iterations`` meta-iterations (default ``train.iterations``); returns the parameters."""
-        total = self.config.train.iterations if iterations is None else iterations
+        """Run ``iterations`` meta-iterations (default: up to ``train.iterations``); returns the parameters."""
+        total = self.config.train.iterations - self.iteration if iterations is None else iterations
         # disable=None: tqdm stays quiet when stderr is not a terminal.
-        bar = tqdm(range(total), desc="meta-train", unit="it", disable=None if progress else True, dynamic_ncols=True)
+        bar = tqdm(range(self.iteration, self.iteration + total), desc="meta-train", unit="it",
+                   disable=None if progress else True, dynamic_ncols=True,
+                   initial=self.iteration, total=self.iteration + total)
+        first, end = self.iteration, self.iteration + total
+        report_every, start, steps_at_start = max(1, -(-total // 10)), time.perf_counter(), self.env_steps
         for _ in bar:
             record = self.step()
             if on_metrics is not None:
                 on_metrics(record)
             if record["skipped"]:
-                tqdm.write(f"iteration {record['iteration']}: non-finite meta-gradient, update skipped")
+                tqdm.write(f"iteration {record['iteration']}: NaN or Inf (meta-gradient or outer step), update skipped")
             self.check_finite()
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            steps_per_s = (self.env_steps - steps_at_start) / elapsed
             bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
-                            steps_per_s=f"{record['env_steps'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+                            steps_per_s=f"{steps_per_s:.0f}")
+            done = self.iteration - first
+            if progress and bar.disable and (done % report_every == 0 or self.iteration == end):
+                # Off a terminal (logs, CI) the bar is silent: a plain line every tenth of the run.
+                print(f"iteration {self.iteration}/{end}: return {record['return_pre']:.1f} -> "
+                      f"{record['return_post']:.1f} after adaptation, {steps_per_s:.0f} env steps/s, "
+                      f"{elapsed / done * (end - self.iteration):.0f} s left", flush=True)
         return self.params
 
 
@@ -189,29 +237,105 @@ class Interrupted(RuntimeError):
     """Training was interrupted (Ctrl-C); the parameters so far were saved."""
 
 
-def run_training(config: Config, progress: bool = True) -> tuple[Path, EvaluationResult | None]:
-    """Train as the config says into a new run directory; evaluate at the end if asked.
+def run_training(config: Config, progress: bool = True, resume: str | Path | None = None,
+                 on_run_dir: Callable[[Path], None] | None = None) -> tuple[Path, EvaluationResult | None]:
+    """Train as the config says into a new run directory, or continue the run in ``resume`` from
+    its newest checkpoint; evaluate at the end if asked.
 
-    The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``params.pt`` and,
-    after evaluation, ``evaluation.json``. On Ctrl-C the parameters reached so far are saved
-    and :class:`Interrupted` is raised.
+    The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
+    (every ``checkpoint.every`` iterations and at the end), ``params.pt``, after evaluation
+    ``evaluation.json`` and ``adaptation.png``, and the W&B run (``wandb/``) unless disabled. On
+    Ctrl-C the parameters reached so far are saved and :class:`Interrupted` is raised. A resumed
+    run continues exactly where the checkpoint left off: ``metrics.jsonl`` loses the records after
+    it and gets them again, with the same numbers, and W&B continues the same run.
+    ``on_run_dir(run_dir)`` is called once the run directory is known, before training starts.
     """
     trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
-    run_dir = create_run_dir(config)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    resume_id, logged = None, []
+    if resume is None:
+        run_dir = create_run_dir(config)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    else:
+        run_dir = Path(resume)
+        latest = load_latest_checkpoint(run_dir)
+        if latest is None:
+            raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from")
+        trainer.load_state_dict(latest[1])
+        resume_id = latest[1].get("wandb_run_id")
+        logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+    if on_run_dir is not None:
+        on_run_dir(run_dir)
+    settings = WandbSettings(**config.logging.wandb.model_dump())
+    with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
+        # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
+        # (the tracker skips the steps already in the run).
+        for record in logged:
+            tracker.log_metrics(record)
+        return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+
+
+def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, progress: bool
+                        ) -> EvaluationResult | None:
+    config = trainer.config
     writer = MetricsWriter(run_dir / "metrics.jsonl")
+    every, keep = config.checkpoint.every, config.checkpoint.keep
+
+    def record(metrics: dict[str, Any]) -> None:
+        writer.write(metrics)
+        tracker.log_metrics(metrics)
+        if trainer.iteration % every == 0 and trainer.iteration < config.train.iterations:
+            _checkpoint(trainer, run_dir, keep, tracker.run_id)
+
     try:
-        params = trainer.train(on_metrics=writer.write, progress=progress)
+        params = trainer.train(on_metrics=record, progress=progress)
     except KeyboardInterrupt:
         save_params(trainer.params, run_dir / PARAMS_FILE)
+        latest = list_checkpoints(run_dir)
+        resume_hint = (f"; continue from the checkpoint of iteration {latest[-1][0]} with: metarl train --resume {run_dir}"
+                       if latest else "")
         raise Interrupted(
-            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}"
+            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}{resume_hint}"
         ) from None
     finally:
         writer.close()
+    final = _checkpoint(trainer, run_dir, keep, tracker.run_id)
     save_params(params, run_dir / PARAMS_FILE)
-    result = None
-    if config.evaluation.at_end:
-        result = evaluate(config, params)
-        result.save(run_dir / "evaluation.json")
-    return run_dir, result
+    if final is not None:
+        tracker.log_checkpoint(final, trainer.iteration)
+    if not config.evaluation.at_end:
+        return None
+    result = evaluate(config, params, progress=progress)
+    result.save(run_dir / "evaluation.json")
+    plot = plot_adaptation({config.name: result}, run_dir / "adaptation.png", title=config.name)
+    tracker.log_evaluation(result, plot)
+    return result
+
+
+def _checkpoint(trainer: MetaTrainer, run_dir: Path, keep: int, wandb_run_id: str | None = None) -> Path | None:
+    """Checkpoint unless the parameters are non-finite (then the previous checkpoint stays the newest)."""
+    try:
+        state = {**trainer.state_dict(), "wandb_run_id": wandb_run_id}
+        return save_checkpoint(run_dir, trainer.iteration, state, keep=keep)
+    except ValueError as error:
+        tqdm.write(f"checkpoint skipped: {error}")
+        return None
+
+
+def _truncate_metrics(path: Path, iterations: int) -> list[dict[str, Any]]:
+    """Keep the records of the first ``iterations`` iterations (a killed run may have written more,
+    and a last line cut short), rewriting the file atomically; return the records kept."""
+    if not path.exists():
+        return []
+    kept, records = [], []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("iteration", iterations) < iterations:
+            kept.append(line)
+            records.append(record)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+    return records

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from metarl.meta import meta_gradient
+from metarl.plotting import pyplot
 from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
 
 METHODS = ("maml", "fomaml", "hfmaml")
@@ -139,18 +140,6 @@ def results_table(curves: dict[tuple[str, str], Tensor], panels: tuple[Panel, ..
         cells = " | ".join(f"{values[m]:.2e}" for m in METHODS)
         lines.append(f"| {panel.title} | {cells} | {values['fomaml'] / values['maml']:.3g} |")
     return "\n".join(lines)
-
-
-def pyplot():
-    """matplotlib's pyplot with the file-only Agg back-end (imported here: the runs themselves do not need it)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise SystemExit("the figure needs matplotlib: pip install matplotlib") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot(curves: dict[tuple[str, str], Tensor], panels: tuple[Panel, ...], path: Path) -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from metarl.meta import inner_step_size, meta_gradient
+from metarl.plotting import pyplot
 from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
 
 RULES = ("constant", "inverse_steps")
@@ -137,18 +138,6 @@ def results_table(curves: dict[tuple[str, int], Tensor], setup: Setup) -> str:
         alpha = inner_step_size(setup.inner_lr, n, rule)
         lines.append(f"| {rule} | {n} | {alpha:.3g} | {curve[0].median().item():.2e} | {value} | {spread} | {where} |")
     return "\n".join(lines)
-
-
-def pyplot():
-    """matplotlib's pyplot with the file-only Agg back-end (imported here: the runs themselves do not need it)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise SystemExit("the figure needs matplotlib: pip install matplotlib") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot(curves: dict[tuple[str, int], Tensor], setup: Setup, path: Path) -> None:

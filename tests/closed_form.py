@@ -12,6 +12,12 @@ import math
 import torch
 from torch import Tensor
 
+from metarl.oracles import episode_log_probs
+from metarl.policies import GaussianMLPPolicy
+from metarl.returns import discount_weights, discounted_returns
+from metarl.sampling import Episodes
+from metarl.surrogates import SURROGATES, PolicyGradientBatch
+
 Params = dict[str, Tensor]
 
 
@@ -88,8 +94,6 @@ class LinearQuadraticControl:
 
     def __init__(self, replicas: int, episodes: int, seed: int, surrogate: str = "dice",
                  horizon: int = 4, gamma: float = 0.9) -> None:
-        from metarl.policies import GaussianMLPPolicy
-        from metarl.surrogates import SURROGATES
 
         dtype = torch.float64
         self.A = torch.tensor([[1.0, 0.3], [0.0, 0.9]], dtype=dtype)
@@ -127,10 +131,7 @@ class LinearQuadraticControl:
         costs = self.expected_costs(params)
         return -(discounts.view(-1, *[1] * (costs.dim() - 1)) * costs).sum(0)
 
-    def sample(self, params: Params) -> "PolicyGradientBatch":
-        from metarl.returns import discount_weights, discounted_returns
-        from metarl.sampling import Episodes
-        from metarl.surrogates import PolicyGradientBatch
+    def sample(self, params: Params) -> PolicyGradientBatch:
 
         R, M, T = self.replicas, self.episodes, self.horizon
         dtype = torch.float64
@@ -152,8 +153,7 @@ class LinearQuadraticControl:
             values = self._expected_rewards_to_go(params).unsqueeze(-1).expand(T, R, M)
         return PolicyGradientBatch(episodes, episodes.log_probs, discounts * (returns - values), values, discounts)
 
-    def objective(self, params: Params, batch: "PolicyGradientBatch") -> Tensor:
-        from metarl.oracles import episode_log_probs
+    def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
 
         return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
 

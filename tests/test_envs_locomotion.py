@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
 from envs import FAMILIES, AntDir, AntGoal, AntVel, BatchedTaskEnv, HalfCheetahDir, HalfCheetahVel, make_family
 from envs.locomotion import ANT, HALF_CHEETAH, LOCOMOTION_FAMILIES, MissingDependencyError
 
@@ -385,7 +384,6 @@ def test_missing_mujoco_gives_an_install_hint():
     code = """
 import sys
 sys.modules["mujoco"] = None  # as if MuJoCo were not installed
-import envs
 from envs import make_family, MissingDependencyError
 from metarl.config import ConfigError, validate
 make_family("navigation2d")
@@ -401,8 +399,8 @@ except ConfigError as error:
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    assert 'pip install "metarl[mujoco]"' in lines[0]
-    assert "env" in result.stdout and result.stdout.count('pip install "metarl[mujoco]"') == 2
+    assert 'pip install "gymnasium[mujoco]"' in lines[0]
+    assert "env" in result.stdout and result.stdout.count('pip install "gymnasium[mujoco]"') == 2
     assert "Traceback" not in result.stderr
 
 
@@ -440,7 +438,7 @@ def test_every_config_loads(path):
     from metarl.config import load_config
 
     config = load_config(path)
-    assert config.train.iterations >= 1
+    assert config.train.iterations >= 1 or path.name.endswith("-random.yaml")  # random baseline: untrained
 
 
 def test_locomotion_configs_exist_for_every_family_and_method():
@@ -488,6 +486,6 @@ def test_halfcheetah_vel_meta_training_through_the_trainer():
     assert records[-1]["env_steps"] == 3 * 2 * 3 * 2 * 15  # iterations x phases x tasks x episodes x horizon
     assert any(not torch.equal(start[k], params[k]) for k in params)
     again, _, params_again = run()
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "time_s"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rs]  # noqa: E731
     assert strip(records) == strip(again)
     assert all(torch.equal(params[k], params_again[k]) for k in params)

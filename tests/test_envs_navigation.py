@@ -342,3 +342,25 @@ def test_envs_sources_do_not_import_torch_or_metarl():
 def test_importing_envs_loads_neither_torch_nor_metarl():
     code = "import sys, envs; bad = {'torch', 'metarl'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ENVS_DIR.parent)
+
+
+def test_oracle_variant_exposes_the_goal_and_batches_like_single_envs():
+    from envs import make_family
+
+    family = make_family("navigation2d", oracle=True, horizon=5)
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    batch = family.make_batched(tasks)
+    singles = [family.make_env(task) for task in tasks]
+    assert batch.observation_space.shape == singles[0].observation_space.shape == (4,)
+    obs = batch.reset()
+    np.testing.assert_array_equal(obs[:, 2:], np.stack([t["goal"] for t in tasks]).astype(np.float32))
+    for env, row in zip(singles, obs):
+        np.testing.assert_array_equal(env.reset()[0], row)
+    actions = np.full((3, 2), 0.05)
+    batched = batch.step(actions)[0]
+    for env, row in zip(singles, batched):
+        np.testing.assert_array_equal(env.step(np.full(2, 0.05))[0], row)
+    made = gym.make("metarl/Navigation2DOracle-v0")
+    assert made.observation_space.shape == (4,)
+    with pytest.raises(ValueError, match="oracle must be true or false"):
+        make_family("navigation2d", oracle="yes")

@@ -170,3 +170,19 @@ def test_adaptive_sgd_with_online_constants_converges_on_the_factorisation_tasks
     assert exact_norm(params["x"]) < start / 4
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(constants, constants[1:]))  # running maxima
     assert constants[-1][1] > constants[0][1]
+
+
+def test_adaptive_sgd_skips_the_update_on_a_non_finite_independent_batch():
+    class NaNOracle(Cubic):
+        def objective(self, params, batch):
+            return super().objective(params, batch) * float("nan")
+
+    def draw(params):
+        return NaNOracle(), {"x": params["x"].unsqueeze(0).clone()}
+
+    params = {"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}
+    for lipschitz in (None, OnlineLipschitz()):
+        optimizer = AdaptiveSGD(0.5, 0.1, draw, smoothness=1.0, rho=1.0, lipschitz=lipschitz)
+        stats = optimizer.step(params, {"x": torch.ones(2, dtype=torch.float64)})
+        assert stats == {"step_size": 0.0, "skipped": True}
+        assert torch.equal(params["x"], torch.tensor([2.0, 0.0], dtype=torch.float64))

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

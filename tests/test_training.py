@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metarl.config import load_config, validate
-from metarl.evaluation import evaluate
+from metarl.evaluation import EvaluationResult, evaluate
 from metarl.trainer import MetaTrainer, NonFiniteError
 
 ROOT = Path(__file__).parent.parent
@@ -31,6 +31,37 @@ def checkout_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def interrupt_training(args: list[str], run_dir: Path, *, after_records: int, sig: int, cwd: Path
+                       ) -> tuple[int, str, str]:
+    """Run ``python -m metarl train *args`` and send it ``sig`` once ``run_dir/metrics.jsonl`` holds
+    ``after_records`` records (or it ends, or 120 s pass); return (returncode, stdout, stderr).
+
+    A shell that starts the test run in the background makes its children ignore SIGINT; the child
+    restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal. The
+    child never outlives the call.
+    """
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metarl", "train", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=checkout_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and process.poll() is None and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < after_records):
+            time.sleep(0.05)
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stdout, stderr
+
+
 def metarl(*args, cwd):
     return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=checkout_env())
@@ -48,6 +79,9 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     for key in ("iteration", "env_steps", "return_pre", "return_post", "meta_grad_norm", "time_s"):
         assert all(key in r for r in records), key
     assert records[1]["env_steps"] > records[0]["env_steps"] > 0
+    for r in records:
+        phases = [r[f"time_{p}_s"] for p in ("sampling", "adaptation", "meta_gradient", "update")]
+        assert all(t >= 0 for t in phases) and sum(phases) <= r["time_s"]
     assert load_config(run_dir / "config.yaml").train.iterations == 2
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
@@ -58,6 +92,40 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["steps"] == [0, 1] and evaluation["num_tasks"] == 5
+
+
+def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
+    runs = [tmp_path / "maml", tmp_path / "fomaml"]
+    for run_dir, method in zip(runs, ("maml", "fomaml")):
+        result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"meta.method={method}",
+                        "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = metarl("plot", *map(str, runs), cwd=tmp_path)
+    assert result.returncode == 2 and "no evaluation.json" in result.stderr and "metarl evaluate" in result.stderr
+
+    result = metarl("evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rule, *rows = result.stdout.strip().splitlines()[-4:]
+    assert header.split() == ["steps", "maml", "fomaml"] and len(rows) == 2
+    saved = {run.name: EvaluationResult.load(run / "evaluation.json") for run in runs}
+    for row, k in zip(rows, (0, 1)):
+        assert f"{saved['maml'].mean_return[k]:.2f} +/- {saved['maml'].stderr[k]:.2f}" in row
+        assert f"{saved['fomaml'].mean_return[k]:.2f} +/- {saved['fomaml'].stderr[k]:.2f}" in row
+    assert saved["maml"].seed == saved["fomaml"].seed  # the same held-out tasks
+
+    out = tmp_path / "curves.png"
+    result = metarl("plot", *map(str, runs), "--out", str(out), "--title", "tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
+    result = EvaluationResult([0, 1], [-40.0, -20.0], [2.0, 1.0], num_tasks=4, seed=7, episodes_per_task=2)
+    result.save(tmp_path / "evaluation.json")
+    assert EvaluationResult.load(tmp_path / "evaluation.json") == result
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable evaluation result"):
+        EvaluationResult.load(tmp_path / "bad.json")
 
 
 def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
@@ -81,7 +149,7 @@ def test_same_seed_same_numbers():
     def run():
         trainer = MetaTrainer(tiny(meta={"method": "hfmaml"}))
         records = [trainer.step() for _ in range(2)]
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in records], trainer.params
+        return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records], trainer.params
 
     (records_a, params_a), (records_b, params_b) = run(), run()
     assert records_a == records_b
@@ -146,6 +214,29 @@ def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
         assert torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all()
 
 
+def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, capsys):
+    import metarl.trainer as trainer_module
+
+    real = trainer_module.estimate_meta_gradient
+
+    def nan_at_iteration_one(*args, **kwargs):
+        estimate = real(*args, **kwargs)
+        if trainer.iteration == 1:
+            estimate.direction = {k: torch.full_like(v, float("nan")) for k, v in estimate.direction.items()}
+        return estimate
+
+    monkeypatch.setattr(trainer_module, "estimate_meta_gradient", nan_at_iteration_one)
+    trainer = MetaTrainer(tiny(outer={"max_nonfinite": 2}))
+    records, params = [], []
+    trainer.train(iterations=3, on_metrics=lambda r: (records.append(r), params.append(
+        {k: v.clone() for k, v in trainer.params.items()})), progress=False)
+    assert [r["skipped"] for r in records] == [False, True, False]
+    assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])  # no update at iteration 1
+    assert any(not torch.equal(params[1][k], params[2][k]) for k in params[0])  # and training went on
+    captured = capsys.readouterr()
+    assert "iteration 1: NaN or Inf (meta-gradient or outer step), update skipped" in captured.out + captured.err
+
+
 def test_evaluation_tasks_are_held_out_and_reproducible():
     config = tiny()
     trainer = MetaTrainer(config)
@@ -202,22 +293,24 @@ def test_evaluation_checks_seed_and_parameter_shapes():
 
 def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     import signal
-    import time
 
     run_dir = tmp_path / "run"
     overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metarl", "train", str(ROOT / "configs/navigation-maml.yaml"), *overrides,
-         "train.iterations=100000", f"run.dir={run_dir}", "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
-    )
-    deadline = time.monotonic() + 120
-    metrics = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline and process.poll() is None and (
-            not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    returncode, stdout, stderr = interrupt_training(
+        [str(ROOT / "configs/navigation-maml.yaml"), *overrides, "train.iterations=100000", "checkpoint.every=1",
+         f"run.dir={run_dir}", "--quiet"], run_dir, after_records=2, sig=signal.SIGINT, cwd=tmp_path)
+    assert returncode == 130, stderr
+    assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
     assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert f"metarl train --resume {run_dir}" in stderr
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
+
+
+def test_progress_off_a_terminal_is_a_line_every_tenth_of_the_run(capsys):
+    trainer = MetaTrainer(tiny(train={"iterations": 4}))
+    trainer.train(progress=True)  # stderr is not a terminal under pytest: the bar is silent
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iteration ")]
+    assert [line.split(":")[0] for line in lines] == [f"iteration {i}/4" for i in (1, 2, 3, 4)]
+    assert all("env steps/s" in line and "s left" in line for line in lines)
+    MetaTrainer(tiny()).train(progress=False)
+    assert capsys.readouterr().out == ""

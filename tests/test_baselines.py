@@ -1,0 +1,85 @@
+"""The baselines of Finn et al. (pretrained, random, oracle) as configs that train and evaluate."""
+
+import pytest
+import torch
+
+from metarl.build import build_oracle
+from metarl.config import load_config
+from metarl.evaluation import evaluate
+from metarl.meta import objective_gradient, policy_gradient_estimate
+from metarl.oracles import stack_params
+from metarl.trainer import MetaTrainer
+from tests.test_training import ROOT, TINY, metarl
+
+SMALL = [arg for arg in TINY if not arg.startswith(("env.kwargs", "train.iterations"))] + ["policy.hidden_sizes=[16]"]
+
+
+def small(name: str, *overrides: str):
+    return load_config(ROOT / f"configs/navigation-{name}.yaml", [*SMALL, *overrides])
+
+
+def test_pretrain_update_is_the_plain_policy_gradient():
+    config = small("pretrained", "env.kwargs={horizon: 10}")
+    trainer = MetaTrainer(config)
+    tasks = trainer.sample_tasks(0)
+    stacked = stack_params(trainer.params, len(tasks))
+    estimate = policy_gradient_estimate(build_oracle(config, trainer.sampler, tasks, (1, 0)), stacked)
+    oracle = build_oracle(config, trainer.sampler, tasks, (1, 0))
+    expected = objective_gradient(oracle, stacked, oracle.sample(stacked))
+    for k in expected:
+        torch.testing.assert_close(estimate.direction[k], expected[k])
+    assert torch.equal(estimate.adapted["log_std"], stacked["log_std"])  # nothing adapted
+
+
+def test_pretrained_baseline_trains_without_adaptation_and_adapts_at_evaluation():
+    trainer = MetaTrainer(small("pretrained", "env.kwargs={horizon: 10}"))
+    before = {k: v.clone() for k, v in trainer.params.items()}
+    records = [trainer.step() for _ in range(2)]
+    assert all(r["return_pre"] == r["return_post"] for r in records)  # one batch, no adaptation
+    assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
+    result = evaluate(trainer.config, trainer.params, num_tasks=3, steps=1)
+    assert result.steps == [0, 1] and result.mean_return[0] != result.mean_return[1]
+
+
+def test_random_baseline_is_the_untrained_initialisation(tmp_path):
+    run_dir = tmp_path / "random"
+    result = metarl("train", str(ROOT / "configs/navigation-random.yaml"), *SMALL, "env.kwargs={horizon: 10}",
+                    "evaluation.tasks=3", "evaluation.steps=1", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "metrics.jsonl").read_text() == ""
+    config = small("random", "env.kwargs={horizon: 10}")
+    initial = MetaTrainer(config).params
+    for k, v in torch.load(run_dir / "params.pt").items():
+        assert torch.equal(v, initial[k])
+
+
+def test_oracle_baseline_sees_the_goal_and_needs_no_adaptation():
+    shipped = load_config(ROOT / "configs/navigation-oracle.yaml")
+    assert shipped.evaluation.steps == 0 and shipped.env.kwargs["oracle"] is True
+    config = small("oracle", "env.kwargs={horizon: 10, oracle: true}")
+    trainer = MetaTrainer(config)
+    assert trainer.params["mean_net.0.weight"].shape[1] == 4  # position and goal
+    trainer.step()
+    result = evaluate(config, trainer.params, num_tasks=3, steps=shipped.evaluation.steps)
+    assert result.steps == [0]
+
+
+def test_pretrain_with_the_adaptive_step_needs_its_constant():
+    from metarl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs outer.c"):
+        small("pretrained", "outer.kind=adaptive_sgd", "outer.smoothness=1.0", "outer.rho=1.0")
+
+
+def test_plot_draws_an_unadapted_run_as_a_level(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from metarl.evaluation import EvaluationResult
+    from metarl.plotting import plot_adaptation
+
+    maml = EvaluationResult([0, 1, 2], [-40.0, -12.0, -8.0], [2.0, 1.0, 1.0], 40, 7, 20)
+    oracle = EvaluationResult([0], [-2.5], [0.1], 40, 7, 20)
+    path = plot_adaptation({"maml": maml, "oracle": oracle}, tmp_path / "curves.png")
+    figure = matplotlib.pyplot.gcf()  # closed by plot_adaptation: a fresh, empty figure
+    assert path.stat().st_size > 5000 and not figure.axes

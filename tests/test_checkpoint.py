@@ -1,0 +1,122 @@
+"""Checkpoints, crash safety and exact resume."""
+
+import signal
+
+import pytest
+import torch
+
+from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.logging import read_metrics
+from metarl.trainer import MetaTrainer
+from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
+
+CONFIG = str(ROOT / "configs/navigation-maml.yaml")
+ITERATIONS = 30  # long enough that the kill lands mid-run even on a slow machine
+RUN = [arg for arg in TINY if not arg.startswith("train.iterations")] + [
+    f"train.iterations={ITERATIONS}", "checkpoint.every=2", "checkpoint.keep=2", "evaluation.at_end=false"]
+
+
+def state(value: float = 1.0) -> dict:
+    return {"params": {"w": torch.full((3,), value)}, "note": "anything else the caller keeps"}
+
+
+def without_times(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
+
+
+def test_the_newest_k_are_kept_and_the_newest_is_loaded(tmp_path):
+    for i in range(1, 5):
+        save_checkpoint(tmp_path, i, state(i), keep=2)
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [3, 4]
+    iteration, loaded = load_latest_checkpoint(tmp_path)
+    assert iteration == 4 and torch.equal(loaded["params"]["w"], torch.full((3,), 4.0))
+    assert load_latest_checkpoint(tmp_path / "elsewhere") is None
+
+
+def test_a_write_interrupted_midway_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 1, state(1))
+    real_save = torch.save
+
+    def dies_halfway(obj, file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a checkpoint")  # what a killed process leaves behind
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 2, state(2))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [1]  # the half-written file has no checkpoint name
+    iteration, loaded = load_latest_checkpoint(tmp_path)
+    assert iteration == 1 and torch.equal(loaded["params"]["w"], torch.ones(3))
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    save_checkpoint(tmp_path, 1, state(1))
+    newest = save_checkpoint(tmp_path, 2, state(2))
+    newest.write_bytes(b"garbage")
+    assert load_latest_checkpoint(tmp_path)[0] == 1
+
+
+def test_no_checkpoint_from_a_non_finite_state(tmp_path):
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        save_checkpoint(tmp_path, 1, state(float("nan")))
+    assert list_checkpoints(tmp_path) == []
+
+
+def test_trainer_state_round_trips(tmp_path):
+    config = tiny(outer={"kind": "adam", "anneal": True})
+    trainer = MetaTrainer(config)
+    trainer.step()
+    save_checkpoint(tmp_path, trainer.iteration, trainer.state_dict())
+    restored = MetaTrainer(config)
+    restored.load_state_dict(load_latest_checkpoint(tmp_path)[1])
+    assert (restored.iteration, restored.env_steps) == (trainer.iteration, trainer.env_steps)
+    assert without_times([trainer.step()]) == without_times([restored.step()])
+    for k in trainer.params:
+        assert torch.equal(trainer.params[k], restored.params[k])
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    returncode, _, _ = interrupt_training([CONFIG, *RUN, f"run.dir={killed}", "--quiet"], killed, after_records=5,
+                                          sig=signal.SIGKILL, cwd=tmp_path)
+    assert returncode == -signal.SIGKILL
+    assert 5 <= len(read_metrics(killed / "metrics.jsonl")) < ITERATIONS  # killed in the middle of the run
+
+    result = metarl("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = metarl("train", CONFIG, *RUN, f"run.dir={whole}", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    assert without_times(read_metrics(killed / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
+    assert [r["iteration"] for r in read_metrics(killed / "metrics.jsonl")] == list(range(ITERATIONS))
+    final_killed, final_whole = torch.load(killed / "params.pt"), torch.load(whole / "params.pt")
+    for k in final_whole:
+        assert torch.equal(final_killed[k], final_whole[k]), k
+    assert [i for i, _ in list_checkpoints(killed)] == [ITERATIONS - 2, ITERATIONS]  # keep = 2, the final one included
+
+
+def test_resume_errors_name_the_problem(tmp_path):
+    result = metarl("train", "--resume", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "config.yaml is missing" in result.stderr
+    run_dir = tmp_path / "run"
+    result = metarl("train", CONFIG, *RUN[:-3], "train.iterations=1", "evaluation.at_end=false", "checkpoint.every=5",
+                    f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for path in (run_dir / "checkpoints").iterdir():
+        path.unlink()
+    result = metarl("train", "--resume", str(run_dir), cwd=tmp_path)
+    assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
+    result = metarl("train", CONFIG, "--resume", str(run_dir), cwd=tmp_path)
+    assert result.returncode == 2 and "give no config file" in result.stderr
+
+
+def test_training_never_checkpoints_non_finite_parameters(tmp_path, capsys):
+    from metarl.trainer import _checkpoint
+
+    trainer = MetaTrainer(tiny())
+    trainer.params["log_std"].fill_(float("nan"))
+    _checkpoint(trainer, tmp_path, keep=3)
+    assert list_checkpoints(tmp_path) == []
+    captured = capsys.readouterr()
+    assert "checkpoint skipped" in captured.out + captured.err
