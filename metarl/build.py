@@ -60,7 +60,8 @@ def build_oracle(config: Config, sampler: VectorSampler, tasks: Sequence[Task], 
     surrogate = config.surrogate
     return PolicyGradientOracle(
         sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma, gae_lambda=surrogate.gae_lambda,
-        normalize_advantages=surrogate.normalize_advantages, key=key,
+        normalize_advantages=surrogate.normalize_advantages,
+        per_step_units=surrogate.per_step_units, key=key,
     )
 
 
@@ -71,10 +72,12 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
     if outer.kind == "sgd":
         return SGD(outer.lr)
     if outer.kind == "trpo":
+        inner_steps = 0 if config.meta.method == "pretrain" else config.meta.inner_steps
         return TRPO(inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule),
-                    config.meta.inner_steps, max_kl=outer.max_kl, cg_iterations=outer.cg_iterations,
+                    inner_steps, max_kl=outer.max_kl, cg_iterations=outer.cg_iterations,
                     cg_damping=outer.cg_damping, line_search_steps=outer.line_search_steps,
-                    line_search_ratio=outer.line_search_ratio)
+                    line_search_ratio=outer.line_search_ratio, metric=outer.metric,
+                    metric_episodes=outer.metric_episodes)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]

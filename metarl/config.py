@@ -77,6 +77,7 @@ class SurrogateConfig(_Section):
     gamma: float = Field(0.99, gt=0, le=1)
     gae_lambda: float = Field(1.0, ge=0, le=1)
     normalize_advantages: bool = False
+    per_step_units: bool = False
 
 
 class OuterConfig(_Section):
@@ -93,6 +94,8 @@ class OuterConfig(_Section):
     cg_damping: float = Field(1e-5, ge=0)
     line_search_steps: int = Field(15, ge=1)
     line_search_ratio: float = Field(0.8, gt=0, lt=1)
+    metric: Literal["post", "adapted"] = "post"
+    metric_episodes: Optional[int] = Field(1, ge=1)
     probe_radius: float = Field(1e-2, gt=0)
     max_nonfinite: int = Field(5, ge=1)
 

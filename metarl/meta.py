@@ -334,13 +334,15 @@ def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int,
     return thetas, batches
 
 
-def adapt_on(oracle: TaskOracle, params: Params, batches: list[Any], inner_lr: float) -> Params:
+def adapt_on(oracle: TaskOracle, params: Params, batches: list[Any], inner_lr: float,
+             create_graph: bool = False) -> Params:
     """Replay the inner steps from ``params`` on given batches (one step per batch), without new
     data: ``theta_{k+1} = theta_k + alpha grad S(theta_k; D_k)``. Away from the parameters the
-    batches were drawn at, this relies on the objective being importance weighted."""
+    batches were drawn at, this relies on the objective being importance weighted. With
+    ``create_graph`` the result is differentiable in ``params``."""
     task_axis = bool(getattr(oracle, "task_axis", False))
-    theta = _detached(params)
+    theta = params if create_graph else _detached(params)
     for batch in batches:
-        grad = _gradient(oracle, _leaf(theta), batch)
+        grad = _gradient(oracle, theta if create_graph else _leaf(theta), batch, create_graph=create_graph)
         theta = _axpy(theta, inner_lr, grad, task_axis)
     return theta

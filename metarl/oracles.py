@@ -44,6 +44,9 @@ class PolicyGradientOracle:
         gae_lambda: GAE lambda (1.0: Monte-Carlo advantages).
         normalize_advantages: standardise ``A_t`` per task (not used by ``dice``, which
             works with rewards and the baseline directly).
+        per_step_units: multiply each task's surrogate by ``1 / (mean episode length * std of
+            its advantages)``, a constant of the batch: the surrogate then has the units of a mean
+            over steps with standardised advantages (Finn et al.'s inner step 0.1 applies as is).
         key: integers identifying this oracle's draws (for example the iteration); its
             k-th call to ``sample`` uses the sampler key ``(*key, k)``.
     """
@@ -59,6 +62,7 @@ class PolicyGradientOracle:
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
         normalize_advantages: bool = False,
+        per_step_units: bool = False,
         key: Sequence[int] = (0,),
         baseline: LinearFeatureBaseline | None = None,
     ) -> None:
@@ -67,7 +71,7 @@ class PolicyGradientOracle:
         self.sampler, self.policy, self.tasks = sampler, sampler.policy, list(tasks)
         self.surrogate = SURROGATES[surrogate]
         self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.normalize_advantages = normalize_advantages
+        self.normalize_advantages, self.per_step_units = normalize_advantages, per_step_units
         self.key = tuple(key)
         self.baseline = baseline or LinearFeatureBaseline()
         self.draws = 0
@@ -85,24 +89,45 @@ class PolicyGradientOracle:
         if self.normalize_advantages:
             advantages = _standardise_per_task(advantages, mask)
         discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype).view(-1, 1, 1)
-        return PolicyGradientBatch(episodes, episodes.log_probs, advantages * discounts, values, discounts)
+        scale = per_step_scale(advantages, mask) if self.per_step_units else None
+        return PolicyGradientBatch(episodes, episodes.log_probs, advantages * discounts, values, discounts, scale)
 
     def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
         """Sum over tasks of each task's surrogate at ``params``."""
         return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
 
 
-    def ratio_objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
-        """``sum_t exp(l_t - l_t^b) Psi_t`` summed over tasks: the per-step importance-ratio surrogate
-        that trust-region methods improve (low variance; its gradient at theta_b is the policy gradient)."""
-        return lvc(episode_log_probs(self.policy, params, batch.episodes), batch)
+    def distributions(self, params: Params, batch: PolicyGradientBatch) -> tuple[Tensor, ...]:
+        """The policy's distribution parameters at every step of the batch (task-batched params),
+        each (B, T, M, ...)."""
+        return self.policy.forward_with(params, batch.episodes.observations.movedim(1, 0))
 
-    def kl(self, old: Params, new: Params, batch: PolicyGradientBatch) -> Tensor:
-        """Mean KL(pi_old || pi_new) over each task's steps, shape (B,); task-batched params."""
-        episodes = batch.episodes
-        per_step = self.policy.kl(old, new, episodes.observations.movedim(1, 0)).movedim(0, 1)
-        mask = episodes.mask
+    def ratio_objective(self, params: Params, batch: PolicyGradientBatch,
+                        outputs: tuple[Tensor, ...] | None = None) -> Tensor:
+        """``sum_t exp(l_t - l_t^b) Psi_t`` summed over tasks: the per-step importance-ratio surrogate
+        that trust-region methods improve (low variance; its gradient at theta_b is the policy gradient).
+        ``outputs``: the distributions at ``params`` if already computed."""
+        outputs = self.distributions(params, batch) if outputs is None else outputs
+        log_probs = self.policy.log_prob_from(outputs, batch.episodes.actions.movedim(1, 0)).movedim(0, 1)
+        return lvc(log_probs, batch)
+
+    def kl(self, old: Params | tuple[Tensor, ...], new: Params | tuple[Tensor, ...],
+           batch: PolicyGradientBatch) -> Tensor:
+        """Mean KL(pi_old || pi_new) over each task's steps, shape (B,). Either side is task-batched
+        params or their :meth:`distributions` on this batch."""
+        old, new = (x if isinstance(x, tuple) else self.distributions(x, batch) for x in (old, new))
+        per_step = self.policy.kl_from(old, new).movedim(0, 1)
+        mask = batch.episodes.mask
         return (per_step * mask).sum((0, 2)) / mask.sum((0, 2)).clamp_min(1)
+
+
+def per_step_scale(advantages: Tensor, mask: Tensor) -> Tensor:
+    """``1 / (mean episode length * std of A)`` per task, shape (B,)."""
+    steps = mask.sum((0, 2))
+    mean_length = steps / mask.shape[2]
+    mean = (advantages * mask).sum((0, 2)) / steps.clamp_min(1)
+    var = ((advantages - mean.view(1, -1, 1)).pow(2) * mask).sum((0, 2)) / steps.clamp_min(1)
+    return 1.0 / (mean_length.clamp_min(1) * (var.sqrt() + 1e-8))
 
 
 def _standardise_per_task(values: Tensor, mask: Tensor) -> Tensor:

@@ -116,7 +116,12 @@ class GaussianMLPPolicy(FunctionalPolicy):
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """log pi(a|s), summed over action coordinates; shape ``obs.shape[:-1]``."""
-        mean, log_std = self.forward_with(params, obs)
+        return self.log_prob_from(self.forward_with(params, obs), actions)
+
+    @staticmethod
+    def log_prob_from(outputs: tuple[Tensor, ...], actions: Tensor) -> Tensor:
+        """log pi(a|s) from the distribution's parameters ``(mean, log_std)``."""
+        mean, log_std = outputs
         z = (actions - mean) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
@@ -132,8 +137,12 @@ class GaussianMLPPolicy(FunctionalPolicy):
 
     def kl(self, params_old: Params, params_new: Params, obs: Tensor) -> Tensor:
         """KL(pi_old || pi_new) per observation."""
-        mean0, log_std0 = self.forward_with(params_old, obs)
-        mean1, log_std1 = self.forward_with(params_new, obs)
+        return self.kl_from(self.forward_with(params_old, obs), self.forward_with(params_new, obs))
+
+    @staticmethod
+    def kl_from(old: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> Tensor:
+        """KL(pi_old || pi_new) per observation from the distributions' parameters."""
+        (mean0, log_std0), (mean1, log_std1) = old, new
         var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
         kl = log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2 * var1) - 0.5
         return kl.sum(-1)
@@ -166,8 +175,12 @@ class CategoricalMLPPolicy(FunctionalPolicy):
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """log pi(a|s) for integer actions; shape ``obs.shape[:-1]``."""
-        (log_p,) = self.forward_with(params, obs)
-        return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return self.log_prob_from(self.forward_with(params, obs), actions)
+
+    @staticmethod
+    def log_prob_from(outputs: tuple[Tensor, ...], actions: Tensor) -> Tensor:
+        """log pi(a|s) from the distribution's log-probabilities ``(log_p,)``."""
+        return outputs[0].gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
     def act(self, params: Params, obs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         """Gumbel-max sampling with given Uniform(0, 1) ``noise`` of shape (..., num_actions);
@@ -183,8 +196,12 @@ class CategoricalMLPPolicy(FunctionalPolicy):
 
     def kl(self, params_old: Params, params_new: Params, obs: Tensor) -> Tensor:
         """KL(pi_old || pi_new) per observation."""
-        (log_p0,) = self.forward_with(params_old, obs)
-        (log_p1,) = self.forward_with(params_new, obs)
+        return self.kl_from(self.forward_with(params_old, obs), self.forward_with(params_new, obs))
+
+    @staticmethod
+    def kl_from(old: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> Tensor:
+        """KL(pi_old || pi_new) per observation from the distributions' log-probabilities."""
+        (log_p0,), (log_p1,) = old, new
         return (log_p0.exp() * (log_p0 - log_p1)).sum(-1)
 
     def draw_noise(self, rng: np.random.Generator, steps: int) -> np.ndarray:

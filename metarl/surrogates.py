@@ -10,7 +10,11 @@ Discounting convention: the gradient of the discounted return weights the score 
 ``dice`` have the same gradient at ``theta = theta_b``.
 
 Every surrogate is an average over the episodes of a task, summed over tasks, so that with
-task-batched parameters its gradient w.r.t. task i's parameters is task i's estimate.
+task-batched parameters its gradient w.r.t. task i's parameters is task i's estimate. A batch
+may carry a positive constant per task (``scale``) that multiplies that task's surrogate: with
+``1 / (mean episode length * std of A)`` the surrogate is in the units of Finn et al.'s code (a
+mean over steps with standardised advantages, where the inner step is 0.1). A constant factor
+leaves every estimator's properties intact: gradient and Hessian are scaled by it.
 """
 
 from __future__ import annotations
@@ -33,11 +37,15 @@ class PolicyGradientBatch:
     advantages: Tensor  # Psi_t = gamma^t * A_t (optionally normalised per task)
     values: Tensor  # baseline b(s_t)
     discounts: Tensor  # gamma^t, shape (T, 1, 1)
+    scale: Tensor | None = None  # (B,) positive constant per task multiplying its surrogate; None: 1
 
 
 def _per_task_mean(per_step: Tensor, batch: PolicyGradientBatch) -> Tensor:
-    """Sum over time, mean over episodes, sum over tasks."""
-    return (per_step * batch.episodes.mask).sum() / batch.episodes.episodes_per_task
+    """Sum over time, mean over episodes, times the task's scale, sum over tasks."""
+    if batch.scale is None:
+        return (per_step * batch.episodes.mask).sum() / batch.episodes.episodes_per_task
+    per_task = (per_step * batch.episodes.mask).sum((0, 2))
+    return (per_task * batch.scale).sum() / batch.episodes.episodes_per_task
 
 
 def reinforce(log_probs: Tensor, batch: PolicyGradientBatch) -> Tensor:

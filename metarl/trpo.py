@@ -1,26 +1,43 @@
 """TRPO as the outer (meta) update, as in MAML-RL (Finn et al. 2017).
 
 The trust region is measured on the *post-adaptation* policies of the meta-batch. With ``g`` the
-averaged meta-gradient from any estimator (MAML, FO-MAML, HF-MAML) and ``F`` the Fisher matrix
-of the adapted policies on their episodes D_out, pulled back to the meta-parameters through the
-adaptation (``J^T F J``, ``J = prod_k (I + alpha H_k)``; see :class:`MetaFisher`)::
+averaged meta-gradient from any estimator (MAML, FO-MAML, HF-MAML) and ``M`` a metric (Fisher
+matrix) for the mean KL between the adapted policies before and after the step::
 
-    s = F^{-1} g                         (conjugate gradient on Fisher-vector products)
-    step = sqrt(2 max_kl / s^T F s) * s
-    theta_new = theta + 0.8^j * step,    the first j whose re-adapted policies improve the
+    x = M^{-1} g                         (conjugate gradient on metric-vector products)
+    step = sqrt(2 max_kl / x^T M x) * x
+    theta_new = theta + ratio^j * step,  the first j whose re-adapted policies improve the
                                          surrogate on D_out and stay within max_kl of the old ones
 
-Re-adaptation at a candidate theta_new replays the inner steps on the stored inner batches
-(importance-weighted surrogate, no new rollouts). Fisher-vector products are exact second
-derivatives of the mean KL and of the inner steps (double backward), never a dense matrix. The
-metric uses exact Hessian-vector products whatever the estimator of ``g``: the adaptation can
-amplify a meta-step many times (``alpha H`` is large early in training), so a metric without ``J``
-makes the line search reject every step.
+The metric's quadratic model of the KL can be off by a large factor (``"post"`` ignores how the
+adaptation amplifies a step), and each candidate costs a re-adaptation, so the search starts at the
+candidate that the model, rescaled by the ratio of measured to predicted KL at the previous
+accepted step, puts within the bound; after a candidate over the bound it skips those whose KL,
+extrapolated quadratically from it, would still exceed the bound.
+
+Re-adaptation at a candidate replays the inner steps on the stored inner batches (the surrogate
+is importance weighted, so no new rollouts are needed). The line search measures the true KL of
+the re-adapted policies, so the bound holds whatever metric chose the direction.
+
+Two metrics (``metric``), both products of second derivatives by double backward, never a matrix:
+
+* ``"post"``: ``F``, the Fisher matrix of the adapted policies on D_out, as if the adaptation were
+  the identity (``J = I``). Cheap; the line search corrects the step length.
+* ``"adapted"``: ``J^T F J`` with ``J = prod_k (I + alpha H_k)`` the adaptation's Jacobian, the
+  exact second-order expansion of the KL in the meta-parameters (what the reference implementation
+  of Finn et al. computes). Each product costs two Hessian-vector products per inner step on the
+  inner batches; on navigation it is about 10x slower for about 1.25x the expected improvement
+  per unit of KL (see ``docs/results/navigation.md``).
+
+The Fisher part may use only the first ``metric_episodes`` episodes of each task (the metric is an
+average over states; OpenAI Baselines' TRPO subsamples it the same way).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import math
+from dataclasses import fields, replace
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -28,6 +45,9 @@ from torch import Tensor
 from metarl.meta import MetaGradient, _gradient, _leaf, adapt_on
 from metarl.outer import OuterOptimizer
 from metarl.policies import Params
+
+Metric = Literal["post", "adapted"]
+METRICS = ("post", "adapted")
 
 
 class TrustRegionOracle(Protocol):
@@ -37,16 +57,22 @@ class TrustRegionOracle(Protocol):
 
     def objective(self, params: Params, batch: Any) -> Tensor: ...
 
-    def ratio_objective(self, params: Params, batch: Any) -> Tensor:
+    def distributions(self, params: Params, batch: Any) -> tuple[Tensor, ...]:
+        """The policy's distribution parameters at every step of the batch."""
+
+    def ratio_objective(self, params: Params, batch: Any, outputs: tuple[Tensor, ...] | None = None) -> Tensor:
         """The per-step importance-ratio surrogate, summed over tasks (what the line search improves)."""
 
-    def kl(self, old: Params, new: Params, batch: Any) -> Tensor:
+    def kl(self, old: Params | tuple[Tensor, ...], new: Params | tuple[Tensor, ...], batch: Any) -> Tensor:
         """Mean KL(pi_old || pi_new) over the batch's steps, per task (shape (B,))."""
 
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 10,
-                       tolerance: float = 1e-10) -> Tensor:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``."""
+                       tolerance: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``.
+
+    Returns ``x`` and ``A x`` (tracked through the residual, no extra product).
+    """
     x = torch.zeros_like(b)
     residual = b.clone()
     direction = b.clone()
@@ -61,14 +87,16 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations
         new_residual_sq = residual @ residual
         direction = residual + (new_residual_sq / residual_sq) * direction
         residual_sq = new_residual_sq
-    return x
+    return x, b - residual
 
 
-def _flatten(tree: Params) -> Tensor:
+def flatten(tree: Params) -> Tensor:
+    """All tensors of a parameter dict as one vector."""
     return torch.cat([v.reshape(-1) for v in tree.values()])
 
 
-def _unflatten(flat: Tensor, like: Params) -> Params:
+def unflatten(flat: Tensor, like: Params) -> Params:
+    """The inverse of :func:`flatten` for the shapes of ``like``."""
     out, start = {}, 0
     for k, v in like.items():
         out[k] = flat[start:start + v.numel()].view_as(v)
@@ -80,52 +108,66 @@ def _stack(params: Params, tasks: int) -> Params:
     return {k: v.detach().unsqueeze(0).expand(tasks, *v.shape).contiguous() for k, v in params.items()}
 
 
-class MetaFisher:
-    """``v -> mean_i J_i^T F_i J_i v + damping v``: the Fisher of the adapted policies pulled back
-    to the meta-parameters through the adaptation's Jacobian ``J_i = prod_k (I + alpha H_ik)``.
+def first_episodes(batch: Any, episodes: int | None) -> Any:
+    """The batch restricted to the first ``episodes`` episodes of every task (all if None)."""
+    if episodes is None or episodes >= batch.episodes.episodes_per_task:
+        return batch
+    take = {f.name: getattr(batch.episodes, f.name)[:, :, :episodes] for f in fields(batch.episodes)}
+    return replace(batch, episodes=replace(batch.episodes, **take), old_log_probs=batch.old_log_probs[:, :, :episodes],
+                   advantages=batch.advantages[:, :, :episodes], values=batch.values[:, :, :episodes])
 
-    The inner steps are replayed once on their batches with graphs kept, and the KL's gradient at
-    the adapted parameters once with its graph; every product then costs backward passes only.
+
+def _second_derivative(point: Params, gradient: Any, vector: Params) -> Params:
+    """Derivative along ``vector`` of a gradient computed with its graph at ``point``."""
+    values = gradient.values() if isinstance(gradient, dict) else gradient
+    inner = sum((g * vector[k]).sum() for g, k in zip(values, point))
+    products = torch.autograd.grad(inner, list(point.values()), retain_graph=True, allow_unused=True)
+    return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(point.items(), products)}
+
+
+class TrustRegionMetric:
+    """``v -> mean_i J_i^T F_i J_i v + damping v`` for the meta-batch of ``estimate``.
+
+    ``F_i`` is the Hessian of the mean KL of task i's adapted policy on (the first
+    ``metric_episodes`` episodes of) D_out; ``J_i`` is the identity for ``metric="post"`` and the
+    adaptation's Jacobian for ``metric="adapted"``. The graphs are built once; every product then
+    costs backward passes only.
     """
 
     def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, inner_lr: float,
-                 damping: float) -> None:
+                 inner_steps: int, damping: float, metric: Metric = "post", metric_episodes: int | None = None) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         self.params, self.inner_lr, self.damping = params, inner_lr, damping
         self.tasks = next(iter(estimate.adapted.values())).shape[0]
         self.points: list[Params] = []
         self.gradients: list[Params] = []
-        theta = _stack(params, self.tasks)
-        for batch in estimate.inner_batches:
-            leaf = _leaf(theta)
-            grad = _gradient(oracle, leaf, batch, create_graph=True)
-            self.points.append(leaf)
-            self.gradients.append(grad)
-            theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
+        if metric == "adapted":
+            theta = _stack(params, self.tasks)
+            for batch in estimate.inner_batches[:inner_steps]:
+                leaf = _leaf(theta)
+                grad = _gradient(oracle, leaf, batch, create_graph=True)
+                self.points.append(leaf)
+                self.gradients.append(grad)
+                theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
         self.adapted = _leaf(estimate.adapted)
-        kl = oracle.kl({k: v.detach() for k, v in estimate.adapted.items()}, self.adapted, estimate.outer_batch).mean()
+        outer = first_episodes(estimate.outer_batch, metric_episodes)
+        kl = oracle.kl({k: v.detach() for k, v in estimate.adapted.items()}, self.adapted, outer).mean()
         self.kl_gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
-
-    @staticmethod
-    def _product(point: Params, gradient: Any, vector: Params) -> Params:
-        """Second derivative along ``vector`` of the function whose gradient graph is ``gradient``."""
-        values = gradient.values() if isinstance(gradient, dict) else gradient
-        inner = sum((g * vector[k]).sum() for g, k in zip(values, point))
-        products = torch.autograd.grad(inner, list(point.values()), retain_graph=True, allow_unused=True)
-        return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(point.items(), products)}
 
     def _jacobian(self, vector: Params, transpose: bool) -> Params:
         order = range(len(self.points))
         for k in (reversed(order) if transpose else order):
-            hvp = self._product(self.points[k], self.gradients[k], vector)
+            hvp = _second_derivative(self.points[k], self.gradients[k], vector)
             vector = {name: vector[name] + self.inner_lr * hvp[name] for name in vector}
         return vector
 
     def __call__(self, flat: Tensor) -> Tensor:
-        tangent = {k: v.contiguous() for k, v in _stack(_unflatten(flat, self.params), self.tasks).items()}
+        tangent = _stack(unflatten(flat, self.params), self.tasks)
         pushed = self._jacobian(tangent, transpose=False)
-        fisher = self._product(self.adapted, self.kl_gradient, pushed)
+        fisher = _second_derivative(self.adapted, self.kl_gradient, pushed)
         pulled = self._jacobian(fisher, transpose=True)
-        return _flatten({k: v.sum(0) for k, v in pulled.items()}).detach() + self.damping * flat
+        return flatten({k: v.sum(0) for k, v in pulled.items()}).detach() + self.damping * flat
 
 
 class TRPO(OuterOptimizer):
@@ -133,53 +175,91 @@ class TRPO(OuterOptimizer):
 
     Args:
         inner_lr: the inner step alpha (to re-adapt candidate parameters).
-        inner_steps: N, the number of inner steps.
+        inner_steps: N, the number of inner steps (0: no adaptation, plain TRPO).
         max_kl: the trust region's radius in mean KL.
         cg_iterations: conjugate-gradient iterations.
-        cg_damping: ``F + damping * I`` is inverted.
+        cg_damping: ``M + damping * I`` is inverted.
         line_search_steps: candidate step fractions tried, ``ratio^0 .. ratio^(steps-1)``.
         line_search_ratio: shrink factor between candidates.
+        metric: ``"post"`` or ``"adapted"`` (see the module docstring).
+        metric_episodes: episodes per task of D_out in the metric (None: all).
     """
 
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
-                 cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8) -> None:
+                 cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
+                 metric: Metric = "post", metric_episodes: int | None = None) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_ratio = line_search_steps, line_search_ratio
+        self.metric, self.metric_episodes = metric, metric_episodes
+        self.kl_scale = 1.0  # measured KL / the metric's quadratic prediction, at the last accepted step
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
+    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
         if estimate is None or estimate.oracle is None:
             raise ValueError("TRPO needs the meta-gradient estimate (its oracle, adapted parameters and batches)")
-        gradient = _flatten(direction)
-        metric = MetaFisher(estimate.oracle, params, estimate, self.inner_lr, self.cg_damping)
-        search = conjugate_gradient(metric, gradient, self.cg_iterations)
-        curvature = search @ metric(search)
+        gradient = flatten(direction)
+        metric = TrustRegionMetric(estimate.oracle, params, estimate, self.inner_lr, self.inner_steps,
+                                   self.cg_damping, self.metric, self.metric_episodes)
+        search, product = conjugate_gradient(metric, gradient, self.cg_iterations)
+        curvature = search @ product
         if not torch.isfinite(curvature) or curvature <= 0:
-            return {"step_size": 0.0, "step_norm": 0.0, "kl": 0.0, "improvement": 0.0, "line_search_steps": 0,
-                    "accepted": False}
+            return self._rejected(0)
         full_step = torch.sqrt(2 * self.max_kl / curvature) * search
         return self._line_search(estimate.oracle, params, full_step, estimate, gradient)
 
+    def _rejected(self, tried: int) -> dict[str, Any]:
+        return {"step_size": 0.0, "step_norm": 0.0, "kl": 0.0, "improvement": 0.0, "line_search_steps": tried,
+                "accepted": False}
+
     def _line_search(self, oracle: TrustRegionOracle, params: Params, full_step: Tensor, estimate: MetaGradient,
-                     gradient: Tensor) -> dict[str, float]:
+                     gradient: Tensor) -> dict[str, Any]:
         tasks = next(iter(estimate.adapted.values())).shape[0]
-        old_flat = _flatten(params).detach()
+        inner_batches = estimate.inner_batches[:self.inner_steps]
+        outer = estimate.outer_batch
+        old_flat = flatten(params).detach()
         with torch.no_grad():
-            old_value = oracle.ratio_objective(estimate.adapted, estimate.outer_batch) / tasks
-        for j in range(self.line_search_steps):
+            old_outputs = oracle.distributions(estimate.adapted, outer)
+            old_value = oracle.ratio_objective(estimate.adapted, outer, old_outputs) / tasks
+        j = self._first_notch()
+        while j < self.line_search_steps:
             fraction = self.line_search_ratio**j
-            candidate = _unflatten(old_flat + fraction * full_step, params)
-            adapted = adapt_on(oracle, _stack(candidate, tasks), estimate.inner_batches, self.inner_lr)
+            candidate = unflatten(old_flat + fraction * full_step, params)
+            adapted = adapt_on(oracle, _stack(candidate, tasks), inner_batches, self.inner_lr)
             with torch.no_grad():
-                improvement = oracle.ratio_objective(adapted, estimate.outer_batch) / tasks - old_value
-                kl = oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean()
+                outputs = oracle.distributions(adapted, outer)
+                improvement = oracle.ratio_objective(adapted, outer, outputs) / tasks - old_value
+                kl = oracle.kl(old_outputs, outputs, outer).mean()
             if torch.isfinite(improvement) and improvement > 0 and kl <= self.max_kl:
                 with torch.no_grad():
                     for k in params:
                         params[k].copy_(candidate[k])
+                self.kl_scale = float(kl) / (fraction**2 * self.max_kl)
                 step_norm = float(fraction * full_step.norm())
                 return {"step_size": step_norm / max(float(gradient.norm()), 1e-12), "step_norm": step_norm,
                         "kl": float(kl), "improvement": float(improvement), "line_search_steps": j + 1,
                         "accepted": True}
-        return {"step_size": 0.0, "step_norm": 0.0, "kl": 0.0, "improvement": 0.0,
-                "line_search_steps": self.line_search_steps, "accepted": False}
+            j += self._notches_to_skip(float(kl))
+        return self._rejected(self.line_search_steps)
+
+    def _first_notch(self) -> int:
+        """Where backtracking starts: the largest candidate whose KL, predicted by the metric's
+        quadratic model times the ratio measured at the last accepted step, is within max_kl."""
+        if self.kl_scale <= 1:
+            return 0
+        return min(self.line_search_steps - 1, self._notches_to_skip(self.kl_scale * self.max_kl))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kl_scale": self.kl_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kl_scale = float(state["kl_scale"])
+
+    def _notches_to_skip(self, kl: float) -> int:
+        """How far to backtrack after a rejected candidate: one notch, or as many as it takes for its
+        KL, extrapolated quadratically in the step length, to fall within max_kl (KL grows like the
+        step's square near the old parameters; skipped candidates would be re-adapted for nothing)."""
+        if not math.isfinite(kl) or kl <= self.max_kl:
+            return 1
+        return max(1, math.ceil(math.log(self.max_kl / kl) / (2 * math.log(self.line_search_ratio))))

@@ -75,3 +75,32 @@ def test_padded_steps_never_reach_the_exponentials(setting):
     log_probs = episode_log_probs(policy, params, episodes).masked_fill(mask == 0, 1e4)
     for name, surrogate in SURROGATES.items():
         assert torch.isfinite(surrogate(log_probs, padded)), name
+
+
+@pytest.mark.parametrize("kind", ["dice", "reinforce", "lvc"])
+def test_per_step_units_scale_each_task_by_its_length_and_advantage_spread(setting, kind):
+    """With per_step_units, task i's surrogate is multiplied by 1 / (mean episode length * std A_i):
+    its gradient is the plain one scaled per task, and equals the mean over steps of
+    gamma^t grad l_t A_t / std(A) (the units of Finn et al.'s code, where the inner step is 0.1)."""
+    policy, oracle, params, batch = setting
+    scaled_oracle = PolicyGradientOracle(oracle.sampler, oracle.tasks, gamma=GAMMA, gae_lambda=1.0,
+                                         per_step_units=True)
+    scaled_oracle.draws = 0
+    scaled = scaled_oracle.sample(params)
+    assert torch.equal(scaled.episodes.rewards, batch.episodes.rewards)
+    mask = batch.episodes.mask
+    raw = (batch.advantages / batch.discounts) * mask
+    steps = mask.sum((0, 2))
+    std = torch.sqrt(((raw - (raw.sum((0, 2)) / steps).view(1, -1, 1)) ** 2 * mask).sum((0, 2)) / steps)
+    expected_scale = 1 / (steps / mask.shape[2] * std)
+    torch.testing.assert_close(scaled.scale, expected_scale)
+    surrogate = SURROGATES[kind]
+
+    def per_task_gradient(data):
+        leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        grads = torch.autograd.grad(surrogate(episode_log_probs(policy, leaf, data.episodes), data), list(leaf.values()))
+        return torch.cat([g.reshape(3, -1) for g in grads], dim=1)
+
+    plain, per_step = per_task_gradient(batch), per_task_gradient(scaled)
+    torch.testing.assert_close(per_step, plain * expected_scale.view(3, 1))
+    assert not torch.allclose(per_step, plain)

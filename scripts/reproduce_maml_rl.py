@@ -1,0 +1,164 @@
+"""Reproduce the 2D navigation results of Finn et al. (2017), Figure/Table of MAML-RL.
+
+Trains MAML, FO-MAML and HF-MAML (TRPO outer step, the paper's hyper-parameters:
+``configs/navigation-{maml,fomaml,hfmaml}.yaml``) and the paper's three baselines
+(``configs/navigation-{pretrained,random,oracle}.yaml``) for several seeds, each with the
+``metarl train`` command, and evaluates every run on the same 40 held-out tasks after 0..3
+adaptation steps (the configs' ``evaluation`` section, fixed seed). Writes a markdown page with the
+table beside the published one, the per-seed numbers, the wall time, and a plot.
+
+    python scripts/reproduce_maml_rl.py --family navigation [--seeds 1 2 3] [--jobs 2]
+        [--methods maml fomaml ...] [--set outer.metric=adapted ...] [--page navigation]
+        [--runs runs/reproduce-navigation] [--out docs/results]
+
+``--set`` applies config overrides to every run (``--page`` then names the variant's page and
+``--runs`` its run directory).
+
+Runs already finished under ``--runs`` (their ``evaluation.json`` exists) are reused, so an
+interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
+with ``torch`` limited to one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from metarl.evaluation import EvaluationResult
+from metarl.logging import format_table
+from metarl.plotting import plot_adaptation
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("maml", "fomaml", "hfmaml", "pretrained", "random", "oracle")
+LABELS = {"maml": "MAML", "fomaml": "FO-MAML", "hfmaml": "HF-MAML", "pretrained": "pretrained",
+          "random": "random", "oracle": "oracle"}
+# Finn et al. (2017), 2D navigation, mean return after 0 / 1 / 2 / 3 gradient steps (DESIGN.md).
+PUBLISHED = {"maml": [-40.4, -11.7, -3.3, -3.2], "pretrained": [-40.8, -19.7, -11.7, -8.5],
+             "random": [-82.7, -58.0, -53.8, -46.8], "oracle": [-2.3]}
+
+
+def run_dir(runs: Path, method: str, seed: int) -> Path:
+    return runs / f"{method}-seed{seed}"
+
+
+def train(config: Path, directory: Path, seed: int, overrides: list[str]) -> float:
+    """Train and evaluate one run with the ``metarl`` command; returns its wall time in seconds."""
+    if (directory / "evaluation.json").exists():
+        return float(json.loads((directory / "wall_time.json").read_text())["seconds"])
+    if directory.exists():  # an interrupted run: start it again
+        for path in sorted(directory.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+    command = [sys.executable, "-m", "metarl", "train", str(config), f"seed={seed}", f"run.dir={directory}",
+               "train.threads=1", "logging.wandb.mode=disabled", *overrides, "--quiet"]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=environment, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"training {config.name} with seed {seed} failed:\n{done.stderr[-3000:]}")
+    (directory / "wall_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+    print(f"  {directory.name}: {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def iteration_seconds(directory: Path) -> float | None:
+    """Median seconds per meta-iteration of a run (None for a run without training)."""
+    path = directory / "metrics.jsonl"
+    times = [json.loads(line)["time_s"] for line in path.read_text().splitlines()] if path.exists() else []
+    return statistics.median(times) if times else None
+
+
+def mean_and_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} +/- {statistics.stdev(values) / len(values) ** 0.5:.1f}"
+
+
+def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
+              out: Path, page: str, command: str) -> str:
+    results = {(m, s): EvaluationResult.load(run_dir(runs, m, s) / "evaluation.json") for m in methods for s in seeds}
+    first = results[(methods[0], seeds[0])]
+    steps = first.steps
+    config = yaml.safe_load((ROOT / "configs" / f"{family}-{methods[0]}.yaml").read_text())
+    lines = [f"# 2D navigation: MAML, FO-MAML, HF-MAML and the baselines of Finn et al. (2017)", "",
+             f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
+             f"Every run is evaluated on the same {first.num_tasks} held-out tasks (evaluation seed {first.seed}), "
+             f"{first.episodes_per_task} episodes per task and step, after 0..{steps[-1]} policy-gradient steps of "
+             f"the training inner step. Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
+             f"{config['train']['iterations']} meta-iterations of {config['meta']['batch_tasks']} tasks x "
+             f"{config['meta']['episodes_per_task']} episodes (the paper's). Configs: "
+             f"`configs/{family}-<method>.yaml`.", "",
+             f"Training runs two at a time on this two-core machine, one torch thread each.", "",
+             "## Mean return on held-out tasks (mean over seeds +/- standard error over seeds)", ""]
+    rows = []
+    for method in methods:
+        per_step = []
+        for k in steps:
+            values = [results[(method, s)].mean_return[results[(method, s)].steps.index(k)]
+                      for s in seeds if k in results[(method, s)].steps]
+            per_step.append(mean_and_spread(values) if values else "")
+        published = PUBLISHED.get(method)
+        rows.append((LABELS[method], *per_step, " / ".join(map(str, published)) if published else "not published"))
+    lines += [format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows,
+                           markdown=True), ""]
+    lines += ["The oracle sees the goal and is not adapted: its one number is its return.", "",
+              "## Per seed (mean return +/- standard error over the held-out tasks)", ""]
+    rows = []
+    for method in methods:
+        for s in seeds:
+            r = results[(method, s)]
+            rows.append((LABELS[method], s, *[f"{m:.2f} +/- {e:.2f}" for m, e in zip(r.mean_return, r.stderr)]))
+    lines += [format_table(["method", "seed", *[f"{k} steps" for k in steps]], rows, markdown=True), ""]
+    rows = []
+    for method in methods:
+        per_iteration = [iteration_seconds(run_dir(runs, method, s)) for s in seeds]
+        per_iteration = [t for t in per_iteration if t is not None]
+        rows.append((LABELS[method], f"{statistics.median(per_iteration):.3f}" if per_iteration else "-",
+                     f"{statistics.mean(walls[(method, s)] for s in seeds) / 60:.1f}"))
+    lines += ["## Time (this machine, one torch thread per run)", "",
+              format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
+                           markdown=True), "", f"![adaptation curves]({page}.png)", ""]
+    plot_adaptation({LABELS[m]: results[(m, seeds[0])] for m in methods}, out / f"{page}.png",
+                    title=f"2D navigation, seed {seeds[0]}, {first.num_tasks} held-out tasks")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=["navigation"], default="navigation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run in parallel")
+    parser.add_argument("--page", default=None, help="name of the page and plot (default: the family)")
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/reproduce-<page>")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    page_name = args.page or args.family
+    runs = args.runs or ROOT / "runs" / f"reproduce-{page_name}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    print(f"{len(jobs)} runs under {runs}", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        walls = dict(zip(jobs, pool.map(
+            lambda job: train(ROOT / "configs" / f"{args.family}-{job[0]}.yaml", run_dir(runs, *job), job[1], args.set),
+            jobs)))
+    command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
+                       + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
+                       + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else []))
+    page = summarise(args.family, args.methods, runs, args.seeds, walls, args.out, page_name, command)
+    (args.out / f"{page_name}.md").write_text(page)
+    print(page)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""TRPO outer step: conjugate gradient, the trust-region metrics against dense Hessians, and the
+line search's guarantees (KL bound, improvement, rejection of a bad direction)."""
+
+import pytest
+import torch
+
+from metarl.config import validate
+from metarl.meta import adapt_on
+from metarl.trainer import MetaTrainer
+from metarl.trpo import TRPO, TrustRegionMetric, _stack, conjugate_gradient, first_episodes, flatten, unflatten
+
+
+def trpo_config(**sections):
+    data = {"seed": 5, "meta": {"batch_tasks": 3, "episodes_per_task": 4, "inner_lr": 0.1},
+            "surrogate": {"per_step_units": True}, "env": {"kwargs": {"horizon": 8}}, "train": {"iterations": 3,
+            "dtype": "float64"}, "policy": {"hidden_sizes": [6], "activation": "tanh", "init_std": 1.0},
+            "outer": {"kind": "trpo"}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return validate(data)
+
+
+def captured_step(trainer: MetaTrainer):
+    """One meta-iteration; returns the parameters before the outer step, the direction and the estimate."""
+    seen = {}
+    real = trainer.outer.step
+
+    def capture(params, direction, estimate=None):
+        seen.update(before={k: v.clone() for k, v in params.items()}, direction=direction, estimate=estimate)
+        return real(params, direction, estimate)
+
+    trainer.outer.step = capture
+    record = trainer.step()
+    trainer.outer.step = real
+    return seen["before"], seen["direction"], seen["estimate"], record
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system_and_returns_its_product():
+    generator = torch.Generator().manual_seed(0)
+    factor = torch.randn(6, 6, generator=generator, dtype=torch.float64)
+    matrix = factor @ factor.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=generator, dtype=torch.float64)
+    x, product = conjugate_gradient(lambda v: matrix @ v, b, iterations=10)
+    torch.testing.assert_close(x, torch.linalg.solve(matrix, b))
+    torch.testing.assert_close(product, matrix @ x)
+
+
+def _dense_hessian(function, flat):
+    return torch.autograd.functional.hessian(function, flat)
+
+
+@pytest.mark.parametrize("metric", ["post", "adapted"])
+def test_metric_products_are_the_hessian_of_the_mean_kl(metric):
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}))
+    params, _, estimate, _ = captured_step(trainer)
+    oracle, alpha, tasks = estimate.oracle, trainer.outer.inner_lr, 3
+    old = {k: v.detach() for k, v in estimate.adapted.items()}
+    flat0 = flatten(params).detach()
+
+    def mean_kl(flat):
+        theta = unflatten(flat, params)
+        if metric == "adapted":
+            stacked = {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in theta.items()}
+            adapted = adapt_on(oracle, stacked, estimate.inner_batches, alpha, create_graph=True)
+        else:  # the adaptation as a fixed shift: J = I
+            adapted = {k: old[k] + (theta[k] - params[k]).unsqueeze(0) for k in old}
+        return oracle.kl(old, adapted, estimate.outer_batch).mean()
+
+    hessian = _dense_hessian(mean_kl, flat0)
+    product = TrustRegionMetric(oracle, params, estimate, alpha, 2, damping=0.0, metric=metric)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        v = torch.randn(flat0.numel(), generator=generator, dtype=torch.float64)
+        torch.testing.assert_close(product(v), hessian @ v, rtol=1e-7, atol=1e-10)
+
+
+def test_the_adapted_metric_differs_from_the_post_adaptation_fisher():
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
+    params, direction, estimate, _ = captured_step(trainer)
+    g = flatten(direction)
+    post = TrustRegionMetric(estimate.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "post")(g)
+    adapted = TrustRegionMetric(estimate.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "adapted")(g)
+    assert (post - adapted).norm() > 1e-3 * adapted.norm()
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "hfmaml"])
+@pytest.mark.parametrize("metric", ["post", "adapted"])
+def test_step_improves_the_surrogate_within_the_kl_bound(method, metric):
+    trainer = MetaTrainer(trpo_config(meta={"method": method}, outer={"metric": metric, "max_kl": 0.005}))
+    captured_step(trainer)  # one step to leave the initialisation
+    before, _, estimate, record = captured_step(trainer)
+    assert record["accepted"] is True
+    oracle, tasks = estimate.oracle, 3
+    adapted = adapt_on(oracle, _stack(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
+    with torch.no_grad():
+        kl = float(oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean())
+        gain = float(oracle.ratio_objective(adapted, estimate.outer_batch)
+                     - oracle.ratio_objective(estimate.adapted, estimate.outer_batch)) / tasks
+    assert 0 < kl <= 0.005
+    assert kl == pytest.approx(record["kl"])
+    assert gain > 0 and gain == pytest.approx(record["improvement"])
+    assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
+
+
+def test_a_direction_that_increases_the_loss_is_rejected_and_parameters_stay():
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
+    captured_step(trainer)
+    params, direction, estimate, _ = captured_step(trainer)
+    outer = TRPO(trainer.outer.inner_lr, 1)
+    current = {k: v.clone() for k, v in trainer.params.items()}
+    # re-evaluate at the parameters the estimate belongs to, along the negated meta-gradient
+    for k in current:
+        current[k].copy_(params[k])
+    stats = outer.step(current, {k: -v for k, v in direction.items()}, estimate)
+    assert stats["accepted"] is False and stats["step_norm"] == 0.0
+    assert stats["line_search_steps"] == outer.line_search_steps
+    for k in current:
+        assert torch.equal(current[k], params[k])
+
+
+def test_line_search_skips_candidates_predicted_over_the_bound():
+    outer = TRPO(0.1, max_kl=0.01, line_search_ratio=0.8)
+    assert outer._notches_to_skip(0.005) == 1  # within the bound: the surrogate did not improve
+    assert outer._notches_to_skip(0.0101) == 1
+    assert outer._notches_to_skip(0.01 / 0.8**4) == 2
+    assert outer._notches_to_skip(float("nan")) == 1
+    assert outer._first_notch() == 0
+    outer.load_state_dict({"kl_scale": 0.01 / (0.8**6 * 0.01) * 1.0001})
+    assert outer._first_notch() == 4  # KL model x scale puts 0.8^3 just over the bound
+    assert outer.state_dict() == {"kl_scale": pytest.approx(1 / 0.8**6 * 1.0001)}
+
+
+def test_metric_episodes_keeps_the_first_episodes_of_every_task():
+    trainer = MetaTrainer(trpo_config(meta={"method": "fomaml"}))
+    _, _, estimate, _ = captured_step(trainer)
+    batch = first_episodes(estimate.outer_batch, 2)
+    assert batch.episodes.observations.shape[:3] == (8, 3, 2)
+    assert batch.advantages.shape == batch.values.shape == batch.old_log_probs.shape == (8, 3, 2)
+    assert torch.equal(batch.episodes.rewards, estimate.outer_batch.episodes.rewards[:, :, :2])
+    assert first_episodes(estimate.outer_batch, None) is estimate.outer_batch
+
+
+def test_pretrained_baseline_trains_with_plain_trpo():
+    trainer = MetaTrainer(trpo_config(meta={"method": "pretrain"}))
+    assert trainer.outer.inner_steps == 0
+    records = [trainer.step() for _ in range(2)]
+    assert any(r["accepted"] for r in records)
+    assert all(r["kl"] <= 0.01 for r in records)
+
+
+def test_trpo_options_are_validated():
+    with pytest.raises(ValueError, match="max_kl"):
+        trpo_config(outer={"max_kl": 0.0})
+    with pytest.raises(ValueError, match="metric"):
+        trpo_config(outer={"metric": "exact"})
+    with pytest.raises(ValueError, match="line_search_ratio"):
+        trpo_config(outer={"line_search_ratio": 1.5})
