@@ -91,3 +91,27 @@ def test_figures_are_written_even_with_diverged_runs(tmp_path: Path) -> None:
     panels = tuple(dataclasses.replace(p, iterations=2) for p in mf.PANELS)
     mf.plot(mf.run(panels, mf.Setup(replicas=2), seed=0), panels, tmp_path / "mf.png")
     assert (tmp_path / "multistep.png").stat().st_size > 0 and (tmp_path / "mf.png").stat().st_size > 0
+
+
+def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
+    """The MAML-RL reproduction at a tiny size: each run through the `metarl train` command, the
+    page with the published row beside ours, the per-seed table and the plot; finished runs are
+    reused when the script is started again."""
+    import subprocess
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    command = [sys.executable, str(SCRIPTS / "reproduce_maml_rl.py"), "--seeds", "1", "2", "--methods", "maml",
+               "random", "oracle", "--jobs", "2", "--runs", str(runs), "--out", str(out), "--page", "tiny", "--set",
+               "train.iterations=2", "meta.batch_tasks=2", "meta.episodes_per_task=2", "evaluation.tasks=3",
+               "env.kwargs.horizon=10"]
+    environment = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS.parent)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (out / "tiny.md").read_text()
+    assert "| MAML |" in page and "-40.4 / -11.7 / -3.3 / -3.2" in page and "| oracle | 2 |" in page
+    assert (out / "tiny.png").stat().st_size > 0
+    assert sorted(p.name for p in runs.iterdir()) == sorted(f"{m}-seed{s}" for m in ("maml", "random", "oracle")
+                                                             for s in (1, 2))
+    stamp = (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert again.returncode == 0 and (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns == stamp
