@@ -7,7 +7,8 @@ advantages, so their gradients are larger by a factor that depends on the family
 reward scale, episode lengths). This script measures that factor at the initial policy, per task,
 as the ratio of the two gradients' norms on the same rollouts, and prints the step that moves
 the parameters as far as the published one would: ``published / median ratio``. The shipped
-locomotion configs use these values (rounded).
+configs no longer need it: they set ``surrogate.per_step_units``, which puts the surrogate in the
+published units directly; it remains for runs with the summed surrogate.
 
     python scripts/inner_step_scale.py [--families halfcheetah_vel ...] [--tasks 8] [--episodes 20] [--step 0.1]
 """
