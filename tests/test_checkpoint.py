@@ -63,14 +63,20 @@ def test_no_checkpoint_from_a_non_finite_state(tmp_path):
     assert list_checkpoints(tmp_path) == []
 
 
-def test_trainer_state_round_trips(tmp_path):
-    config = tiny(outer={"kind": "adam", "anneal": True})
+@pytest.mark.parametrize("outer", [{"kind": "adam", "anneal": True}, {"kind": "trpo"}])
+def test_trainer_state_round_trips(tmp_path, outer):
+    config = tiny(outer=outer, surrogate={"per_step_units": True}, meta={"inner_lr": 0.1})
     trainer = MetaTrainer(config)
     trainer.step()
+    trainer.step()
+    if outer["kind"] == "trpo":
+        assert trainer.outer.state_dict()["kl_scale"] != 1.0  # the line search's warm start is state
     save_checkpoint(tmp_path, trainer.iteration, trainer.state_dict())
     restored = MetaTrainer(config)
     restored.load_state_dict(load_latest_checkpoint(tmp_path)[1])
     assert (restored.iteration, restored.env_steps) == (trainer.iteration, trainer.env_steps)
+    if outer["kind"] == "trpo":
+        assert restored.outer.state_dict() == trainer.outer.state_dict()
     assert without_times([trainer.step()]) == without_times([restored.step()])
     for k in trainer.params:
         assert torch.equal(trainer.params[k], restored.params[k])
