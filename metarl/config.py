@@ -253,7 +253,8 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _load_yaml(text: str, what: str) -> Any:
+def load_yaml(text: str, what: str) -> Any:
+    """``text`` read as YAML (``1e-3`` is a float), or a :class:`ConfigError` naming ``what``."""
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
@@ -265,7 +266,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
-    return key.split("."), _load_yaml(raw, f"override {text!r}") if raw else None
+    return key.split("."), load_yaml(raw, f"override {text!r}") if raw else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -296,7 +297,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = _load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
+    data = load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     return validate(apply_overrides(data, overrides or []), str(path))

@@ -12,12 +12,13 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from envs import Task
 from metarl.build import build_family, build_oracle, build_policy, build_sampler
 from metarl.config import Config
 from metarl.logging import format_table
@@ -70,6 +71,23 @@ def side_by_side(results: dict[str, EvaluationResult]) -> str:
     return format_table(["steps", *results], rows)
 
 
+def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, steps: int, seed: int,
+                   on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
+    """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
+    step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
+    step); returns the task-batched parameters after 0..steps steps and the batch drawn at each."""
+    family = build_family(config)
+    policy = build_policy(config, family)
+    episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
+    sampler = build_sampler(config, family, policy, seed, episodes)
+    oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
+    alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
+    policy.check_params(params)
+    dtype = next(policy.parameters()).dtype
+    start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
+    return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
+
+
 def evaluate(
     config: Config,
     params: Params,
@@ -93,18 +111,9 @@ def evaluate(
         raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
     if not 0 <= seed < 2**63 or seed == config.seed:
         raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
-    family = build_family(config)
-    policy = build_policy(config, family)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
-    sampler = build_sampler(config, family, policy, seed, episodes)
-    tasks = family.sample_tasks(num_tasks, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))))
-    oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
-    alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
-    expected = {k: tuple(v.shape) for k, v in policy.init_params().items()}
-    if {k: tuple(v.shape) for k, v in params.items()} != expected:
-        raise ValueError("the parameters do not fit the config's policy (different names or shapes)")
-    dtype = next(policy.parameters()).dtype
-    start = stack_params({k: v.to(dtype) for k, v in params.items()}, num_tasks)
+    tasks = build_family(config).sample_tasks(
+        num_tasks, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))))
     bar = tqdm(total=steps + 1, desc="evaluate", unit="step", disable=None if progress else True, dynamic_ncols=True)
 
     def report(k: int, batch: Any) -> None:
@@ -112,7 +121,7 @@ def evaluate(
         bar.set_postfix(step=k, mean_return=f"{batch.episodes.mean_return():.1f}")
 
     try:
-        _, batches = adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=report)
+        _, batches = adapt_to_tasks(config, params, tasks, steps=steps, seed=seed, on_batch=report)
     finally:
         bar.close()
     means, errors = [], []

@@ -51,6 +51,12 @@ class FunctionalPolicy(nn.Module):
         """The module's initial parameters as a dict of detached tensors."""
         return {name: p.detach().clone() for name, p in self.named_parameters()}
 
+    def check_params(self, params: Params, what: str = "the parameters") -> None:
+        """Raise ``ValueError`` unless ``params`` has exactly this policy's names and shapes."""
+        expected = {name: tuple(p.shape) for name, p in self.named_parameters()}
+        if {name: tuple(v.shape) for name, v in params.items()} != expected:
+            raise ValueError(f"{what} do not fit the config's policy (different names or shapes)")
+
     def is_task_batched(self, params: Params) -> bool:
         """Whether ``params`` holds one parameter set per task (an extra leading axis)."""
         name, reference = next(iter(self.named_parameters()))

@@ -145,9 +145,7 @@ class MetaTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {k: tuple(v.shape) for k, v in self.params.items()}
-        if {k: tuple(v.shape) for k, v in state["params"].items()} != expected:
-            raise ValueError("the checkpoint's parameters do not fit the config's policy (different names or shapes)")
+        self.policy.check_params(state["params"], "the checkpoint's parameters")
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
