@@ -1,4 +1,4 @@
-"""The ``metarl`` command: ``train``, ``evaluate`` and ``plot``."""
+"""The ``metarl`` command: ``train``, ``evaluate``, ``export`` and ``plot``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from metarl.config import ConfigError, load_config
+from metarl.config import ConfigError, load_config, load_yaml
 from metarl.evaluation import EvaluationResult, evaluate, side_by_side
 from metarl.plotting import plot_adaptation
 from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
@@ -71,6 +71,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(side_by_side(results))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from metarl.sb3 import export_sb3  # Stable-Baselines3 is optional
+
+    run_dir = _finished_run(args.run_dir)
+    task = None if args.task is None else load_yaml(args.task, f"--task {args.task!r}")
+    path = export_sb3(run_dir, task, steps=args.steps, path=args.out, task_seed=args.task_seed, seed=args.seed)
+    print(f"wrote {path}: SB3 PPO model of the run's policy after {args.steps} adaptation step(s)")
+
+
 def _plot(args: argparse.Namespace) -> None:
     run_dirs = [Path(path) for path in args.run_dirs]
     results = {}
@@ -102,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
+    export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'metarl train'")
+    task = export.add_mutually_exclusive_group(required=True)
+    task.add_argument("--task", help="the task's parameters as a YAML or JSON mapping, e.g. '{goal: [0.3, -0.2]}'")
+    task.add_argument("--task-seed", type=int, default=None, metavar="N", help="draw the task from the run's family with seed N")
+    export.add_argument("--steps", type=int, default=1,
+                        help="adaptation steps, as 'metarl evaluate' takes them (default: 1; 0: the meta-parameters)")
+    export.add_argument("--seed", type=int, default=None,
+                        help="seed of the adaptation rollouts (default: the run config's evaluation.seed)")
+    export.add_argument("--format", required=True, choices=["sb3"], help="sb3: a Stable-Baselines3 PPO model (.zip)")
+    export.add_argument("--out", required=True, help="file to write, for example model.zip")
+    export.set_defaults(run=_export)
     plot = commands.add_parser("plot", help="return against adaptation steps for several evaluated runs (PNG)")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding evaluation.json")
     plot.add_argument("--out", default="adaptation.png", help="PNG file to write (default: adaptation.png)")

@@ -1,0 +1,178 @@
+"""Stable-Baselines3 interoperability: export an adapted policy as an SB3 ``PPO`` model.
+
+metarl's MLP policies and SB3's ``MlpPolicy`` (an ``ActorCriticPolicy`` with separate actor and
+critic networks) compute the same actor when their parameters correspond like this::
+
+    metarl                       SB3
+    mean_net.<i> (hidden)        mlp_extractor.policy_net.<i>
+    mean_net.<last>              action_net
+    log_std                      log_std            (both state-independent)
+
+(``logits_net`` in place of ``mean_net``, and no ``log_std``, for Discrete actions.) SB3's critic
+is not part of a metarl policy: an exported model keeps SB3's initial value network.
+
+SB3's ``predict(obs, deterministic=True)`` returns the Gaussian's mean *clipped* to the action
+space's bounds; metarl's ``policy.mode(params, obs)`` is the unclipped mean (the environments clip
+actions themselves), so the two agree on the clipped mean.
+
+Stable-Baselines3 is optional and imported only here, when a function needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from envs import MissingDependencyError, Task, TaskFamily
+from metarl.build import build_family, build_policy
+from metarl.config import Config, load_config
+from metarl.evaluation import adapt_to_tasks
+from metarl.policies import ACTIVATIONS, CategoricalMLPPolicy, Params, Policy
+from metarl.trainer import PARAMS_FILE, load_params
+
+if TYPE_CHECKING:
+    from stable_baselines3 import PPO
+
+SB3_INSTALL = 'pip install -e ".[sb3]" (in the checkout) or pip install stable-baselines3'
+ACTIVATION_NAMES = {module: name for name, module in ACTIVATIONS.items()}
+
+
+def require_sb3() -> ModuleType:
+    """The ``stable_baselines3`` module, or :class:`MissingDependencyError` saying what to install."""
+    try:
+        return importlib.import_module("stable_baselines3")
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"Stable-Baselines3 interoperability needs stable-baselines3, which is not installed or does not "
+            f"import ({error}); install it with: {SB3_INSTALL}"
+        ) from None
+
+
+def _actor_net(policy: Policy) -> tuple[str, nn.Sequential]:
+    """The name and module of the policy's MLP (the Gaussian's mean, or the categorical's logits)."""
+    if isinstance(policy, CategoricalMLPPolicy):
+        return "logits_net", policy.logits_net
+    return "mean_net", policy.mean_net
+
+
+def architecture(policy: Policy) -> tuple[list[int], str]:
+    """The policy's hidden sizes and activation name."""
+    _, net = _actor_net(policy)
+    hidden = [layer.out_features for layer in net if isinstance(layer, nn.Linear)][:-1]
+    activation = next(ACTIVATION_NAMES[type(layer)] for layer in net if not isinstance(layer, nn.Linear))
+    return hidden, activation
+
+
+def sb3_names(policy: Policy) -> dict[str, str]:
+    """metarl parameter name -> name of the same tensor in an SB3 ``ActorCriticPolicy``."""
+    prefix, net = _actor_net(policy)
+    names = {}
+    for name, _ in policy.named_parameters():
+        if name == "log_std":
+            names[name] = name
+            continue
+        index, kind = name.removeprefix(f"{prefix}.").split(".")
+        last = int(index) == len(net) - 1
+        names[name] = f"action_net.{kind}" if last else f"mlp_extractor.policy_net.{index}.{kind}"
+    return names
+
+
+def to_sb3(policy: Policy, params: Params, env: gym.Env, seed: int | None = None) -> PPO:
+    """An SB3 ``PPO`` model on ``env`` whose actor is ``policy`` with ``params``.
+
+    The ``MlpPolicy`` has the policy's hidden sizes and activation for both the actor and the
+    critic (``ortho_init=False``); the critic keeps SB3's initialisation. ``seed`` is SB3's (which
+    also seeds the global random generators).
+    """
+    sb3 = require_sb3()
+    policy.check_params(params)
+    hidden, activation = architecture(policy)
+    policy_kwargs = {"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": ACTIVATIONS[activation],
+                     "ortho_init": False}
+    model = sb3.PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu")
+    with torch.no_grad():
+        for name, sb3_name in sb3_names(policy).items():
+            target = model.policy.get_parameter(sb3_name)
+            target.copy_(params[name].to(target.dtype))
+    return model
+
+
+def check_task(family: TaskFamily, task: Any) -> Task:
+    """``task`` as a task of ``family``: exactly the keys of the family's tasks, values of the same
+    shapes, and accepted by the family's environments; ``ValueError`` naming the problem otherwise."""
+    template = family.sample_tasks(1, np.random.default_rng(0))[0]
+    keys = sorted(template)
+    if not isinstance(task, Mapping):
+        raise ValueError(f"a task of family {family.name!r} is a mapping with keys {keys}, got {task!r}")
+    unknown, missing = sorted(set(task) - set(template)), sorted(set(template) - set(task))
+    if unknown or missing:
+        problems = [f"{what} keys {names}" for what, names in (("unknown", unknown), ("missing", missing)) if names]
+        raise ValueError(f"task {dict(task)!r} for family {family.name!r}: {', '.join(problems)} "
+                         f"(its tasks have keys {keys})")
+    for key, value in template.items():
+        if np.shape(task[key]) != np.shape(value):
+            raise ValueError(f"task[{key!r}] = {task[key]!r}: family {family.name!r} needs shape {np.shape(value)}")
+    family.make_env(dict(task)).close()  # the family's own checks (finite numbers, allowed values)
+    return dict(task)
+
+
+def adapt_to_task(config: Config, params: Params, task: Task, steps: int, seed: int | None = None) -> Params:
+    """``params`` after ``steps`` policy-gradient steps on ``task``, as ``metarl evaluate`` adapts
+    (the run's inner step, ``evaluation.episodes_per_task`` episodes per step, rollouts drawn from
+    ``seed``, by default ``evaluation.seed``)."""
+    if steps < 0:
+        raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
+    if steps == 0:
+        return params
+    seed = config.evaluation.seed if seed is None else seed
+    thetas, _ = adapt_to_tasks(config, params, [task], steps=steps, seed=seed)
+    return {k: v[0] for k, v in thetas[-1].items()}
+
+
+def draw_task(family: TaskFamily, task: Task | None, task_seed: int | None) -> Any:
+    """``task``, or the task of ``family`` drawn with ``task_seed``: exactly one must be given."""
+    if (task is None) == (task_seed is None):
+        raise ValueError("give a task or a task seed (exactly one)")
+    if task is not None:
+        return task
+    return family.sample_tasks(1, np.random.default_rng(task_seed))[0]
+
+
+def export_sb3(run_dir: str | Path, task: Task | None = None, steps: int = 1, path: str | Path = "model.zip", *,
+               task_seed: int | None = None, seed: int | None = None) -> Path:
+    """Adapt a run's meta-parameters to one task and save them as an SB3 ``PPO`` model.
+
+    Args:
+        run_dir: a finished run directory (``config.yaml`` and ``params.pt``).
+        task: the task's parameters (for navigation ``{"goal": [x, y]}``); or give ``task_seed``.
+        steps: adaptation steps K as ``metarl evaluate`` takes them; 0 exports the meta-parameters.
+        path: the model file; ``.zip`` is appended when it has no suffix, as SB3 does.
+        task_seed: draw the task from the run's family with this seed instead of giving ``task``.
+        seed: seed of the adaptation rollouts (default: the run's ``evaluation.seed``).
+
+    Returns the path written. ``PPO.load(path, env=env)`` continues training on an env of the
+    family set to the task.
+    """
+    require_sb3()  # before the adaptation, which may take a while
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    family = build_family(config)
+    task = check_task(family, draw_task(family, task, task_seed))
+    policy = build_policy(config, family)
+    params = adapt_to_task(config, load_params(run_dir / PARAMS_FILE), task, steps, seed)
+    path = Path(path)
+    path = path if path.suffix else path.with_suffix(".zip")
+    env = family.make_env(task)
+    try:
+        to_sb3(policy, params, env, seed=config.seed).save(path)
+    finally:
+        env.close()
+    return path

@@ -1,0 +1,146 @@
+"""Stable-Baselines3 interoperability: export an adapted policy as a PPO model, meta-train from an SB3 actor."""
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs import MissingDependencyError
+from metarl.build import build_family, build_policy
+from metarl.cli import build_parser, main
+from metarl.config import dump_config, load_config
+from metarl.policies import CategoricalMLPPolicy
+from metarl.sb3 import adapt_to_task, check_task, export_sb3, to_sb3
+from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, save_params
+from tests.test_training import ROOT, TINY, metarl, tiny
+
+try:
+    from stable_baselines3 import A2C, PPO
+except ImportError:
+    A2C = PPO = None
+
+needs_sb3 = pytest.mark.skipif(PPO is None, reason='stable-baselines3 is not installed: pip install -e ".[sb3]"')
+TASK = {"goal": [0.3, -0.2]}
+
+
+def observations(n: int = 100, dim: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
+
+
+def clipped_mean(policy, params, obs: np.ndarray) -> np.ndarray:
+    """metarl's deterministic action, clipped to the navigation action space as SB3 clips it."""
+    with torch.no_grad():
+        mean = policy.mode({k: v.float() for k, v in params.items()}, torch.as_tensor(obs))
+    return mean.clamp(-0.1, 0.1).numpy()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory with meta-parameters whose means leave the action bounds (so clipping shows)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    config = tiny(policy={"hidden_sizes": [8]})
+    generator = torch.Generator().manual_seed(0)
+    params = {k: v + 0.5 * torch.randn(v.shape, generator=generator) for k, v in MetaTrainer(config).params.items()}
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    save_params(params, run_dir / PARAMS_FILE)
+    return run_dir
+
+
+@needs_sb3
+@pytest.mark.parametrize("steps", [0, 1])
+def test_exported_model_acts_like_the_adapted_policy(run_dir, tmp_path, steps):
+    config = tiny(policy={"hidden_sizes": [8]})
+    policy = build_policy(config, build_family(config))
+    meta_params = load_params(run_dir / PARAMS_FILE)
+    path = export_sb3(run_dir, TASK, steps=steps, path=tmp_path / "model")
+    assert path == tmp_path / "model.zip"
+    model = PPO.load(path, device="cpu")
+    assert model.policy.net_arch == {"pi": [8], "vf": [8]} and model.policy.activation_fn is torch.nn.ReLU
+    adapted = adapt_to_task(config, meta_params, TASK, steps)
+    obs = observations()
+    actions, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(actions, clipped_mean(policy, adapted, obs), atol=1e-5)
+    assert np.abs(policy.mode(adapted, torch.as_tensor(obs)).detach().numpy()).max() > 0.1  # clipping was exercised
+    assert torch.allclose(model.policy.log_std.detach(), adapted["log_std"].float())
+    assert all(torch.equal(adapted[k], meta_params[k]) for k in meta_params) == (steps == 0)
+
+
+@needs_sb3
+def test_exported_model_trains_with_sb3(run_dir, tmp_path):
+    path = export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
+    env = build_family(tiny()).make_env(TASK)
+    model = PPO.load(path, env=env, device="cpu", custom_objects={"n_steps": 64, "batch_size": 32})
+    before = model.policy.action_net.weight.detach().clone()
+    model.learn(256)
+    assert model.num_timesteps == 256 and not torch.equal(before, model.policy.action_net.weight)
+
+
+@needs_sb3
+def test_task_seed_draws_a_task_of_the_family(run_dir, tmp_path):
+    a = export_sb3(run_dir, steps=0, path=tmp_path / "a.zip", task_seed=5)
+    assert PPO.load(a, device="cpu").policy.log_std.shape == (2,)
+    with pytest.raises(ValueError, match="exactly one"):
+        export_sb3(run_dir, TASK, path=tmp_path / "b.zip", task_seed=5)
+
+
+@needs_sb3
+def test_cli_export_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
+                    "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = metarl("export", str(run_dir), "--task", "{goal: [0.3, -0.2]}", "--format", "sb3", "--out", "model.zip",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote model.zip" in result.stdout
+    config = load_config(run_dir / "config.yaml")
+    policy = build_policy(config, build_family(config))
+    adapted = adapt_to_task(config, load_params(run_dir / PARAMS_FILE), TASK, steps=1)
+    obs = observations()
+    np.testing.assert_allclose(PPO.load(tmp_path / "model.zip", device="cpu").predict(obs, deterministic=True)[0],
+                               clipped_mean(policy, adapted, obs), atol=1e-5)
+
+    bad = tmp_path / "bad.zip"
+    assert main(["export", str(run_dir), "--task", "{goal: [1, 2, 3]}", "--format", "sb3", "--out", str(bad)]) == 2
+    assert "needs shape (2,)" in capsys.readouterr().err and not bad.exists()
+
+
+@needs_sb3
+def test_discrete_actions_export_as_a_categorical_actor(tmp_path):
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(4, 2, (8,))
+    params = {k: v + torch.randn_like(v) for k, v in policy.init_params().items()}
+    to_sb3(policy, params, env).save(tmp_path / "cartpole.zip")
+    obs = observations(dim=4)
+    actions, _ = PPO.load(tmp_path / "cartpole.zip", device="cpu").predict(obs, deterministic=True)
+    np.testing.assert_array_equal(actions, policy.mode(params, torch.as_tensor(obs)).numpy())
+
+
+def test_bad_task_specs_name_the_problem():
+    family = build_family(tiny())
+    assert check_task(family, TASK) == TASK
+    with pytest.raises(ValueError, match=r"unknown keys \['gaol'\], missing keys \['goal'\]"):
+        check_task(family, {"gaol": [0.3, -0.2]})
+    with pytest.raises(ValueError, match=r"unknown keys \['speed'\]"):
+        check_task(family, {**TASK, "speed": 1.0})
+    with pytest.raises(ValueError, match=r"task\['goal'\] = \[0.3\]: .* needs shape \(2,\)"):
+        check_task(family, {"goal": [0.3]})
+    with pytest.raises(ValueError, match="is a mapping with keys"):
+        check_task(family, [0.3, -0.2])
+    with pytest.raises(ValueError, match="finite"):
+        check_task(family, {"goal": [0.3, float("nan")]})
+
+
+def test_missing_sb3_says_what_to_install(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)
+    with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
+        export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
+
+
+def test_export_format_other_than_sb3_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["export", "run", "--task", "{goal: [0, 0]}", "--format", "onnx", "--out", "m.onnx"])
+    assert exit_info.value.code == 2 and "invalid choice: 'onnx'" in capsys.readouterr().err
