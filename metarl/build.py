@@ -51,6 +51,16 @@ def build_policy(config: Config, family: TaskFamily) -> Policy:
     return policy.to(DTYPES[config.train.dtype])
 
 
+def initial_params(config: Config, policy: Policy) -> Params:
+    """The starting meta-parameters: the actor of the SB3 model ``policy.init_from`` when set,
+    else the policy's seeded initialisation."""
+    if config.policy.init_from is None:
+        return policy.init_params()
+    from metarl.sb3 import actor_params  # metarl.sb3 imports this module
+
+    return actor_params(config.policy.init_from, policy)
+
+
 def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int) -> VectorSampler:
     return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=DTYPES[config.train.dtype])
 

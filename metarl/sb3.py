@@ -1,4 +1,5 @@
-"""Stable-Baselines3 interoperability: export an adapted policy as an SB3 ``PPO`` model.
+"""Stable-Baselines3 interoperability: export an adapted policy as an SB3 ``PPO`` model, and read
+the actor of an SB3 ``PPO`` or ``A2C`` model as metarl parameters.
 
 metarl's MLP policies and SB3's ``MlpPolicy`` (an ``ActorCriticPolicy`` with separate actor and
 critic networks) compute the same actor when their parameters correspond like this::
@@ -40,6 +41,7 @@ from metarl.trainer import PARAMS_FILE, load_params
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.policies import ActorCriticPolicy
 
 SB3_INSTALL = 'pip install -e ".[sb3]" (in the checkout) or pip install stable-baselines3'
 ACTIVATION_NAMES = {module: name for name, module in ACTIVATIONS.items()}
@@ -103,6 +105,75 @@ def to_sb3(policy: Policy, params: Params, env: gym.Env, seed: int | None = None
             target = model.policy.get_parameter(sb3_name)
             target.copy_(params[name].to(target.dtype))
     return model
+
+
+def load_sb3_policy(path: str | Path) -> ActorCriticPolicy:
+    """The policy of an SB3 model file (``PPO``, ``A2C``, any algorithm with an actor-critic policy)."""
+    require_sb3()
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"SB3 model {str(path)!r} does not exist")
+    try:
+        data, state, _ = load_from_zip_file(path, device="cpu")
+    except Exception as error:  # a damaged or foreign file fails in many ways
+        raise ValueError(f"{str(path)!r} is not a readable SB3 model: {error}") from None
+    policy_class = data.get("policy_class") if data else None
+    if not (isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy)):
+        raise ValueError(f"SB3 model {str(path)!r}: its policy {policy_class!r} is not an actor-critic policy "
+                         "(PPO or A2C with MlpPolicy)")
+    with torch.random.fork_rng():  # its initialisation is overwritten; leave the caller's RNG alone
+        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0,
+                              **data.get("policy_kwargs", {}))
+    policy.load_state_dict(state["policy"])
+    return policy
+
+
+def sb3_architecture(sb3_policy: ActorCriticPolicy) -> tuple[list[int], str]:
+    """The actor's hidden sizes and activation name of an SB3 ``MlpPolicy``; ``ValueError`` for
+    what a metarl policy cannot represent."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    if getattr(sb3_policy, "use_sde", False) or sb3_policy.squash_output:
+        raise ValueError("SB3 policies with gSDE or squashed actions are not supported")
+    if not isinstance(sb3_policy.pi_features_extractor, FlattenExtractor):
+        raise ValueError(f"the SB3 policy's features extractor {type(sb3_policy.pi_features_extractor).__name__} "
+                         "is not supported (MlpPolicy's FlattenExtractor only)")
+    activation = ACTIVATION_NAMES.get(sb3_policy.activation_fn)
+    if activation is None:
+        raise ValueError(f"the SB3 policy's activation {sb3_policy.activation_fn.__name__} is not supported; "
+                         f"allowed: {', '.join(m.__name__ for m in ACTIVATION_NAMES)}")
+    hidden = [layer.out_features for layer in sb3_policy.mlp_extractor.policy_net if isinstance(layer, nn.Linear)]
+    return hidden, activation
+
+
+def actor_params(path: str | Path, policy: Policy) -> Params:
+    """metarl parameters for ``policy`` copied from the actor of the SB3 model at ``path``.
+
+    The SB3 actor must have the hidden sizes and activation of ``policy`` (the config's
+    ``policy.hidden_sizes`` and ``policy.activation``) and the task family's spaces.
+    """
+    sb3_policy = load_sb3_policy(path)
+    found, expected = sb3_architecture(sb3_policy), architecture(policy)
+    if found != expected:
+        raise ValueError(
+            f"policy.init_from = {str(path)!r}: the SB3 actor has hidden sizes {found[0]} and activation "
+            f"{found[1]!r}, the config has policy.hidden_sizes = {expected[0]} and policy.activation = "
+            f"{expected[1]!r}; set them to the SB3 model's"
+        )
+    sb3_state = sb3_policy.state_dict()
+    params = {}
+    for name, sb3_name in sb3_names(policy).items():
+        reference = policy.get_parameter(name)
+        if sb3_name not in sb3_state or sb3_state[sb3_name].shape != reference.shape:
+            raise ValueError(
+                f"policy.init_from = {str(path)!r}: the SB3 policy (observations {sb3_policy.observation_space}, "
+                f"actions {sb3_policy.action_space}) does not fit the task family's spaces ({sb3_name})"
+            )
+        params[name] = sb3_state[sb3_name].detach().clone().to(reference.dtype)
+    return params
 
 
 def check_task(family: TaskFamily, task: Any) -> Task:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler
+from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler, initial_params
 from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
@@ -46,7 +46,8 @@ class MetaTrainer:
 
     Args:
         config: the validated experiment config.
-        params: starting meta-parameters (default: the policy's seeded initialisation).
+        params: starting meta-parameters (default: the actor of the SB3 model ``policy.init_from``
+            when set, else the policy's seeded initialisation).
     """
 
     def __init__(self, config: Config, params: Params | None = None) -> None:
@@ -56,7 +57,8 @@ class MetaTrainer:
         self.family = build_family(config)
         self.policy = build_policy(config, self.family)
         dtype = next(self.policy.parameters()).dtype
-        initial = params if params is not None else self.policy.init_params()
+        initial = initial_params(config, self.policy) if params is None else params
+        self.policy.check_params(initial, "the starting parameters")
         self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
         self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
         self.outer = build_outer(config, self.params, self.independent_tasks)
@@ -248,9 +250,9 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
     it and gets them again, with the same numbers, and W&B continues the same run.
     ``on_run_dir(run_dir)`` is called once the run directory is known, before training starts.
     """
-    trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
     resume_id, logged = None, []
     if resume is None:
+        trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
         run_dir = create_run_dir(config)
         (run_dir / "config.yaml").write_text(dump_config(config))
     else:
@@ -258,6 +260,8 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         latest = load_latest_checkpoint(run_dir)
         if latest is None:
             raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from")
+        # Starting from the checkpoint's parameters, not policy.init_from: the SB3 file may be gone.
+        trainer = MetaTrainer(config, latest[1]["params"])
         trainer.load_state_dict(latest[1])
         resume_id = latest[1].get("wandb_run_id")
         logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)

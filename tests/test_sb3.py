@@ -10,10 +10,11 @@ import torch
 from envs import MissingDependencyError
 from metarl.build import build_family, build_policy
 from metarl.cli import build_parser, main
+from metarl.checkpoint import list_checkpoints
 from metarl.config import dump_config, load_config
 from metarl.policies import CategoricalMLPPolicy
-from metarl.sb3 import adapt_to_task, check_task, export_sb3, to_sb3
-from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, save_params
+from metarl.sb3 import actor_params, adapt_to_task, check_task, export_sb3, to_sb3
+from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, run_training, save_params
 from tests.test_training import ROOT, TINY, metarl, tiny
 
 try:
@@ -23,6 +24,12 @@ except ImportError:
 
 needs_sb3 = pytest.mark.skipif(PPO is None, reason='stable-baselines3 is not installed: pip install -e ".[sb3]"')
 TASK = {"goal": [0.3, -0.2]}
+# The SB3 names of a two-hidden-layer actor, written out rather than taken from metarl.sb3.
+SB3_NAMES = {
+    "mean_net.0.weight": "mlp_extractor.policy_net.0.weight", "mean_net.0.bias": "mlp_extractor.policy_net.0.bias",
+    "mean_net.2.weight": "mlp_extractor.policy_net.2.weight", "mean_net.2.bias": "mlp_extractor.policy_net.2.bias",
+    "mean_net.4.weight": "action_net.weight", "mean_net.4.bias": "action_net.bias", "log_std": "log_std",
+}
 
 
 def observations(n: int = 100, dim: int = 2) -> np.ndarray:
@@ -36,6 +43,10 @@ def clipped_mean(policy, params, obs: np.ndarray) -> np.ndarray:
     return mean.clamp(-0.1, 0.1).numpy()
 
 
+def sb3_config(path, **policy):
+    return tiny(policy={"hidden_sizes": [16, 16], "activation": "tanh", "init_from": str(path), **policy})
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run directory with meta-parameters whose means leave the action bounds (so clipping shows)."""
@@ -46,6 +57,15 @@ def run_dir(tmp_path_factory):
     (run_dir / "config.yaml").write_text(dump_config(config))
     save_params(params, run_dir / PARAMS_FILE)
     return run_dir
+
+
+def saved_sb3_model(tmp_path, algorithm=None, env_kwargs=None, **policy_kwargs):
+    family = build_family(tiny(env={"kwargs": {"horizon": 10, **(env_kwargs or {})}}))
+    policy_kwargs = {"net_arch": [16, 16], **policy_kwargs}
+    model = (algorithm or PPO)("MlpPolicy", family.make_env(TASK), policy_kwargs=policy_kwargs, seed=1, device="cpu")
+    path = tmp_path / f"{type(model).__name__}.zip"
+    model.save(path)
+    return model, path
 
 
 @needs_sb3
@@ -86,6 +106,56 @@ def test_task_seed_draws_a_task_of_the_family(run_dir, tmp_path):
 
 
 @needs_sb3
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
+def test_meta_training_starts_from_an_sb3_actor(tmp_path, algorithm):
+    model, path = saved_sb3_model(tmp_path, {"PPO": PPO, "A2C": A2C}[algorithm])
+    trainer = MetaTrainer(sb3_config(path))
+    sb3_state = model.policy.state_dict()
+    for name, sb3_name in SB3_NAMES.items():
+        assert torch.equal(trainer.params[name], sb3_state[sb3_name]), name
+    trainer.train(1, progress=False)
+    assert not torch.equal(trainer.params["mean_net.0.weight"], sb3_state[SB3_NAMES["mean_net.0.weight"]])
+    env = build_family(tiny()).make_env(TASK)
+    to_sb3(trainer.policy, trainer.params, env).save(tmp_path / "exported.zip")
+    exported = PPO.load(tmp_path / "exported.zip", device="cpu")
+    obs = observations()
+    np.testing.assert_allclose(exported.predict(obs, deterministic=True)[0],
+                               clipped_mean(trainer.policy, trainer.params, obs), atol=1e-5)
+
+
+@needs_sb3
+def test_resume_reads_the_checkpoint_not_the_sb3_model(tmp_path):
+    _, path = saved_sb3_model(tmp_path)
+    config = sb3_config(path)
+    config.run.dir, config.checkpoint.every, config.evaluation.at_end = str(tmp_path / "run"), 1, False
+    run_dir, _ = run_training(config, progress=False)
+    whole = load_params(run_dir / PARAMS_FILE)
+    assert [iteration for iteration, _ in list_checkpoints(run_dir)] == [1, 2]
+    list_checkpoints(run_dir)[-1][1].unlink()  # as if killed during iteration 2
+    path.unlink()
+    run_training(config, progress=False, resume=run_dir)
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed = load_params(run_dir / PARAMS_FILE)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+@needs_sb3
+def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tmp_path, capsys):
+    model, path = saved_sb3_model(tmp_path, activation_fn=torch.nn.ReLU)
+    args = ["train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "train.iterations=0", "evaluation.at_end=false",
+            f"policy.init_from={path}", "--quiet"]
+    result = metarl(*args, "policy.hidden_sizes=[16, 16]", f"run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    params, sb3_state = load_params(tmp_path / "run" / PARAMS_FILE), model.policy.state_dict()
+    assert all(torch.equal(params[name], sb3_state[sb3_name]) for name, sb3_name in SB3_NAMES.items())
+
+    assert main([*args, "policy.hidden_sizes=[8]", f"run.dir={tmp_path / 'other'}"]) == 2
+    error = capsys.readouterr().err
+    assert "hidden sizes [16, 16]" in error and "policy.hidden_sizes = [8]" in error
+    assert not (tmp_path / "other").exists()
+
+
+@needs_sb3
 def test_cli_export_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "run"
     result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
@@ -117,6 +187,8 @@ def test_discrete_actions_export_as_a_categorical_actor(tmp_path):
     obs = observations(dim=4)
     actions, _ = PPO.load(tmp_path / "cartpole.zip", device="cpu").predict(obs, deterministic=True)
     np.testing.assert_array_equal(actions, policy.mode(params, torch.as_tensor(obs)).numpy())
+    loaded = actor_params(tmp_path / "cartpole.zip", policy)
+    assert all(torch.equal(loaded[k], params[k]) for k in params)
 
 
 def test_bad_task_specs_name_the_problem():
@@ -134,10 +206,29 @@ def test_bad_task_specs_name_the_problem():
         check_task(family, {"goal": [0.3, float("nan")]})
 
 
+@needs_sb3
+def test_sb3_models_that_do_not_fit_are_reported(tmp_path):
+    _, path = saved_sb3_model(tmp_path)
+    with pytest.raises(ValueError, match=r"hidden sizes \[16, 16\] and activation 'tanh'.*policy.hidden_sizes = "
+                                         r"\[16\] and policy.activation = 'relu'"):
+        MetaTrainer(sb3_config(path, hidden_sizes=[16], activation="relu"))
+    (tmp_path / "oracle").mkdir()
+    _, oracle_path = saved_sb3_model(tmp_path / "oracle", env_kwargs={"oracle": True})
+    with pytest.raises(ValueError, match="does not fit the task family's spaces"):
+        MetaTrainer(sb3_config(oracle_path))
+    with pytest.raises(ValueError, match="does not exist"):
+        MetaTrainer(sb3_config(tmp_path / "missing.zip"))
+    (tmp_path / "junk.zip").write_text("not a zip")
+    with pytest.raises(ValueError, match="not a readable SB3 model"):
+        MetaTrainer(sb3_config(tmp_path / "junk.zip"))
+
+
 def test_missing_sb3_says_what_to_install(run_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
-    with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
-        export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
+    for call in (lambda: export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip"),
+                 lambda: MetaTrainer(sb3_config(tmp_path / "model.zip"))):
+        with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
+            call()
 
 
 def test_export_format_other_than_sb3_is_rejected(capsys):
