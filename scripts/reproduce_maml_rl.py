@@ -84,7 +84,7 @@ def mean_and_spread(values: list[float]) -> str:
 
 
 def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
-              out: Path, page: str, command: str) -> str:
+              out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
     results = {(m, s): EvaluationResult.load(run_dir(runs, m, s) / "evaluation.json") for m in methods for s in seeds}
     first = results[(methods[0], seeds[0])]
     steps = first.steps
@@ -96,8 +96,9 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
              f"the training inner step. Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
              f"{config['train']['iterations']} meta-iterations of {config['meta']['batch_tasks']} tasks x "
              f"{config['meta']['episodes_per_task']} episodes (the paper's). Configs: "
-             f"`configs/{family}-<method>.yaml`.", "",
-             f"Training runs two at a time on this two-core machine, one torch thread each.", "",
+             f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
+             f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
+             "below include any other load the machine had.", "",
              "## Mean return on held-out tasks (mean over seeds +/- standard error over seeds)", ""]
     rows = []
     for method in methods:
@@ -110,8 +111,9 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
         rows.append((LABELS[method], *per_step, " / ".join(map(str, published)) if published else "not published"))
     lines += [format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows,
                            markdown=True), ""]
-    lines += ["The oracle sees the goal and is not adapted: its one number is its return.", "",
-              "## Per seed (mean return +/- standard error over the held-out tasks)", ""]
+    if "oracle" in methods:
+        lines += ["The oracle sees the goal and is not adapted: its one number is its return.", ""]
+    lines += ["## Per seed (mean return +/- standard error over the held-out tasks)", ""]
     rows = []
     for method in methods:
         for s in seeds:
@@ -155,7 +157,8 @@ def main() -> None:
     command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
                        + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
                        + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else []))
-    page = summarise(args.family, args.methods, runs, args.seeds, walls, args.out, page_name, command)
+    page = summarise(args.family, args.methods, runs, args.seeds, walls, args.out, page_name, command, args.jobs,
+                     args.set)
     (args.out / f"{page_name}.md").write_text(page)
     print(page)
 
