@@ -129,10 +129,11 @@ def objective_gradient(oracle: TaskOracle, params: Params, batch: Any) -> Params
     return _gradient(oracle, _leaf(params), batch)
 
 
-def _exact_hvp(params: Params, grad_with_graph: Params, u: Params) -> Params:
-    """``H u`` by differentiating ``<grad, u>`` once more (double backward)."""
+def _exact_hvp(params: Params, grad_with_graph: Params, u: Params, retain_graph: bool = False) -> Params:
+    """``H u`` by differentiating ``<grad, u>`` once more (double backward); ``retain_graph`` keeps
+    the gradient's graph for further products."""
     inner = sum((grad_with_graph[k] * u[k]).sum() for k in params)
-    hvp = torch.autograd.grad(inner, list(params.values()), allow_unused=True)
+    hvp = torch.autograd.grad(inner, list(params.values()), retain_graph=retain_graph, allow_unused=True)
     return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(params.items(), hvp)}
 
 

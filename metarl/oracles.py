@@ -123,15 +123,19 @@ class PolicyGradientOracle:
 
 def per_step_scale(advantages: Tensor, mask: Tensor) -> Tensor:
     """``1 / (mean episode length * std of A)`` per task, shape (B,)."""
-    steps = mask.sum((0, 2))
-    mean_length = steps / mask.shape[2]
-    mean = (advantages * mask).sum((0, 2)) / steps.clamp_min(1)
-    var = ((advantages - mean.view(1, -1, 1)).pow(2) * mask).sum((0, 2)) / steps.clamp_min(1)
-    return 1.0 / (mean_length.clamp_min(1) * (var.sqrt() + 1e-8))
+    mean_length = mask.sum((0, 2)) / mask.shape[2]
+    _, std = _per_task_moments(advantages, mask)
+    return 1.0 / (mean_length.clamp_min(1) * (std.view(-1) + 1e-8))
 
 
 def _standardise_per_task(values: Tensor, mask: Tensor) -> Tensor:
+    mean, std = _per_task_moments(values, mask)
+    return (values - mean) / (std + 1e-8) * mask
+
+
+def _per_task_moments(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation over each task's valid steps, both (1, B, 1)."""
     count = mask.sum((0, 2), keepdim=True).clamp_min(1)
     mean = (values * mask).sum((0, 2), keepdim=True) / count
     var = ((values - mean).pow(2) * mask).sum((0, 2), keepdim=True) / count
-    return (values - mean) / (var.sqrt() + 1e-8) * mask
+    return mean, var.sqrt()

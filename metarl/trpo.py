@@ -43,7 +43,8 @@ from typing import Any, Callable, Literal, Protocol
 import torch
 from torch import Tensor
 
-from metarl.meta import MetaGradient, _gradient, _leaf, adapt_on
+from metarl.meta import MetaGradient, _exact_hvp, _gradient, _leaf, adapt_on
+from metarl.oracles import stack_params
 from metarl.outer import OuterOptimizer
 from metarl.policies import Params
 
@@ -105,10 +106,6 @@ def unflatten(flat: Tensor, like: Params) -> Params:
     return out
 
 
-def _stack(params: Params, tasks: int) -> Params:
-    return {k: v.detach().unsqueeze(0).expand(tasks, *v.shape).contiguous() for k, v in params.items()}
-
-
 def first_episodes(batch: Any, episodes: int | None) -> Any:
     """The batch restricted to the first ``episodes`` episodes of every task (all if None)."""
     if episodes is None or episodes >= batch.episodes.episodes_per_task:
@@ -116,14 +113,6 @@ def first_episodes(batch: Any, episodes: int | None) -> Any:
     take = {f.name: getattr(batch.episodes, f.name)[:, :, :episodes] for f in fields(batch.episodes)}
     return replace(batch, episodes=replace(batch.episodes, **take), old_log_probs=batch.old_log_probs[:, :, :episodes],
                    advantages=batch.advantages[:, :, :episodes], values=batch.values[:, :, :episodes])
-
-
-def _second_derivative(point: Params, gradient: Any, vector: Params) -> Params:
-    """Derivative along ``vector`` of a gradient computed with its graph at ``point``."""
-    values = gradient.values() if isinstance(gradient, dict) else gradient
-    inner = sum((g * vector[k]).sum() for g, k in zip(values, point))
-    products = torch.autograd.grad(inner, list(point.values()), retain_graph=True, allow_unused=True)
-    return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(point.items(), products)}
 
 
 class TrustRegionMetric:
@@ -144,7 +133,7 @@ class TrustRegionMetric:
         self.points: list[Params] = []
         self.gradients: list[Params] = []
         if metric == "adapted":
-            theta = _stack(params, self.tasks)
+            theta = stack_params(params, self.tasks)
             for batch in estimate.inner_batches[:inner_steps]:
                 leaf = _leaf(theta)
                 grad = _gradient(oracle, leaf, batch, create_graph=True)
@@ -154,19 +143,20 @@ class TrustRegionMetric:
         self.adapted = _leaf(estimate.adapted)
         outer = first_episodes(estimate.outer_batch, metric_episodes)
         kl = oracle.kl({k: v.detach() for k, v in estimate.adapted.items()}, self.adapted, outer).mean()
-        self.kl_gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
+        gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
+        self.kl_gradient = dict(zip(self.adapted, gradient))
 
     def _jacobian(self, vector: Params, transpose: bool) -> Params:
         order = range(len(self.points))
         for k in (reversed(order) if transpose else order):
-            hvp = _second_derivative(self.points[k], self.gradients[k], vector)
+            hvp = _exact_hvp(self.points[k], self.gradients[k], vector, retain_graph=True)
             vector = {name: vector[name] + self.inner_lr * hvp[name] for name in vector}
         return vector
 
     def __call__(self, flat: Tensor) -> Tensor:
-        tangent = _stack(unflatten(flat, self.params), self.tasks)
+        tangent = stack_params(unflatten(flat, self.params), self.tasks)
         pushed = self._jacobian(tangent, transpose=False)
-        fisher = _second_derivative(self.adapted, self.kl_gradient, pushed)
+        fisher = _exact_hvp(self.adapted, self.kl_gradient, pushed, retain_graph=True)
         pulled = self._jacobian(fisher, transpose=True)
         return flatten({k: v.sum(0) for k, v in pulled.items()}).detach() + self.damping * flat
 
@@ -227,7 +217,7 @@ class TRPO(OuterOptimizer):
         while j < self.line_search_steps:
             fraction = self.line_search_ratio**j
             candidate = unflatten(old_flat + fraction * full_step, params)
-            adapted = adapt_on(oracle, _stack(candidate, tasks), inner_batches, self.inner_lr)
+            adapted = adapt_on(oracle, stack_params(candidate, tasks), inner_batches, self.inner_lr)
             with torch.no_grad():
                 outputs = oracle.distributions(adapted, outer)
                 improvement = oracle.ratio_objective(adapted, outer, outputs) / tasks - old_value

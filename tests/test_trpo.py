@@ -7,7 +7,8 @@ import torch
 from metarl.config import validate
 from metarl.meta import adapt_on
 from metarl.trainer import MetaTrainer
-from metarl.trpo import TRPO, TrustRegionMetric, _stack, conjugate_gradient, first_episodes, flatten, unflatten
+from metarl.oracles import stack_params
+from metarl.trpo import TRPO, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, unflatten
 
 
 def trpo_config(**sections):
@@ -93,7 +94,7 @@ def test_step_improves_the_surrogate_within_the_kl_bound(method, metric):
     before, _, estimate, record = captured_step(trainer)
     assert record["accepted"] is True
     oracle, tasks = estimate.oracle, 3
-    adapted = adapt_on(oracle, _stack(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
+    adapted = adapt_on(oracle, stack_params(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
     with torch.no_grad():
         kl = float(oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean())
         gain = float(oracle.ratio_objective(adapted, estimate.outer_batch)
