@@ -14,7 +14,7 @@ table beside the published one, the per-seed numbers, the wall time, and a plot.
 ``--set`` applies config overrides to every run (``--page`` then names the variant's page and
 ``--runs`` its run directory).
 
-Runs already finished under ``--runs`` (their ``evaluation.json`` exists) are reused, so an
+Runs already finished under ``--runs`` (trained, evaluated and timed) are reused, so an
 interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
 with ``torch`` limited to one thread.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,14 +53,14 @@ def run_dir(runs: Path, method: str, seed: int) -> Path:
 
 def train(config: Path, directory: Path, seed: int, overrides: list[str]) -> float:
     """Train and evaluate one run with the ``metarl`` command; returns its wall time in seconds."""
-    if (directory / "evaluation.json").exists():
-        return float(json.loads((directory / "wall_time.json").read_text())["seconds"])
-    if directory.exists():  # an interrupted run: start it again
-        for path in sorted(directory.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
+    finished = directory / "wall_time.json"  # written last: the run trained and evaluated
+    if finished.exists():
+        return float(json.loads(finished.read_text())["seconds"])
+    shutil.rmtree(directory, ignore_errors=True)  # an interrupted run starts again
     command = [sys.executable, "-m", "metarl", "train", str(config), f"seed={seed}", f"run.dir={directory}",
                "train.threads=1", "logging.wandb.mode=disabled", *overrides, "--quiet"]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
     done = subprocess.run(command, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - start
