@@ -4,8 +4,12 @@
   (default ``U[-0.5, 0.5]^2``).
 * State / observation: the agent's 2D position (float32), at the origin ``(0, 0)``
   at the start of every episode; with ``oracle=True`` the goal follows it (4 numbers).
-* Dynamics: the action is clipped to ``[-0.1, 0.1]`` per coordinate, then
-  ``position += clipped_action``.
+* Actions: the action space is ``[-1, 1]^2``; the agent moves by
+  ``0.1 * clip(action, -1, 1)``, so each coordinate of a step is at most 0.1. This is the
+  environment behind the published numbers: the authors' code wraps a point env with actions
+  in ``[-0.1, 0.1]`` in rllab's ``normalize``, which rescales ``[-1, 1]`` to those bounds and
+  clips. pytorch-maml-rl and garage instead give the policy the raw ``[-0.1, 0.1]`` space, where
+  an initial policy std of 1.0 is ten times the largest move and almost every action is clipped.
 * Reward: ``-||position - goal||_2``, computed after the move.
 * Termination: when ``|dx| < 0.01`` and ``|dy| < 0.01`` (``d = position - goal``);
   truncation after ``horizon`` steps (default 100).
@@ -26,7 +30,7 @@ import numpy as np
 
 from envs.base import BatchedTaskEnv, Task, TaskFamily, _check_horizon
 
-MAX_ACTION = 0.1
+MAX_STEP = 0.1  # largest move per coordinate, reached at action +/-1
 GOAL_TOLERANCE = 0.01
 DEFAULT_GOAL = (0.0, 0.0)  # as in pytorch-maml-rl when no task is given
 
@@ -51,7 +55,11 @@ def _check_oracle(oracle: Any) -> bool:
 
 
 def _action_space() -> gym.spaces.Box:
-    return gym.spaces.Box(low=-MAX_ACTION, high=MAX_ACTION, shape=(2,), dtype=np.float32)
+    return gym.spaces.Box(low=-1.0, high=1.0, shape=(2,), dtype=np.float32)
+
+
+def _displacement(action: np.ndarray) -> np.ndarray:
+    return MAX_STEP * np.clip(action, -1.0, 1.0)
 
 
 class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -100,13 +108,13 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._position.astype(np.float32)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Move by the clipped action; reward is minus the distance to the goal after the move."""
+        """Move by 0.1 times the clipped action; reward is minus the distance to the goal after the move."""
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (2,):
             raise ValueError(f"action must have shape (2,), got {action.shape}")
-        self._position = self._position + np.clip(action, -MAX_ACTION, MAX_ACTION)
+        self._position = self._position + _displacement(action)
         d = self._position - self._goal
         # Explicit sqrt of the sum (not np.linalg.norm) so the batched version matches bit for bit.
         reward = -np.sqrt(d[0] * d[0] + d[1] * d[1])
@@ -163,7 +171,7 @@ class Navigation2DBatch:
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions must have shape ({self.num_envs}, 2), got {actions.shape}")
         alive = ~(self._terminated | self._truncated)
-        moved = self._position + np.clip(actions, -MAX_ACTION, MAX_ACTION)
+        moved = self._position + _displacement(actions)
         self._position = np.where(alive[:, None], moved, self._position)
         d = self._position - self.goals
         reward = -np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])

@@ -41,19 +41,19 @@ def test_reset_starts_at_origin_with_spaces():
     np.testing.assert_array_equal(obs, [0.0, 0.0])
     np.testing.assert_array_equal(info["goal"], [0.3, -0.2])
     assert env.observation_space == gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-    assert env.action_space == gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 
-def test_action_clipped_and_reward_after_move():
+def test_action_clipped_scaled_and_reward_after_move():
     env = Navigation2DEnv(_task(0.3, 0.4))
     env.reset()
-    obs, reward, terminated, truncated, info = env.step(np.array([0.5, -7.0]))
+    obs, reward, terminated, truncated, info = env.step(np.array([5.0, -7.0]))
     np.testing.assert_array_equal(obs, np.array([0.1, -0.1], dtype=np.float32))
     assert isinstance(reward, float)
     assert reward == pytest.approx(-np.hypot(0.1 - 0.3, -0.1 - 0.4), abs=1e-12)
     assert not terminated and not truncated
     np.testing.assert_array_equal(info["goal"], [0.3, 0.4])
-    obs, reward, *_ = env.step(np.array([0.03, 0.04]))  # in range: not clipped
+    obs, reward, *_ = env.step(np.array([0.3, 0.4]))  # in range: not clipped, moves 0.1 x action
     np.testing.assert_allclose(obs, [0.13, -0.06], atol=1e-7)
     assert reward == pytest.approx(-np.hypot(0.13 - 0.3, -0.06 - 0.4), abs=1e-12)
 
@@ -61,12 +61,12 @@ def test_action_clipped_and_reward_after_move():
 def test_terminates_only_when_both_coordinates_close():
     env = Navigation2DEnv(_task(0.105, 0.0))
     env.reset()
-    _, reward, terminated, _, _ = env.step(np.array([0.1, 0.0]))
+    _, reward, terminated, _, _ = env.step(np.array([1.0, 0.0]))
     assert terminated and reward == pytest.approx(-0.005, abs=1e-12)
 
     env = Navigation2DEnv(_task(0.05, 0.02))  # x reached, y 0.02 away
     env.reset()
-    _, _, terminated, _, _ = env.step(np.array([0.05, 0.0]))
+    _, _, terminated, _, _ = env.step(np.array([0.5, 0.0]))
     assert not terminated
 
     env = Navigation2DEnv(_task(0.115, 0.0))  # x 0.015 away after a full step
@@ -105,11 +105,11 @@ def test_gym_make_episode_reaches_goal_and_default_goal():
     np.testing.assert_array_equal(env.unwrapped.get_task()["goal"], [0.0, 0.0])
     env.reset(options={"task": _task(0.25, -0.15)})
     for _ in range(3):
-        _, _, terminated, _, _ = env.step(np.array([0.1, -0.1]))
+        _, _, terminated, _, _ = env.step(np.array([1.0, -1.0]))
     # (0.3, -0.3) is not at the goal; two corrective steps reach (0.25, -0.15).
     assert not terminated
-    env.step(np.array([-0.05, 0.1]))
-    _, reward, terminated, _, _ = env.step(np.array([0.0, 0.05]))
+    env.step(np.array([-0.5, 1.0]))
+    _, reward, terminated, _, _ = env.step(np.array([0.0, 0.5]))
     assert terminated and reward == pytest.approx(0.0, abs=1e-9)
 
 
@@ -201,9 +201,9 @@ def _mixed_actions(goals, horizon, extra, rng):
     pos = np.zeros((n, 2))
     seq = []
     for _ in range(horizon + extra):
-        a = rng.normal(scale=0.2, size=(n, 2))  # often outside [-0.1, 0.1]
-        a[::2] = (goals - pos)[::2] * 1.5 + rng.normal(scale=1e-3, size=a[::2].shape)
-        pos = pos + np.clip(a, -0.1, 0.1)
+        a = rng.normal(scale=2.0, size=(n, 2))  # often outside [-1, 1]
+        a[::2] = (goals - pos)[::2] * 15.0 + rng.normal(scale=1e-2, size=a[::2].shape)
+        pos = pos + 0.1 * np.clip(a, -1.0, 1.0)
         seq.append(a.astype(np.float32) if len(seq) % 2 else a)
     return seq
 
