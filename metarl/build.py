@@ -37,12 +37,13 @@ def build_policy(config: Config, family: TaskFamily) -> Policy:
     try:
         if isinstance(action_space, gym.spaces.Discrete):
             policy: Policy = CategoricalMLPPolicy(
-                obs_space.shape[0], int(action_space.n), config.policy.hidden_sizes, config.policy.activation
+                obs_space.shape[0], int(action_space.n), config.policy.hidden_sizes, config.policy.activation,
+                config.policy.weight_init,
             )
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             policy = GaussianMLPPolicy(
                 obs_space.shape[0], action_space.shape[0], config.policy.hidden_sizes,
-                config.policy.activation, config.policy.init_std,
+                config.policy.activation, config.policy.init_std, config.policy.weight_init,
             )
         else:
             raise ValueError(f"task family {family.name!r}: unsupported action space {action_space}")

@@ -48,6 +48,7 @@ class PolicyConfig(_Section):
     hidden_sizes: list[int] = Field(default_factory=lambda: [100, 100], min_length=1)
     activation: Literal["relu", "tanh", "elu"] = "relu"
     init_std: float = Field(1.0, gt=0)
+    weight_init: Literal["xavier", "small_output"] = "xavier"
     init_from: Optional[str] = None  # an SB3 PPO/A2C model whose actor gives the initial parameters
 
     @model_validator(mode="after")

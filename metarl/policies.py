@@ -23,17 +23,35 @@ Params = dict[str, Tensor]
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
-def _mlp(sizes: Sequence[int], activation: str, output_scale: float = 0.01) -> nn.Sequential:
-    """An MLP whose output layer starts small (weights scaled by ``output_scale``, zero bias), so
-    that a fresh policy's actions are centred on zero instead of drifting in one direction."""
+WEIGHT_INITS = ("xavier", "small_output")
+
+
+def _mlp(sizes: Sequence[int], activation: str, weight_init: str = "xavier") -> nn.Sequential:
+    """An MLP initialised by ``weight_init``:
+
+    * ``"xavier"``: Xavier-uniform weights and zero biases in every layer, as in the code of
+      Finn et al. (2017) and pytorch-maml-rl. With ReLU the initial network is positively
+      homogeneous (f(c x) = c f(x) for c > 0).
+    * ``"small_output"``: PyTorch's default initialisation, then the output layer's weights
+      scaled by 0.01 and its bias zeroed (the PPO convention), so that a fresh policy's actions are
+      centred on zero whatever the state.
+    """
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     with torch.no_grad():
-        layers[-1].weight.mul_(output_scale)
-        layers[-1].bias.zero_()
+        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        if weight_init == "xavier":
+            for layer in linears:
+                nn.init.xavier_uniform_(layer.weight)
+                layer.bias.zero_()
+        else:
+            linears[-1].weight.mul_(0.01)
+            linears[-1].bias.zero_()
     return nn.Sequential(*layers)
 
 
@@ -95,6 +113,7 @@ class GaussianMLPPolicy(FunctionalPolicy):
         hidden_sizes: widths of the hidden layers.
         activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
         init_std: initial standard deviation of every action coordinate.
+        weight_init: how the mean network starts (see :data:`WEIGHT_INITS` and ``_mlp``).
     """
 
     def __init__(
@@ -104,10 +123,11 @@ class GaussianMLPPolicy(FunctionalPolicy):
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
         init_std: float = 1.0,
+        weight_init: str = "xavier",
     ) -> None:
         super().__init__()
         self.obs_dim, self.action_dim = obs_dim, action_dim
-        self.mean_net = _mlp([obs_dim, *hidden_sizes, action_dim], activation)
+        self.mean_net = _mlp([obs_dim, *hidden_sizes, action_dim], activation, weight_init)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,10 +187,11 @@ class CategoricalMLPPolicy(FunctionalPolicy):
         num_actions: int,
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
+        weight_init: str = "xavier",
     ) -> None:
         super().__init__()
         self.obs_dim, self.num_actions = obs_dim, num_actions
-        self.logits_net = _mlp([obs_dim, *hidden_sizes, num_actions], activation)
+        self.logits_net = _mlp([obs_dim, *hidden_sizes, num_actions], activation, weight_init)
 
     def forward(self, obs: Tensor) -> tuple[Tensor]:
         """Normalised log-probabilities of every action."""

@@ -68,3 +68,30 @@ def test_kl_is_zero_for_equal_params_and_positive_otherwise():
         obs = torch.randn(5, 2)
         assert torch.allclose(policy.kl(params, params, obs), torch.zeros(5), atol=1e-6)
         assert (policy.kl(params, other, obs) > 0).all()
+
+
+def test_xavier_init_has_zero_biases_and_a_homogeneous_relu_network():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (64, 64), "relu")  # the default: weight_init="xavier"
+    linears = [m for m in policy.mean_net if isinstance(m, torch.nn.Linear)]
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in linears)
+    bound = math.sqrt(6 / (64 + 64))  # Xavier-uniform bound of the middle layer
+    assert linears[1].weight.abs().max() <= bound and linears[1].weight.abs().max() > 0.9 * bound
+    obs = torch.randn(10, 2)
+    mean, _ = policy(obs)
+    torch.testing.assert_close(policy(3.0 * obs)[0], 3.0 * mean)  # f(c x) = c f(x), c > 0
+
+
+def test_small_output_init_starts_with_near_zero_actions():
+    torch.manual_seed(0)
+    small = GaussianMLPPolicy(2, 2, (64, 64), "relu", weight_init="small_output")
+    torch.manual_seed(0)
+    xavier = GaussianMLPPolicy(2, 2, (64, 64), "relu")
+    obs = torch.randn(100, 2)
+    assert small(obs)[0].abs().max() < 0.05 < xavier(obs)[0].abs().max()
+    assert torch.equal(small.mean_net[-1].bias, torch.zeros(2))
+
+
+def test_unknown_weight_init_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match="weight_init must be one of .*xavier.*small_output.*'orthogonal'"):
+        GaussianMLPPolicy(2, 2, (8,), "relu", weight_init="orthogonal")
