@@ -8,7 +8,7 @@ from metarl.config import validate
 from metarl.meta import adapt_on
 from metarl.trainer import MetaTrainer
 from metarl.oracles import stack_params
-from metarl.trpo import TRPO, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, unflatten
+from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, unflatten
 
 
 def trpo_config(**sections):
@@ -88,13 +88,21 @@ def test_the_adapted_metric_differs_from_the_post_adaptation_fisher():
 @pytest.mark.parametrize("metric", ["post", "adapted"])
 def test_step_improves_the_surrogate_within_the_kl_bound(method, metric):
     """MAML's and HF-MAML's directions are (estimates of) the gradient of what the line search
-    measures, so a step exists and is found; FO-MAML's is not (see the next test)."""
+    measures, so a step exists; FO-MAML's is not (see the next test). With the exact (adapted)
+    metric the search finds it at once. The post metric ignores the adaptation's Jacobian, so its
+    quadratic model can underestimate the KL beyond the 15 backtracking steps: a rejected step must
+    change nothing, and one of the next steps must be found."""
     trainer = MetaTrainer(trpo_config(meta={"method": method}, outer={"metric": metric, "max_kl": 0.005}))
     captured_step(trainer)  # one step to leave the initialisation
-    before, _, estimate, record = captured_step(trainer)
+    for _ in range(3):
+        before, _, estimate, record = captured_step(trainer)
+        if record["accepted"] or metric == "adapted":
+            break
+        assert all(torch.equal(before[k], trainer.params[k]) for k in before)
     assert record["accepted"] is True
     oracle, tasks = estimate.oracle, 3
-    adapted = adapt_on(oracle, stack_params(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
+    adapted = adapt_on(RatioReplay(oracle), stack_params(trainer.params, tasks), estimate.inner_batches,
+                       trainer.outer.inner_lr)
     with torch.no_grad():
         kl = float(oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean())
         gain = float(oracle.ratio_objective(adapted, estimate.outer_batch)
@@ -174,3 +182,28 @@ def test_trpo_options_are_validated():
         trpo_config(outer={"metric": "exact"})
     with pytest.raises(ValueError, match="line_search_ratio"):
         trpo_config(outer={"line_search_ratio": 1.5})
+
+
+def test_ratio_replay_has_the_oracle_gradient_at_the_sampling_parameters():
+    """The line search re-adapts with the per-step ratio surrogate: at the parameters the inner batch
+    was drawn at, its gradient (the inner step) is DiCE's."""
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
+    before, _, estimate, _ = captured_step(trainer)
+    oracle, batch = estimate.oracle, estimate.inner_batches[0]
+    params = {k: v.detach().requires_grad_() for k, v in stack_params(before, 3).items()}
+    dice = torch.autograd.grad(oracle.objective(params, batch), list(params.values()))
+    replay = torch.autograd.grad(RatioReplay(oracle).objective(params, batch), list(params.values()))
+    for a, b in zip(dice, replay):
+        torch.testing.assert_close(a, b)
+
+
+def test_line_search_accepts_steps_on_long_locomotion_episodes():
+    """HalfCheetah, 200 steps of 6 action dimensions: a replay with DiCE's episode-long importance
+    weights overflows and every candidate was rejected; the per-step ratio replay accepts."""
+    pytest.importorskip("mujoco")
+    config = trpo_config(env={"family": "halfcheetah_vel", "kwargs": {"horizon": 200}},
+                         meta={"method": "maml", "episodes_per_task": 4}, train={"dtype": "float32"},
+                         policy={"hidden_sizes": [32, 32], "activation": "relu"})
+    trainer = MetaTrainer(config)
+    records = [trainer.step() for _ in range(3)]
+    assert all(r["accepted"] and 0 < r["kl"] <= 0.01 for r in records)
