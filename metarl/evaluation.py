@@ -71,6 +71,13 @@ def side_by_side(results: dict[str, EvaluationResult]) -> str:
     return format_table(["steps", *results], rows)
 
 
+def held_out_tasks(config: Config, num_tasks: int, seed: int) -> list[Task]:
+    """The ``num_tasks`` held-out tasks of ``seed``, drawn from the evaluation seed's own task
+    stream (never the training stream), as :func:`evaluate` draws them."""
+    stream = np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))
+    return build_family(config).sample_tasks(num_tasks, np.random.default_rng(stream))
+
+
 def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, steps: int, seed: int,
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
@@ -112,8 +119,7 @@ def evaluate(
     if not 0 <= seed < 2**63 or seed == config.seed:
         raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
-    tasks = build_family(config).sample_tasks(
-        num_tasks, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))))
+    tasks = held_out_tasks(config, num_tasks, seed)
     bar = tqdm(total=steps + 1, desc="evaluate", unit="step", disable=None if progress else True, dynamic_ncols=True)
 
     def report(k: int, batch: Any) -> None:
