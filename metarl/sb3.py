@@ -87,6 +87,13 @@ def sb3_names(policy: Policy) -> dict[str, str]:
     return names
 
 
+def sb3_policy_kwargs(policy: Policy) -> dict[str, Any]:
+    """``policy_kwargs`` of an SB3 ``MlpPolicy`` with ``policy``'s hidden sizes and activation for
+    both the actor and the critic."""
+    hidden, activation = architecture(policy)
+    return {"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": ACTIVATIONS[activation]}
+
+
 def to_sb3(policy: Policy, params: Params, env: gym.Env, seed: int | None = None) -> PPO:
     """An SB3 ``PPO`` model on ``env`` whose actor is ``policy`` with ``params``.
 
@@ -96,9 +103,7 @@ def to_sb3(policy: Policy, params: Params, env: gym.Env, seed: int | None = None
     """
     sb3 = require_sb3()
     policy.check_params(params)
-    hidden, activation = architecture(policy)
-    policy_kwargs = {"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": ACTIVATIONS[activation],
-                     "ortho_init": False}
+    policy_kwargs = {**sb3_policy_kwargs(policy), "ortho_init": False}
     model = sb3.PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu")
     with torch.no_grad():
         for name, sb3_name in sb3_names(policy).items():
