@@ -33,7 +33,8 @@ def _train(args: argparse.Namespace) -> None:
         print(result.table())
 
 
-def _finished_run(path: str) -> Path:
+def finished_run(path: str | Path) -> Path:
+    """``path`` as the directory of a finished run (``config.yaml`` and the final parameters); ``ConfigError`` otherwise."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
@@ -50,7 +51,7 @@ def _labels(run_dirs: list[Path]) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    run_dirs = [_finished_run(path) for path in args.run_dirs]
+    run_dirs = [finished_run(path) for path in args.run_dirs]
     configs = [load_config(d / "config.yaml") for d in run_dirs]
     seed = args.seed
     if seed is None and len({c.evaluation.seed for c in configs}) > 1:
@@ -74,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from metarl.sb3 import export_sb3  # Stable-Baselines3 is optional
 
-    run_dir = _finished_run(args.run_dir)
+    run_dir = finished_run(args.run_dir)
     task = None if args.task is None else load_yaml(args.task, f"--task {args.task!r}")
     path = export_sb3(run_dir, task, steps=args.steps, path=args.out, task_seed=args.task_seed, seed=args.seed)
     print(f"wrote {path}: SB3 PPO model of the run's policy after {args.steps} adaptation step(s)")
