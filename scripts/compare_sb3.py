@@ -358,8 +358,8 @@ def compare(run_dir: Path, num_tasks: int, budget: int, seeds: list[int], settin
                    "budget": budget, "eval_episodes": eval_episodes, "seed": s}
             curves[(i, s)] = cached_ppo(cache, key, lambda: train_ppo(family, task, settings, policy_kwargs, budget,
                                                                       eval_episodes, s))
-            print(f"  task {i} seed {s}: PPO reached {meta.after[i]:.2f} at "
-                  f"{steps_text(steps_to_reach(curves[(i, s)], meta.after[i]), budget)} env steps", flush=True)
+            print(f"  task {i} seed {s}: PPO env steps to reach {meta.after[i]:.2f}: "
+                  f"{steps_text(steps_to_reach(curves[(i, s)], meta.after[i]), budget)}", flush=True)
     return Comparison(config, run_dir, tasks, meta, curves, seeds, budget, settings, policy_kwargs, eval_episodes)
 
 
