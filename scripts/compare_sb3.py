@@ -230,9 +230,13 @@ class Comparison:
     def reached(self, task: int, seed: int) -> int | None:
         return steps_to_reach(self.curves[(task, seed)], self.meta.after[task])
 
+    def all_reached(self) -> list[int | None]:
+        """PPO's env steps to each task's 1-step return, for every task and seed."""
+        return [self.reached(i, s) for i in range(len(self.tasks)) for s in self.seeds]
+
 
 def summary_table(c: Comparison) -> str:
-    reached = [c.reached(i, s) for i in range(len(c.tasks)) for s in c.seeds]
+    reached = c.all_reached()
     adaptation = statistics.mean(c.meta.adaptation_steps)
     median = median_steps(reached)
     rows = [("meta-learned, 0 steps", f"{statistics.mean(c.meta.before):.2f}", "0", ""),
@@ -264,8 +268,7 @@ def meta_training_text(c: Comparison) -> list[str]:
     if not records:
         return []
     total = records[-1]["env_steps"]
-    saved = median_steps([c.reached(i, s) for i in range(len(c.tasks)) for s in c.seeds]) \
-        - statistics.mean(c.meta.adaptation_steps)
+    saved = median_steps(c.all_reached()) - statistics.mean(c.meta.adaptation_steps)
     lines = [f"Meta-training itself took {total:,} env steps ({len(records)} meta-iterations, `metrics.jsonl`), "
              "not counted above."]
     if saved == float("inf"):
@@ -273,6 +276,8 @@ def meta_training_text(c: Comparison) -> list[str]:
                      f"tasks is below {total / (c.budget - statistics.mean(c.meta.adaptation_steps)):,.0f}.")
     elif saved > 0:
         lines.append(f"Against PPO's median, it is repaid in env steps after about {total / saved:,.0f} new tasks.")
+    else:
+        lines.append("PPO's median needs no more env steps than the adaptation step: it is never repaid.")
     return [" ".join(lines), ""]
 
 

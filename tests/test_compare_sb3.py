@@ -10,6 +10,7 @@ import torch
 from metarl.build import build_family, build_policy, build_sampler
 from metarl.config import load_config
 from metarl.evaluation import evaluate
+from metarl.logging import read_metrics
 from metarl.sb3 import to_sb3
 from metarl.trainer import PARAMS_FILE, load_params
 from tests.test_reproductions import SCRIPTS, load_script
@@ -48,6 +49,8 @@ def test_script_writes_the_page_and_reuses_ppo_curves(run_dir, tmp_path):
     result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=2, steps=1)
     assert f"| meta-learned, 0 steps | {result.mean_return[0]:.2f} | 0 |" in page
     assert f"| meta-learned, 1 step | {result.mean_return[1]:.2f} | 20 | 1x |" in page  # 2 episodes x horizon 10
+    meta_training = read_metrics(run_dir / "metrics.jsonl")[-1]["env_steps"]
+    assert f"Meta-training itself took {meta_training:,} env steps (2 meta-iterations" in page
     assert len(list(cache.glob("ppo-*.json"))) == 4
     stamps = {path: path.stat().st_mtime_ns for path in cache.glob("ppo-*.json")}
     again = subprocess.run(command, capture_output=True, text=True, env=checkout_env(), timeout=120)
