@@ -1,11 +1,11 @@
-"""Reproduce the 2D navigation results of Finn et al. (2017), Figure/Table of MAML-RL.
+"""Reproduce the MAML-RL results of Finn et al. (2017): 2D navigation and locomotion.
 
 Trains MAML, FO-MAML and HF-MAML (TRPO outer step, the paper's hyper-parameters:
-``configs/navigation-{maml,fomaml,hfmaml}.yaml``) and the paper's three baselines
-(``configs/navigation-{pretrained,random,oracle}.yaml``) for several seeds, each with the
-``metarl train`` command, and evaluates every run on the same 40 held-out tasks after 0..3
-adaptation steps (the configs' ``evaluation`` section, fixed seed). Writes a markdown page with the
-table beside the published one, the per-seed numbers, the wall time, and a plot.
+``configs/<family>-{maml,fomaml,hfmaml}.yaml``) and, where configs exist (navigation), the paper's
+three baselines (``configs/navigation-{pretrained,random,oracle}.yaml``) for several seeds, each
+with the ``metarl train`` command, and evaluates every run on the same 40 held-out tasks after
+0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed). Writes a markdown page with
+the table beside the published one, the per-seed numbers, the wall time, and a plot.
 
     python scripts/reproduce_maml_rl.py --family navigation [--seeds 1 2 3] [--jobs 2]
         [--methods maml fomaml ...] [--set outer.metric=adapted ...] [--page navigation]
@@ -32,8 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
-
+from metarl.config import load_config
 from metarl.evaluation import EvaluationResult
 from metarl.logging import format_table
 from metarl.plotting import plot_adaptation
@@ -42,9 +41,25 @@ ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("maml", "fomaml", "hfmaml", "pretrained", "random", "oracle")
 LABELS = {"maml": "MAML", "fomaml": "FO-MAML", "hfmaml": "HF-MAML", "pretrained": "pretrained",
           "random": "random", "oracle": "oracle"}
-# Finn et al. (2017), 2D navigation, mean return after 0 / 1 / 2 / 3 gradient steps (DESIGN.md).
-PUBLISHED = {"maml": [-40.4, -11.7, -3.3, -3.2], "pretrained": [-40.8, -19.7, -11.7, -8.5],
-             "random": [-82.7, -58.0, -53.8, -46.8], "oracle": [-2.3]}
+# Finn et al. (2017), mean return after 0 / 1 / 2 / 3 gradient steps (DESIGN.md).
+PUBLISHED = {
+    "navigation": {"maml": [-40.4, -11.7, -3.3, -3.2], "pretrained": [-40.8, -19.7, -11.7, -8.5],
+                   "random": [-82.7, -58.0, -53.8, -46.8], "oracle": [-2.3]},
+    "halfcheetah-vel": {"maml": [-129.5, -78.6, -66.6, -60.8], "pretrained": [-158.0, -135.4, -128.5, -133.6],
+                        "oracle": [-54.5]},
+    "halfcheetah-dir": {"maml": [-50.7, 293.2, 313.5, 315.7], "pretrained": [-43.0, -24.8, -12.9, 19.6],
+                        "oracle": [442.7]},
+    "ant-vel": {"maml": [30.6, 96.7, 100.1, 101.4], "pretrained": [-1.8, 6.1, 8.5, 9.5], "oracle": [107.9]},
+    "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
+    "ant-goal": {},
+}
+TITLES = {"navigation": "2D navigation", "halfcheetah-vel": "HalfCheetah velocity",
+          "halfcheetah-dir": "HalfCheetah direction", "ant-vel": "Ant velocity", "ant-dir": "Ant direction",
+          "ant-goal": "Ant goal"}
+
+
+def config_path(family: str, method: str) -> Path:
+    return ROOT / "configs" / f"{family}-{method}.yaml"
 
 
 def run_dir(runs: Path, method: str, seed: int) -> Path:
@@ -89,14 +104,15 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     results = {(m, s): EvaluationResult.load(run_dir(runs, m, s) / "evaluation.json") for m in methods for s in seeds}
     first = results[(methods[0], seeds[0])]
     steps = first.steps
-    config = yaml.safe_load((ROOT / "configs" / f"{family}-{methods[0]}.yaml").read_text())
-    lines = [f"# 2D navigation: MAML, FO-MAML, HF-MAML and the baselines of Finn et al. (2017)", "",
+    config = load_config(config_path(family, methods[0]), overrides)
+    lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
              f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
              f"Every run is evaluated on the same {first.num_tasks} held-out tasks (evaluation seed {first.seed}), "
              f"{first.episodes_per_task} episodes per task and step, after 0..{steps[-1]} policy-gradient steps of "
              f"the training inner step. Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
-             f"{config['train']['iterations']} meta-iterations of {config['meta']['batch_tasks']} tasks x "
-             f"{config['meta']['episodes_per_task']} episodes (the paper's). Configs: "
+             f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
+             f"{config.meta.episodes_per_task} episodes (the paper's: 500 x {20 if family == 'navigation' else 40} "
+             f"x 20). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
              f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
              "below include any other load the machine had.", "",
@@ -108,7 +124,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
             values = [results[(method, s)].mean_return[results[(method, s)].steps.index(k)]
                       for s in seeds if k in results[(method, s)].steps]
             per_step.append(mean_and_spread(values) if values else "")
-        published = PUBLISHED.get(method)
+        published = PUBLISHED[family].get(method)
         rows.append((LABELS[method], *per_step, " / ".join(map(str, published)) if published else "not published"))
     lines += [format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows,
                            markdown=True), ""]
@@ -131,13 +147,13 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
               format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
                            markdown=True), "", f"![adaptation curves]({page}.png)", ""]
     plot_adaptation({LABELS[m]: results[(m, seeds[0])] for m in methods}, out / f"{page}.png",
-                    title=f"2D navigation, seed {seeds[0]}, {first.num_tasks} held-out tasks")
+                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", choices=["navigation"], default="navigation")
+    parser.add_argument("--family", choices=list(TITLES), default="navigation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
@@ -146,6 +162,10 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="default: runs/reproduce-<page>")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
+    missing = [m for m in args.methods if not config_path(args.family, m).exists()]
+    if missing:
+        parser.error(f"no config for {', '.join(missing)} on {args.family}: "
+                     f"{', '.join(str(config_path(args.family, m).relative_to(ROOT)) for m in missing)} missing")
     page_name = args.page or args.family
     runs = args.runs or ROOT / "runs" / f"reproduce-{page_name}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +173,7 @@ def main() -> None:
     print(f"{len(jobs)} runs under {runs}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         walls = dict(zip(jobs, pool.map(
-            lambda job: train(ROOT / "configs" / f"{args.family}-{job[0]}.yaml", run_dir(runs, *job), job[1], args.set),
+            lambda job: train(config_path(args.family, job[0]), run_dir(runs, *job), job[1], args.set),
             jobs)))
     command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
                        + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])

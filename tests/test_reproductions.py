@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -115,3 +116,24 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     stamp = (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns
     again = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert again.returncode == 0 and (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns == stamp
+
+
+def test_locomotion_reproduction_writes_its_page_and_rejects_methods_without_a_config(tmp_path):
+    import subprocess
+
+    pytest.importorskip("mujoco")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    base = [sys.executable, str(SCRIPTS / "reproduce_maml_rl.py"), "--family", "halfcheetah-vel", "--seeds", "1",
+            "--runs", str(runs), "--out", str(out), "--page", "tiny"]
+    environment = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS.parent)}
+    missing = subprocess.run([*base, "--methods", "maml", "random"], capture_output=True, text=True,
+                             env=environment, timeout=60)
+    assert missing.returncode != 0 and "configs/halfcheetah-vel-random.yaml missing" in missing.stderr
+    done = subprocess.run([*base, "--methods", "maml", "--set", "train.iterations=1", "meta.batch_tasks=2",
+                           "meta.episodes_per_task=2", "evaluation.tasks=2", "evaluation.steps=1",
+                           "env.kwargs.horizon=5", "policy.hidden_sizes=[8]"],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (out / "tiny.md").read_text()
+    assert page.startswith("# HalfCheetah velocity: MAML against Finn et al. (2017)")
+    assert "1 meta-iterations of 2 tasks x 2 episodes" in page and "-129.5 / -78.6 / -66.6 / -60.8" in page
