@@ -101,8 +101,7 @@ def test_step_improves_the_surrogate_within_the_kl_bound(method, metric):
         assert all(torch.equal(before[k], trainer.params[k]) for k in before)
     assert record["accepted"] is True
     oracle, tasks = estimate.oracle, 3
-    adapted = adapt_on(RatioReplay(oracle), stack_params(trainer.params, tasks), estimate.inner_batches,
-                       trainer.outer.inner_lr)
+    adapted = adapt_on(oracle, stack_params(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
     with torch.no_grad():
         kl = float(oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean())
         gain = float(oracle.ratio_objective(adapted, estimate.outer_batch)
@@ -197,13 +196,17 @@ def test_ratio_replay_has_the_oracle_gradient_at_the_sampling_parameters():
         torch.testing.assert_close(a, b)
 
 
-def test_line_search_accepts_steps_on_long_locomotion_episodes():
-    """HalfCheetah, 200 steps of 6 action dimensions: a replay with DiCE's episode-long importance
-    weights overflows and every candidate was rejected; the per-step ratio replay accepts."""
+@pytest.mark.parametrize("replay", ["dice", "ratio"])
+def test_ratio_replay_accepts_steps_on_long_locomotion_episodes_where_dice_overflows(replay):
+    """HalfCheetah, 200 steps of 6 action dimensions: DiCE's episode-long importance weights
+    overflow in the replay and every candidate is rejected; the per-step ratio replay accepts."""
     pytest.importorskip("mujoco")
     config = trpo_config(env={"family": "halfcheetah_vel", "kwargs": {"horizon": 200}},
                          meta={"method": "maml", "episodes_per_task": 4}, train={"dtype": "float32"},
-                         policy={"hidden_sizes": [32, 32], "activation": "relu"})
+                         policy={"hidden_sizes": [32, 32], "activation": "relu"}, outer={"replay": replay})
     trainer = MetaTrainer(config)
     records = [trainer.step() for _ in range(3)]
-    assert all(r["accepted"] and 0 < r["kl"] <= 0.01 for r in records)
+    if replay == "ratio":
+        assert all(r["accepted"] and 0 < r["kl"] <= 0.01 for r in records)
+    else:
+        assert not any(r["accepted"] for r in records)
