@@ -15,7 +15,7 @@ from torch import Tensor
 from envs import Task
 from metarl.policies import Params, Policy
 from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
-from metarl.sampling import Episodes, VectorSampler
+from metarl.sampling import Episodes, Sampler
 from metarl.surrogates import SURROGATES, PolicyGradientBatch, lvc
 
 
@@ -55,7 +55,7 @@ class PolicyGradientOracle:
 
     def __init__(
         self,
-        sampler: VectorSampler,
+        sampler: Sampler,
         tasks: Sequence[Task],
         *,
         surrogate: str = "dice",

@@ -54,8 +54,25 @@ def test_same_key_same_episodes_and_keys_are_independent():
     # Episodes of task i depend only on (seed, key, i, e): a smaller batch reproduces them.
     d = sampler.sample(tasks[:2], params, key=(5, 1))
     assert torch.equal(d.actions, a.actions[:, :2])
-    # Shared and task-batched parameters (equal values) give the same episodes.
+    # Shared and task-batched parameters (equal values) give the same episodes, bit for bit: the
+    # policy runs per task either way.
     e = sampler.sample(tasks, stack_params(params, 3), key=(5, 1))
-    torch.testing.assert_close(e.actions, a.actions)
+    assert torch.equal(e.actions, a.actions) and torch.equal(e.log_probs, a.log_probs)
     _, _, other_seed = make_sampler(seed=1)
     assert not torch.equal(other_seed.sample(tasks, params, key=(5, 1)).actions, a.actions)
+
+
+def test_rollouts_run_torch_on_one_thread_and_restore_the_thread_count(monkeypatch):
+    """A multi-threaded matrix product may round differently from a single-threaded one (the workers
+    of the other back-ends run one thread), so the in-process sampler runs one thread as well."""
+    family, policy, sampler = make_sampler()
+    seen = []
+    act = policy.act
+    monkeypatch.setattr(policy, "act", lambda *args: seen.append(torch.get_num_threads()) or act(*args))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sampler.sample(family.sample_tasks(2, np.random.default_rng(0)), policy.init_params(), key=(0,))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
