@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ from metarl.lipschitz import OnlineLipschitz
 from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, IndependentDraw, OuterOptimizer
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
 from metarl.oracles import PolicyGradientOracle
-from metarl.sampling import VectorSampler
+from metarl.sampling import RaySampler, Sampler, SubprocessSampler, VectorSampler, WorkerSpec
 from metarl.trpo import TRPO
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -62,11 +63,26 @@ def initial_params(config: Config, policy: Policy) -> Params:
     return actor_params(config.policy.init_from, policy)
 
 
-def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int) -> VectorSampler:
-    return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=DTYPES[config.train.dtype])
+def build_family_and_policy(config: Config) -> tuple[TaskFamily, Policy]:
+    """The task family and the policy of ``config`` (what every sampling worker builds at start-up)."""
+    family = build_family(config)
+    return family, build_policy(config, family)
 
 
-def build_oracle(config: Config, sampler: VectorSampler, tasks: Sequence[Task], key: tuple[int, ...]) -> PolicyGradientOracle:
+def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int) -> Sampler:
+    """The back-end of ``sampler.kind``; worker back-ends start their workers here (close the
+    sampler, or use it as a context manager, to stop them)."""
+    dtype, settings = DTYPES[config.train.dtype], config.sampler
+    if settings.kind == "vector":
+        return VectorSampler(family, policy, episodes_per_task, seed=seed, dtype=dtype)
+    spec = WorkerSpec(partial(build_family_and_policy, config), episodes_per_task, seed, dtype)
+    pool = {"workers": settings.workers, "timeout": settings.timeout, "max_restarts": settings.max_restarts}
+    if settings.kind == "subprocess":
+        return SubprocessSampler(spec, policy, **pool)
+    return RaySampler(spec, policy, address=settings.address, **pool)
+
+
+def build_oracle(config: Config, sampler: Sampler, tasks: Sequence[Task], key: tuple[int, ...]) -> PolicyGradientOracle:
     """The RL task oracle over ``tasks`` with the config's surrogate settings."""
     surrogate = config.surrogate
     return PolicyGradientOracle(

@@ -9,6 +9,7 @@ from pathlib import Path
 from metarl.config import ConfigError, load_config, load_yaml
 from metarl.evaluation import EvaluationResult, evaluate, side_by_side
 from metarl.plotting import plot_adaptation
+from metarl.sampling import WorkerError
 from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
 
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         args.run(args)
-    except (ConfigError, NonFiniteError, ValueError) as error:
+    except (ConfigError, NonFiniteError, ValueError, WorkerError) as error:
         print(f"metarl: error: {error}", file=sys.stderr)
         return 2
     except Interrupted as error:

@@ -150,6 +150,26 @@ class WandbConfig(_Section):
     name: Optional[str] = None
 
 
+class SamplerConfig(_Section):
+    """Where rollouts run: ``vector`` (this process), ``subprocess`` (``workers`` processes of this
+    machine) or ``ray`` (``workers`` Ray actors; a local Ray instance, or the cluster at ``address``).
+    A worker that crashes or gives no reply within ``timeout`` seconds is restarted and its share
+    sampled again, up to ``max_restarts`` times in one sampling call; then the run stops."""
+
+    kind: Literal["vector", "subprocess", "ray"] = "vector"
+    workers: int = Field(2, ge=1)
+    address: Optional[str] = Field(None, min_length=1)
+    timeout: float = Field(300.0, gt=0)
+    max_restarts: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> "SamplerConfig":
+        if self.address is not None and self.kind != "ray":
+            raise ValueError(f"address = {self.address!r} with kind = {self.kind!r}: an address is a Ray cluster's, "
+                             "used only with kind = 'ray'")
+        return self
+
+
 class LoggingConfig(_Section):
     wandb: WandbConfig = Field(default_factory=WandbConfig)
 
@@ -170,6 +190,7 @@ class Config(_Section):
     outer: OuterConfig = Field(default_factory=OuterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     run: RunConfig = Field(default_factory=RunConfig)

@@ -86,13 +86,13 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     family = build_family(config)
     policy = build_policy(config, family)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
-    sampler = build_sampler(config, family, policy, seed, episodes)
-    oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
     policy.check_params(params)
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
-    return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
+    with build_sampler(config, family, policy, seed, episodes) as sampler:
+        oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
+        return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
 
 
 def evaluate(

@@ -60,12 +60,23 @@ class MetaTrainer:
         initial = initial_params(config, self.policy) if params is None else params
         self.policy.check_params(initial, "the starting parameters")
         self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
-        self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
         self.outer = build_outer(config, self.params, self.independent_tasks)
         self._independent_oracles: list[PolicyGradientOracle] = []
         self.iteration = 0
         self.env_steps = 0
         self.nonfinite_in_a_row = 0
+        # Last: a worker back-end starts its workers here, and close() stops them.
+        self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
+
+    def close(self) -> None:
+        """Stop the sampler's workers (if any); safe to call twice."""
+        self.sampler.close()
+
+    def __enter__(self) -> "MetaTrainer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def sample_tasks(self, iteration: int) -> list[dict[str, Any]]:
         """The meta-batch of ``iteration`` (a pure function of the seed and the iteration)."""
@@ -250,30 +261,32 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
     it and gets them again, with the same numbers, and W&B continues the same run.
     ``on_run_dir(run_dir)`` is called once the run directory is known, before training starts.
     """
-    resume_id, logged = None, []
-    if resume is None:
-        trainer = MetaTrainer(config)  # fails on a bad setting before anything is written
-        run_dir = create_run_dir(config)
-        (run_dir / "config.yaml").write_text(dump_config(config))
-    else:
-        run_dir = Path(resume)
-        latest = load_latest_checkpoint(run_dir)
+    resume_id, logged, latest = None, [], None
+    if resume is not None:
+        latest = load_latest_checkpoint(Path(resume))
         if latest is None:
-            raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from")
-        # Starting from the checkpoint's parameters, not policy.init_from: the SB3 file may be gone.
-        trainer = MetaTrainer(config, latest[1]["params"])
-        trainer.load_state_dict(latest[1])
-        resume_id = latest[1].get("wandb_run_id")
-        logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
-    if on_run_dir is not None:
-        on_run_dir(run_dir)
-    settings = WandbSettings(**config.logging.wandb.model_dump())
-    with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
-        # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
-        # (the tracker skips the steps already in the run).
-        for record in logged:
-            tracker.log_metrics(record)
-        return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+            raise ValueError(f"{str(resume)!r} holds no checkpoint to resume from")
+    # Built before anything is written, so that a bad setting fails first; on resume, from the
+    # checkpoint's parameters, not policy.init_from (the SB3 file may be gone). Leaving the block
+    # stops the sampler's workers, however the run ends.
+    with MetaTrainer(config, None if latest is None else latest[1]["params"]) as trainer:
+        if resume is None or latest is None:
+            run_dir = create_run_dir(config)
+            (run_dir / "config.yaml").write_text(dump_config(config))
+        else:
+            run_dir = Path(resume)
+            trainer.load_state_dict(latest[1])
+            resume_id = latest[1].get("wandb_run_id")
+            logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+        if on_run_dir is not None:
+            on_run_dir(run_dir)
+        settings = WandbSettings(**config.logging.wandb.model_dump())
+        with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
+            # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
+            # (the tracker skips the steps already in the run).
+            for record in logged:
+                tracker.log_metrics(record)
+            return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
 
 
 def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, progress: bool
@@ -300,6 +313,7 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
         ) from None
     finally:
         writer.close()
+        trainer.close()  # before evaluation starts workers of its own
     final = _checkpoint(trainer, run_dir, keep, tracker.run_id)
     save_params(params, run_dir / PARAMS_FILE)
     if final is not None:

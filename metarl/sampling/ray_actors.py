@@ -1,0 +1,124 @@
+"""The ``ray`` back-end: workers as Ray actors, on this machine or on a cluster.
+
+Ray is optional (``pip install "metarl[ray]"``) and imported only here, when a :class:`RaySampler`
+is built. Without a running Ray instance in the process, the sampler starts a local one (or
+connects to the cluster at ``address``) and shuts it down when closed; a Ray instance the process
+already initialised is used as it is and left running. Every actor asks Ray for one CPU, so a
+cluster needs a free CPU per worker; on a cluster, every node needs metarl installed. Ray's own
+restarts are off: the sampler restarts a dead actor itself and samples its share again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from envs import MissingDependencyError
+from metarl.policies import Policy
+from metarl.sampling.pool import Fault, WorkerError, WorkerPool, WorkerPoolSampler, check_pool_settings
+from metarl.sampling.shards import ShardJob, ShardRunner, WorkerSpec
+
+INSTALL_HINT = "pip install \"metarl[ray]\" (or pip install \"ray>=2.9\")"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`MissingDependencyError` saying what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(f"sampler.kind = 'ray' needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+class RayWorker:
+    """The actor: a :class:`ShardRunner` built once, then a job per call."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.runner = ShardRunner(spec)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def run(self, job: ShardJob) -> Any:
+        return self.runner.run(job)
+
+
+class RayActorPool(WorkerPool):
+    """Ray actors (see the module docstring)."""
+
+    kind = "Ray actor"
+
+    def __init__(self, spec: WorkerSpec, size: int, address: str | None = None) -> None:
+        super().__init__(spec, size)
+        self.ray = import_ray()
+        self._owns_ray = not self.ray.is_initialized()
+        if self._owns_ray:
+            local = {} if address else {"num_cpus": max(size, os.cpu_count() or 1)}
+            try:
+                self.ray.init(address=address, include_dashboard=False, **local)
+            except Exception as error:
+                where = f"connect to the Ray cluster at sampler.address = {address!r}" if address else "start Ray"
+                raise WorkerError(f"could not {where}: {type(error).__name__}: {error}") from error
+        self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(RayWorker)
+        self._actors: list[Any] = [None] * size
+        self._pending: dict[int, Any] = {}  # worker -> the reference of its current call
+
+    def launch(self, index: int) -> None:
+        self._actors[index] = self._actor_class.remote(self.spec)
+        self._pending[index] = self._actors[index].ready.remote()
+
+    def submit(self, index: int, job: ShardJob) -> None:
+        self._pending[index] = self._actors[index].run.remote(job)
+
+    def wait(self, indices: Sequence[int], timeout: float) -> dict[int, Any | Fault]:
+        refs = {self._pending[index]: index for index in indices}
+        done, _ = self.ray.wait(list(refs), num_returns=1, timeout=timeout)
+        if done:  # and every other one finished by now
+            done, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        return {refs[ref]: self._result(ref) for ref in done}
+
+    def _result(self, ref: Any) -> Any | Fault:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as error:  # raised in the actor's code
+            cause = error.cause if isinstance(error.cause, BaseException) else error
+            return Fault(f"raised {type(cause).__name__}: {cause}", retry=False, detail=str(error))
+        except self.ray.exceptions.RayError as error:  # the actor died: killed, out of memory, node lost
+            return Fault(f"crashed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                         retry=True)
+
+    def stop(self, index: int) -> None:
+        actor, self._actors[index] = self._actors[index], None
+        self._pending.pop(index, None)
+        if actor is not None:
+            self.ray.kill(actor, no_restart=True)
+
+    def close(self) -> None:
+        for index in range(self.size):
+            self.stop(index)
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self._owns_ray = False
+
+    def start_hint(self) -> str:
+        return "; every worker needs one free CPU in the Ray cluster (see ray.available_resources())"
+
+
+class RaySampler(WorkerPoolSampler):
+    """Rolls out every call with ``workers`` Ray actors, each a contiguous share of the (task,
+    episode) pairs; the same episodes as :class:`~metarl.sampling.VectorSampler`.
+
+    Args:
+        spec: how a worker builds its family and policy, and the sampling settings.
+        policy: the policy in this process (see :class:`WorkerPoolSampler`).
+        workers: number of actors.
+        address: the Ray cluster to connect to (``ray.init(address=...)``, for example ``"auto"`` or
+            ``"ray://head:10001"``); ``None`` starts a local Ray instance.
+        timeout: seconds a worker may take to start or to sample its share of a call.
+        max_restarts: restarts of crashed or hung workers allowed within one call.
+    """
+
+    def __init__(self, spec: WorkerSpec, policy: Policy, *, workers: int = 2, address: str | None = None,
+                 timeout: float = 300.0, max_restarts: int = 3) -> None:
+        check_pool_settings(workers, timeout, max_restarts)
+        super().__init__(RayActorPool(spec, workers, address), policy, timeout=timeout, max_restarts=max_restarts)
