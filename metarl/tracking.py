@@ -220,8 +220,8 @@ def make_tracker(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
     not exercised here, as there is no network). Iterations already in the run are not logged
     again, in either mode: W&B itself drops steps below the run's current step (online), and
     offline the steps in the earlier segments' logs are read back, so the segments never hold the
-    same step twice (``WandbTracker.first_step``). With the deterministic in-process sampler the
-    re-run iterations have the same values anyway.
+    same step twice (``WandbTracker.first_step``). Sampling is deterministic (with every sampler
+    back-end), so the re-run iterations have the same values anyway.
     """
     if settings.mode not in MODES:
         raise TrackingError(f"logging.wandb.mode = {settings.mode!r}: must be one of {', '.join(MODES)}")
