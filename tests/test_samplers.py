@@ -27,7 +27,7 @@ from metarl.sampling import (Episodes, RaySampler, SubprocessSampler, VectorSamp
                              WorkerSpec)
 from metarl.trainer import MetaTrainer
 from tests.faulty_env import make_parts
-from tests.test_training import ROOT, TINY, interrupt_training, metarl
+from tests.test_training import ROOT, TINY, interrupt_long_run, metarl
 
 FIELDS = ("observations", "actions", "rewards", "mask", "log_probs")
 M = 3  # episodes per task
@@ -205,16 +205,16 @@ def test_a_hung_worker_is_detected_within_the_timeout(tmp_path):
     once = tmp_path / "hang-once"
     policy = make_parts()[1]
     tasks, params = make_tasks(*GOALS[:2], faulty=[0]), task_params(policy, 2)
-    with deadline(60), SubprocessSampler(spec(fault="hang", once_file=str(once)), policy, timeout=1.0) as sampler:
+    with deadline(60), SubprocessSampler(spec(fault="hang", once_file=str(once)), policy, timeout=2.0) as sampler:
         once.touch()
         start = time.monotonic()
-        with pytest.warns(WorkerRestartWarning, match=r"worker 0 of 2 .* hung: no reply within sampler.timeout = 1 s"):
+        with pytest.warns(WorkerRestartWarning, match=r"worker 0 of 2 .* hung: no reply within sampler.timeout = 2 s"):
             assert_same(sampler.sample(tasks, params, (0,)), reference(tasks, params, (0,)))
         assert time.monotonic() - start < 15
     with deadline(60):
-        sampler = SubprocessSampler(spec(fault="hang"), policy, timeout=1.0, max_restarts=0)
+        sampler = SubprocessSampler(spec(fault="hang"), policy, timeout=2.0, max_restarts=0)
         start = time.monotonic()
-        with pytest.raises(WorkerError, match=r"worker 0 of 2 .* hung: no reply within sampler.timeout = 1 s .*"
+        with pytest.raises(WorkerError, match=r"worker 0 of 2 .* hung: no reply within sampler.timeout = 2 s .*"
                                               r"the limit sampler.max_restarts = 0"):
             sampler.sample(tasks, params, (0,))
         assert time.monotonic() - start < 10
@@ -241,7 +241,7 @@ def test_a_worker_that_cannot_start_is_reported():
         SubprocessSampler(spec(fault="no such fault"), make_parts()[1], timeout=30)
 
 
-def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c():
+def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c(tmp_path):
     policy = make_parts()[1]
     with deadline(60):
         with SubprocessSampler(spec(), policy, workers=2, timeout=30) as sampler:
@@ -257,11 +257,14 @@ def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c():
 
         # Ctrl-C in a terminal sends SIGINT to every process of the group: the workers ignore it,
         # the main process's KeyboardInterrupt stops them.
-        sampler = SubprocessSampler(spec(fault="hang"), policy, workers=2, timeout=30)
+        hanging = tmp_path / "hang-once"  # removed by the worker that starts hanging
+        hanging.touch()
+        sampler = SubprocessSampler(spec(fault="hang", once_file=str(hanging)), policy, workers=2, timeout=30)
         pids, survived = sampler.worker_pids, []
 
         def ctrl_c():
-            time.sleep(0.5)
+            while hanging.exists():  # then the call is under way
+                time.sleep(0.05)
             for pid in pids:
                 os.kill(pid, signal.SIGINT)
             time.sleep(0.3)
@@ -348,11 +351,7 @@ def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_proce
 def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(tmp_path, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))
-    run_dir = tmp_path / "run"
-    overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
-    returncode, _, stderr = interrupt_training(
-        [str(ROOT / "configs/navigation-maml.yaml"), *overrides, "train.iterations=100000", "sampler.kind=subprocess",
-         f"run.dir={run_dir}", "--quiet"], run_dir, after_records=1, sig=signal.SIGINT, cwd=tmp_path)
+    _, returncode, _, stderr = interrupt_long_run(tmp_path, "sampler.kind=subprocess", after_records=1)
     assert returncode == 130, stderr
     assert "interrupted after" in stderr and "Traceback" not in stderr
     assert not still_running(processes_with_env(marker), seconds=5)

@@ -62,6 +62,18 @@ def interrupt_training(args: list[str], run_dir: Path, *, after_records: int, si
     return process.returncode, stdout, stderr
 
 
+def interrupt_long_run(tmp_path: Path, *overrides: str, after_records: int) -> tuple[Path, int, str, str]:
+    """Start a tiny navigation run without end in ``tmp_path/run`` and Ctrl-C it once it has written
+    ``after_records`` records; return (run_dir, returncode, stdout, stderr)."""
+    import signal
+
+    run_dir = tmp_path / "run"
+    endless = [arg for arg in TINY if not arg.startswith("train.iterations")] + ["train.iterations=100000"]
+    return run_dir, *interrupt_training(
+        [str(ROOT / "configs/navigation-maml.yaml"), *endless, *overrides, f"run.dir={run_dir}", "--quiet"], run_dir,
+        after_records=after_records, sig=signal.SIGINT, cwd=tmp_path)
+
+
 def metarl(*args, cwd):
     return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=checkout_env())
@@ -292,13 +304,7 @@ def test_evaluation_checks_seed_and_parameter_shapes():
 
 
 def test_ctrl_c_saves_the_parameters_reached(tmp_path):
-    import signal
-
-    run_dir = tmp_path / "run"
-    overrides = [arg for arg in TINY if not arg.startswith("train.iterations")]
-    returncode, stdout, stderr = interrupt_training(
-        [str(ROOT / "configs/navigation-maml.yaml"), *overrides, "train.iterations=100000", "checkpoint.every=1",
-         f"run.dir={run_dir}", "--quiet"], run_dir, after_records=2, sig=signal.SIGINT, cwd=tmp_path)
+    run_dir, returncode, stdout, stderr = interrupt_long_run(tmp_path, "checkpoint.every=1", after_records=2)
     assert returncode == 130, stderr
     assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
     assert "interrupted after" in stderr and "Traceback" not in stderr

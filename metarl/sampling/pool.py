@@ -123,7 +123,8 @@ class WorkerPool(ABC):
 def check_pool_settings(workers: int, timeout: float, max_restarts: int) -> None:
     """``ValueError`` unless workers >= 1, timeout > 0 and max_restarts >= 0 (checked before any worker starts)."""
     if workers < 1 or not timeout > 0 or max_restarts < 0:
-        raise ValueError(f"workers = {workers} must be >= 1, timeout = {timeout} > 0 and max_restarts = {max_restarts} >= 0")
+        raise ValueError(f"workers = {workers} must be >= 1, timeout = {timeout} > 0 and "
+                         f"max_restarts = {max_restarts} >= 0")
 
 
 def _traceback(fault: Fault) -> str:

@@ -26,7 +26,8 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise MissingDependencyError(f"sampler.kind = 'ray' needs Ray, which is not installed: {INSTALL_HINT}") from None
+        message = f"sampler.kind = 'ray' needs Ray, which is not installed: {INSTALL_HINT}"
+        raise MissingDependencyError(message) from None
     return ray
 
 
@@ -84,8 +85,8 @@ class RayActorPool(WorkerPool):
             cause = error.cause if isinstance(error.cause, BaseException) else error
             return Fault(f"raised {type(cause).__name__}: {cause}", retry=False, detail=str(error))
         except self.ray.exceptions.RayError as error:  # the actor died: killed, out of memory, node lost
-            return Fault(f"crashed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-                         retry=True)
+            first_line = str(error).strip().split("\n")[0]
+            return Fault(f"crashed: {type(error).__name__}: {first_line}", retry=True, detail=str(error))
 
     def stop(self, index: int) -> None:
         actor, self._actors[index] = self._actors[index], None
