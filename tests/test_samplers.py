@@ -167,6 +167,15 @@ def test_ray_actors_same_episodes_restart_after_a_kill_error_names_the_worker_an
     assert local_ray.is_initialized()  # a Ray instance the process started itself is left running
 
 
+def test_an_unreachable_ray_address_is_reported_instead_of_waited_for():
+    from metarl.sampling.ray_actors import check_reachable
+
+    with deadline(30), pytest.raises(WorkerError, match=r"could not connect to the Ray cluster at sampler.address = "
+                                                        r"'127.0.0.1:1': ConnectionRefusedError"):
+        check_reachable("127.0.0.1:1", timeout=10)
+    check_reachable("auto", timeout=10)  # resolved by Ray itself
+
+
 def test_a_worker_killed_mid_sample_is_restarted_and_its_share_sampled_again(tmp_path):
     once = tmp_path / "crash-once"
     policy = make_parts()[1]

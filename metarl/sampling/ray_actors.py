@@ -11,6 +11,7 @@ restarts are off: the sampler restarts a dead actor itself and samples its share
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Sequence
 
 from envs import MissingDependencyError
@@ -31,6 +32,20 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout: float) -> None:
+    """A ``host:port`` address (a cluster's head) must accept connections within ``timeout``
+    seconds: ``ray.init`` would wait for it forever. (``auto`` and ``ray://`` addresses fail by
+    themselves.)"""
+    host, _, port = address.rpartition(":")
+    if address.startswith("ray://") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise WorkerError(f"could not connect to the Ray cluster at sampler.address = {address!r}: "
+                          f"{type(error).__name__}: {error}") from None
+
+
 class RayWorker:
     """The actor: a :class:`ShardRunner` built once, then a job per call."""
 
@@ -49,14 +64,16 @@ class RayActorPool(WorkerPool):
 
     kind = "Ray actor"
 
-    def __init__(self, spec: WorkerSpec, size: int, address: str | None = None) -> None:
+    def __init__(self, spec: WorkerSpec, size: int, address: str | None = None, timeout: float = 300.0) -> None:
         super().__init__(spec, size)
         self.ray = import_ray()
         self._owns_ray = not self.ray.is_initialized()
         if self._owns_ray:
-            local = {} if address else {"num_cpus": max(size, os.cpu_count() or 1)}
+            if address:
+                check_reachable(address, timeout)
+            local = {} if address else {"num_cpus": max(size, os.cpu_count() or 1), "include_dashboard": False}
             try:
-                self.ray.init(address=address, include_dashboard=False, **local)
+                self.ray.init(address=address, **local)
             except Exception as error:
                 where = f"connect to the Ray cluster at sampler.address = {address!r}" if address else "start Ray"
                 raise WorkerError(f"could not {where}: {type(error).__name__}: {error}") from error
@@ -113,7 +130,7 @@ class RaySampler(WorkerPoolSampler):
         spec: how a worker builds its family and policy, and the sampling settings.
         policy: the policy in this process (see :class:`WorkerPoolSampler`).
         workers: number of actors.
-        address: the Ray cluster to connect to (``ray.init(address=...)``, for example ``"auto"`` or
+        address: the Ray cluster to connect to (``ray.init(address=...)``, for example ``"auto"``, ``"head:6379"`` or
             ``"ray://head:10001"``); ``None`` starts a local Ray instance.
         timeout: seconds a worker may take to start or to sample its share of a call.
         max_restarts: restarts of crashed or hung workers allowed within one call.
@@ -122,4 +139,5 @@ class RaySampler(WorkerPoolSampler):
     def __init__(self, spec: WorkerSpec, policy: Policy, *, workers: int = 2, address: str | None = None,
                  timeout: float = 300.0, max_restarts: int = 3) -> None:
         check_pool_settings(workers, timeout, max_restarts)
-        super().__init__(RayActorPool(spec, workers, address), policy, timeout=timeout, max_restarts=max_restarts)
+        pool = RayActorPool(spec, workers, address, timeout)
+        super().__init__(pool, policy, timeout=timeout, max_restarts=max_restarts)
