@@ -143,7 +143,11 @@ def test_subprocess_workers_give_the_vector_samplers_episodes_bit_for_bit(worker
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from metarl.sampling.ray_actors import local_ray_system_config
+
+    # As the sampler's own local instance: workers at niceness 0, not Ray's 15 (which slows their
+    # start-up past the timeout on a machine with other busy processes).
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=local_ray_system_config())
     yield ray
     ray.shutdown()
 
@@ -152,6 +156,7 @@ def test_ray_actors_same_episodes_restart_after_a_kill_error_names_the_worker_an
     policy = make_parts()[1]
     with deadline(120):
         sampler = RaySampler(spec(fault="raise"), policy, workers=2, timeout=60)
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in sampler.worker_pids] == [os.nice(0)] * 2
         check_backend(sampler, policy)
         killed = sampler.worker_pids[1]
         os.kill(killed, signal.SIGKILL)
@@ -165,6 +170,23 @@ def test_ray_actors_same_episodes_restart_after_a_kill_error_names_the_worker_an
             sampler.sample(make_tasks(*GOALS[:2], faulty=[1]), task_params(policy, 2), (5,))
         assert sampler.closed and not still_running(pids)
     assert local_ray.is_initialized()  # a Ray instance the process started itself is left running
+
+
+def test_a_local_ray_instance_the_sampler_starts_runs_its_workers_at_normal_priority(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from metarl.sampling.ray_actors import RayActorPool
+
+    options = {}
+
+    def init(**kwargs):
+        options.update(kwargs)
+        raise RuntimeError("not started in this test")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(WorkerError, match="could not start Ray: RuntimeError: not started in this test"):
+        RayActorPool(spec(), 2)
+    assert options["_system_config"] == {"worker_niceness": 0} and options["address"] is None
 
 
 def test_an_unreachable_ray_address_is_reported_instead_of_waited_for():
