@@ -15,7 +15,7 @@ from metarl.trainer import MetaTrainer, NonFiniteError
 
 ROOT = Path(__file__).parent.parent
 TINY = ["train.iterations=2", "meta.batch_tasks=3", "meta.episodes_per_task=2", "evaluation.tasks=4",
-        "evaluation.steps=2", "env.kwargs={horizon: 10}"]
+        "evaluation.steps=2", "evaluation.episodes_per_task=2", "env.kwargs={horizon: 10}"]
 
 
 def tiny(**sections):
