@@ -287,11 +287,12 @@ def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c(tmp_path):
         assert not still_running(pids)
 
         # Ctrl-C in a terminal sends SIGINT to every process of the group: the workers ignore it,
-        # the main process's KeyboardInterrupt stops them.
+        # the main process's KeyboardInterrupt stops them. The signal may land on any thread of the
+        # main process (here: not the main one), and must still be acted on long before the timeout.
         hanging = tmp_path / "hang-once"  # removed by the worker that starts hanging
         hanging.touch()
         sampler = SubprocessSampler(spec(fault="hang", once_file=str(hanging)), policy, workers=2, timeout=30)
-        pids, survived = sampler.worker_pids, []
+        pids, survived, sent = sampler.worker_pids, [], []
 
         def ctrl_c():
             while hanging.exists():  # then the call is under way
@@ -300,11 +301,13 @@ def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c(tmp_path):
                 os.kill(pid, signal.SIGINT)
             time.sleep(0.3)
             survived.extend(running(pid) for pid in pids)
-            os.kill(os.getpid(), signal.SIGINT)
+            sent.append(time.monotonic())
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
         threading.Thread(target=ctrl_c, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             sampler.sample(make_tasks(*GOALS[:2], faulty=[0]), task_params(policy, 2), (0,))
+        assert time.monotonic() - sent[0] < 5  # not after the 30 s timeout
         assert survived == [True, True]
         assert sampler.closed and not still_running(pids)
 

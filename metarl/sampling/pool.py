@@ -37,6 +37,16 @@ from metarl.sampling.episodes import Episodes
 from metarl.sampling.shards import ShardJob, WorkerSpec, make_jobs, merge_shards
 
 
+
+POLL_S = 0.5  # longest single wait: a Ctrl-C delivered to another thread is acted on within this
+
+
+def _slice(deadline: float) -> float:
+    """Seconds to wait now for a ``deadline`` (``time.monotonic()``): at most :data:`POLL_S`, so that
+    the main thread returns to Python often enough to run its signal handlers (KeyboardInterrupt)."""
+    return max(0.0, min(POLL_S, deadline - time.monotonic()))
+
+
 class WorkerError(RuntimeError):
     """A sampling worker crashed, hung, raised an exception or could not start; the message says
     which worker and why."""
@@ -100,7 +110,7 @@ class WorkerPool(ABC):
             self.launch(index)
         deadline, pending = time.monotonic() + timeout, set(indices)
         while pending:
-            replies = self.wait(sorted(pending), max(0.0, deadline - time.monotonic()))
+            replies = self.wait(sorted(pending), _slice(deadline))
             for index, reply in replies.items():
                 if isinstance(reply, Fault):
                     raise WorkerError(f"{self.describe(index)} failed to start: {reply.cause}{_traceback(reply)}")
@@ -191,7 +201,7 @@ class WorkerPoolSampler(Sampler):
             deadlines[index] = time.monotonic() + self.timeout
         while len(results) < len(jobs):
             waiting = [index for index in range(len(jobs)) if index not in results]
-            replies = self.pool.wait(waiting, max(0.0, min(deadlines[i] for i in waiting) - time.monotonic()))
+            replies = self.pool.wait(waiting, _slice(min(deadlines[i] for i in waiting)))
             now = time.monotonic()
             faults = {i: reply for i, reply in replies.items() if isinstance(reply, Fault)}
             faults.update({i: Fault(f"hung: no reply within sampler.timeout = {self.timeout:g} s", retry=True)
