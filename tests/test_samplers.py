@@ -27,7 +27,7 @@ from metarl.sampling import (Episodes, RaySampler, SubprocessSampler, VectorSamp
                              WorkerSpec)
 from metarl.trainer import MetaTrainer
 from tests.faulty_env import make_parts
-from tests.test_training import ROOT, TINY, interrupt_long_run, metarl
+from tests.test_training import ROOT, TINY, checkout_env, interrupt_long_run, metarl
 
 FIELDS = ("observations", "actions", "rewards", "mask", "log_probs")
 M = 3  # episodes per task
@@ -272,7 +272,7 @@ def test_a_worker_that_cannot_start_is_reported():
         SubprocessSampler(spec(fault="no such fault"), make_parts()[1], timeout=30)
 
 
-def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c(tmp_path):
+def test_workers_stop_on_close_and_on_garbage_collection():
     policy = make_parts()[1]
     with deadline(60):
         with SubprocessSampler(spec(), policy, workers=2, timeout=30) as sampler:
@@ -286,30 +286,44 @@ def test_workers_stop_on_close_on_garbage_collection_and_on_ctrl_c(tmp_path):
         gc.collect()
         assert not still_running(pids)
 
-        # Ctrl-C in a terminal sends SIGINT to every process of the group: the workers ignore it,
-        # the main process's KeyboardInterrupt stops them. The signal may land on any thread of the
-        # main process (here: not the main one), and must still be acted on long before the timeout.
-        hanging = tmp_path / "hang-once"  # removed by the worker that starts hanging
-        hanging.touch()
-        sampler = SubprocessSampler(spec(fault="hang", once_file=str(hanging)), policy, workers=2, timeout=30)
-        pids, survived, sent = sampler.worker_pids, [], []
 
-        def ctrl_c():
+CTRL_C_CHILD = """
+import json, sys
+from tests.test_samplers import GOALS, SubprocessSampler, make_parts, make_tasks, spec, task_params
+policy = make_parts()[1]
+sampler = SubprocessSampler(spec(fault="hang", once_file=sys.argv[1]), policy, workers=2, timeout=30)
+print(json.dumps(sampler.worker_pids), flush=True)
+sampler.sample(make_tasks(*GOALS[:2], faulty=[0]), task_params(policy, 2), (0,))
+"""
+
+
+def test_ctrl_c_during_a_call_stops_the_run_and_its_workers_at_once(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to every process of the group: the workers ignore it, the
+    main process's KeyboardInterrupt stops them, long before the hung worker's timeout. Run in a
+    child process, as a user's run is (the test process's own signal state does not interfere)."""
+    import subprocess
+
+    hanging = tmp_path / "hang-once"  # removed by the worker that starts hanging
+    hanging.touch()
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, str(hanging)], cwd=ROOT, env=checkout_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with deadline(60):
+            pids = json.loads(child.stdout.readline())
             while hanging.exists():  # then the call is under way
                 time.sleep(0.05)
             for pid in pids:
                 os.kill(pid, signal.SIGINT)
             time.sleep(0.3)
-            survived.extend(running(pid) for pid in pids)
-            sent.append(time.monotonic())
-            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-
-        threading.Thread(target=ctrl_c, daemon=True).start()
-        with pytest.raises(KeyboardInterrupt):
-            sampler.sample(make_tasks(*GOALS[:2], faulty=[0]), task_params(policy, 2), (0,))
-        assert time.monotonic() - sent[0] < 5  # not after the 30 s timeout
-        assert survived == [True, True]
-        assert sampler.closed and not still_running(pids)
+            assert all(running(pid) for pid in pids)  # the workers ignore SIGINT
+            sent = time.monotonic()
+            child.send_signal(signal.SIGINT)
+            _, stderr = child.communicate(timeout=20)
+        assert time.monotonic() - sent < 5  # not after the 30 s timeout
+        assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+        assert not still_running(pids)
+    finally:
+        child.kill()
 
 
 def navigation(**sampler) -> tuple:
