@@ -288,7 +288,8 @@ def test_workers_stop_on_close_and_on_garbage_collection():
 
 
 CTRL_C_CHILD = """
-import json, sys
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if our parent ignores SIGINT
 from tests.test_samplers import GOALS, SubprocessSampler, make_parts, make_tasks, spec, task_params
 policy = make_parts()[1]
 sampler = SubprocessSampler(spec(fault="hang", once_file=sys.argv[1]), policy, workers=2, timeout=30)
