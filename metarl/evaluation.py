@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs import Task
-from metarl.build import build_family, build_oracle, build_policy, build_sampler
+from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler
 from metarl.config import Config
 from metarl.logging import format_table
 from metarl.meta import adapt, inner_step_size
@@ -83,8 +83,7 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
     step); returns the task-batched parameters after 0..steps steps and the batch drawn at each."""
-    family = build_family(config)
-    policy = build_policy(config, family)
+    family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
     policy.check_params(params)

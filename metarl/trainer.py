@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarl.build import build_family, build_oracle, build_outer, build_policy, build_sampler, initial_params
+from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
 from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate
@@ -54,8 +54,7 @@ class MetaTrainer:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         self.config = config
-        self.family = build_family(config)
-        self.policy = build_policy(config, self.family)
+        self.family, self.policy = build_family_and_policy(config)
         dtype = next(self.policy.parameters()).dtype
         initial = initial_params(config, self.policy) if params is None else params
         self.policy.check_params(initial, "the starting parameters")
