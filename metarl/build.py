@@ -88,7 +88,7 @@ def build_oracle(config: Config, sampler: Sampler, tasks: Sequence[Task], key: t
     return PolicyGradientOracle(
         sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma, gae_lambda=surrogate.gae_lambda,
         normalize_advantages=surrogate.normalize_advantages,
-        per_step_units=surrogate.per_step_units, key=key,
+        per_step_units=surrogate.per_step_units, discount_scores=surrogate.discount_scores, key=key,
     )
 
 

@@ -80,6 +80,16 @@ class SurrogateConfig(_Section):
     gae_lambda: float = Field(1.0, ge=0, le=1)
     normalize_advantages: bool = False
     per_step_units: bool = False
+    discount_scores: bool = True  # weight the score at step t by gamma^t (False: as Finn et al.'s code)
+
+    @model_validator(mode="after")
+    def _dice_discounts_scores(self) -> "SurrogateConfig":
+        if self.kind == "dice" and not self.discount_scores:
+            raise ValueError(
+                "surrogate.kind = 'dice' with discount_scores = false: DiCE is the discounted return's own "
+                "estimate, its scores are always weighted by gamma^t; use 'reinforce' or 'lvc'"
+            )
+        return self
 
 
 class OuterConfig(_Section):
@@ -194,15 +204,6 @@ class Config(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-
-    @model_validator(mode="after")
-    def _hfmaml_needs_importance_weights(self) -> "Config":
-        if self.meta.method == "hfmaml" and self.surrogate.kind != "dice":
-            raise ValueError(
-                f"meta.method = 'hfmaml' with surrogate.kind = {self.surrogate.kind!r}: HF-MAML differentiates the "
-                "surrogate away from the sampling parameters, which needs the importance-weighted 'dice'"
-            )
-        return self
 
     @model_validator(mode="after")
     def _pretrain_adaptive_step_needs_c(self) -> "Config":

@@ -47,6 +47,9 @@ class PolicyGradientOracle:
         per_step_units: multiply each task's surrogate by ``1 / (mean episode length * std of
             its advantages)``, a constant of the batch: the surrogate then has the units of a mean
             over steps with standardised advantages (Finn et al.'s inner step 0.1 applies as is).
+        discount_scores: ``Psi_t = gamma^t A_t`` (the discounted return's gradient); False: ``Psi_t = A_t``,
+            every step's score weighted alike, as in Finn et al.'s code (``reinforce`` and ``lvc`` only:
+            DiCE is the discounted return's own estimate).
         key: integers identifying this oracle's draws (for example the iteration); its
             k-th call to ``sample`` uses the sampler key ``(*key, k)``.
     """
@@ -63,6 +66,7 @@ class PolicyGradientOracle:
         gae_lambda: float = 1.0,
         normalize_advantages: bool = False,
         per_step_units: bool = False,
+        discount_scores: bool = True,
         key: Sequence[int] = (0,),
         baseline: LinearFeatureBaseline | None = None,
     ) -> None:
@@ -71,7 +75,11 @@ class PolicyGradientOracle:
         self.sampler, self.policy, self.tasks = sampler, sampler.policy, list(tasks)
         self.surrogate = SURROGATES[surrogate]
         self.gamma, self.gae_lambda = gamma, gae_lambda
+        if surrogate == "dice" and not discount_scores:
+            raise ValueError("the 'dice' surrogate always weights scores by gamma^t (discount_scores=False needs "
+                             "'reinforce' or 'lvc')")
         self.normalize_advantages, self.per_step_units = normalize_advantages, per_step_units
+        self.discount_scores = discount_scores
         self.key = tuple(key)
         self.baseline = baseline or LinearFeatureBaseline()
         self.draws = 0
@@ -90,7 +98,8 @@ class PolicyGradientOracle:
             advantages = _standardise_per_task(advantages, mask)
         discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype).view(-1, 1, 1)
         scale = per_step_scale(advantages, mask) if self.per_step_units else None
-        return PolicyGradientBatch(episodes, episodes.log_probs, advantages * discounts, values, discounts, scale)
+        scores = advantages * discounts if self.discount_scores else advantages
+        return PolicyGradientBatch(episodes, episodes.log_probs, scores, values, discounts, scale)
 
     def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
         """Sum over tasks of each task's surrogate at ``params``."""

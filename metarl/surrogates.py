@@ -7,7 +7,8 @@ Notation: per-step log-probability ``l_t = log pi_theta(a_t|s_t)``, behaviour pa
 Discounting convention: the gradient of the discounted return weights the score at step t by
 ``gamma^t``, so every surrogate here does too. ``Psi_t = gamma^t * A_t``, with ``A_t`` the
 (GAE) advantage; with GAE lambda = 1, ``A_t = R_t - b(s_t)`` and ``reinforce``, ``lvc`` and
-``dice`` have the same gradient at ``theta = theta_b``.
+``dice`` have the same gradient at ``theta = theta_b``. The oracle can drop the ``gamma^t`` of
+``reinforce`` and ``lvc`` (``discount_scores=False``, ``Psi_t = A_t``), as Finn et al.'s code does.
 
 Every surrogate is an average over the episodes of a task, summed over tasks, so that with
 task-batched parameters its gradient w.r.t. task i's parameters is task i's estimate. A batch
@@ -34,7 +35,7 @@ class PolicyGradientBatch:
 
     episodes: Episodes
     old_log_probs: Tensor  # l_t at the behaviour parameters
-    advantages: Tensor  # Psi_t = gamma^t * A_t (optionally normalised per task)
+    advantages: Tensor  # Psi_t = gamma^t * A_t, or A_t without discount_scores (optionally normalised per task)
     values: Tensor  # baseline b(s_t)
     discounts: Tensor  # gamma^t, shape (T, 1, 1)
     scale: Tensor | None = None  # (B,) positive constant per task multiplying its surrogate; None: 1

@@ -68,10 +68,16 @@ def test_malformed_override_and_missing_file(tmp_path):
         load_config(bad)
 
 
-def test_hfmaml_requires_the_importance_weighted_surrogate():
-    with pytest.raises(ConfigError, match="hfmaml.*'reinforce'.*dice"):
-        validate({"meta": {"method": "hfmaml"}, "surrogate": {"kind": "reinforce"}})
-    validate({"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}})
+def test_every_method_takes_every_surrogate():
+    for method in ("maml", "fomaml", "hfmaml"):
+        for kind in ("dice", "reinforce", "lvc"):
+            validate({"meta": {"method": method}, "surrogate": {"kind": kind}})
+
+
+def test_dice_keeps_discounted_scores():
+    with pytest.raises(ConfigError, match="dice.*discount_scores"):
+        validate({"surrogate": {"kind": "dice", "discount_scores": False}})
+    validate({"surrogate": {"kind": "reinforce", "discount_scores": False}})
 
 
 def test_cross_field_errors_do_not_dump_the_config():

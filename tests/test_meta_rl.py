@@ -11,13 +11,13 @@ from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import VectorSampler
 
 
-def navigation_oracle(activation="tanh", seed=0):
+def navigation_oracle(activation="tanh", seed=0, surrogate="dice"):
     torch.manual_seed(seed)
     family = envs.make_family("navigation2d", horizon=20)
     policy = GaussianMLPPolicy(2, 2, (32, 32), activation, init_std=0.3).double()
     sampler = VectorSampler(family, policy, 5, seed=seed, dtype=torch.float64)
     tasks = family.sample_tasks(3, np.random.default_rng(seed))
-    return policy, lambda: PolicyGradientOracle(sampler, tasks, key=(0,))
+    return policy, lambda: PolicyGradientOracle(sampler, tasks, surrogate=surrogate, key=(0,))
 
 
 def relative_error(a, b):
@@ -26,10 +26,12 @@ def relative_error(a, b):
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-def test_hfmaml_converges_to_maml_as_delta_shrinks_on_the_same_rollouts(steps):
-    """Same seeds, same rollouts: the importance-weighted finite difference is the DiCE
-    Hessian-vector product up to O(delta^2) (a smooth policy: tanh)."""
-    policy, make_oracle = navigation_oracle()
+@pytest.mark.parametrize("surrogate", ["dice", "reinforce", "lvc"])
+def test_hfmaml_converges_to_maml_as_delta_shrinks_on_the_same_rollouts(steps, surrogate):
+    """Same seeds, same rollouts: the finite difference of the surrogate's gradient is the
+    surrogate's own Hessian-vector product up to O(delta^2) (a smooth policy: tanh), the one MAML
+    takes by double backward: unbiased with DiCE, Finn et al.'s biased one with reinforce."""
+    policy, make_oracle = navigation_oracle(surrogate=surrogate)
     params = stack_params(policy.init_params(), 3)
     exact = meta_gradient("maml", make_oracle(), params, inner_lr=0.01, inner_steps=steps)
     errors = [relative_error(meta_gradient("hfmaml", make_oracle(), params, inner_lr=0.01, inner_steps=steps,

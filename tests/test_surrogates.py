@@ -104,3 +104,28 @@ def test_per_step_units_scale_each_task_by_its_length_and_advantage_spread(setti
     plain, per_step = per_task_gradient(batch), per_task_gradient(scaled)
     torch.testing.assert_close(per_step, plain * expected_scale.view(3, 1))
     assert not torch.allclose(per_step, plain)
+
+
+@pytest.mark.parametrize("kind", ["reinforce", "lvc"])
+def test_undiscounted_scores_weight_every_step_alike(setting, kind):
+    """``discount_scores=False`` (Finn et al.'s code): the gradient at theta_b is
+    ``sum_t grad l_t (R_t - b_t)`` without the gamma^t factor; DiCE refuses it."""
+    policy, oracle, params, batch = setting
+    flat = PolicyGradientOracle(oracle.sampler, oracle.tasks, surrogate=kind, gamma=GAMMA, discount_scores=False)
+    undiscounted = flat.sample(params)  # the same key as ``batch``: the same episodes
+    episodes = undiscounted.episodes
+    assert torch.equal(episodes.rewards, batch.episodes.rewards)
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    log_probs = episode_log_probs(policy, leaf, episodes)
+    returns = discounted_returns(episodes.rewards, episodes.mask, GAMMA)
+    reference = (log_probs * (returns - undiscounted.values) * episodes.mask).sum() / episodes.episodes_per_task
+    got = gradient(flat.objective(leaf, undiscounted), leaf)
+    torch.testing.assert_close(got, gradient(reference, leaf), rtol=1e-9, atol=1e-9)
+    discounted = gradient(SURROGATES[kind](episode_log_probs(policy, leaf, batch.episodes), batch), leaf)
+    assert not torch.allclose(got, discounted)
+
+
+def test_dice_refuses_undiscounted_scores(setting):
+    _, oracle, _, _ = setting
+    with pytest.raises(ValueError, match="dice.*gamma"):
+        PolicyGradientOracle(oracle.sampler, oracle.tasks, surrogate="dice", discount_scores=False)
