@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from metarl.config import ConfigError, load_config, load_yaml
-from metarl.evaluation import EvaluationResult, evaluate, side_by_side
+from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, save_evaluation, side_by_side
 from metarl.plotting import plot_adaptation
 from metarl.sampling import WorkerError
 from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
@@ -62,7 +62,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     for label, run_dir, config in zip(_labels(run_dirs), run_dirs, configs):
         result = evaluate(config, load_params(run_dir / PARAMS_FILE), num_tasks=args.tasks, steps=args.steps, seed=seed,
                           progress=not args.quiet)
-        result.save(run_dir / "evaluation.json")
+        saved = save_evaluation(result, run_dir)
+        print(f"saved {saved} (and as {run_dir / LATEST_EVALUATION})")
         results[label] = result
     if len(results) == 1:
         result = next(iter(results.values()))
@@ -88,9 +89,9 @@ def _plot(args: argparse.Namespace) -> None:
     for label, run_dir in zip(_labels(run_dirs), run_dirs):
         if not run_dir.is_dir():
             raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
-        path = run_dir / "evaluation.json"
+        path = run_dir / LATEST_EVALUATION
         if not path.is_file():
-            raise ConfigError(f"{str(run_dir)!r} has no evaluation.json: run 'metarl evaluate {run_dir}' first")
+            raise ConfigError(f"{str(run_dir)!r} has no {LATEST_EVALUATION}: run 'metarl evaluate {run_dir}' first")
         results[label] = EvaluationResult.load(path)
     out = plot_adaptation(results, args.out, title=args.title)
     print(f"wrote {out}")

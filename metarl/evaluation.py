@@ -94,6 +94,22 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
         return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
 
 
+LATEST_EVALUATION = "evaluation.json"
+
+
+def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
+    """Write ``result`` into ``run_dir`` twice: as the run's latest evaluation (``evaluation.json``,
+    what ``metarl plot`` draws) and under a name of its settings,
+    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>.json``, so that an evaluation
+    with other settings never replaces it. Returns the second path."""
+    run_dir = Path(run_dir)
+    named = run_dir / (f"evaluation-{result.num_tasks}tasks-{result.steps[-1]}steps-"
+                       f"{result.episodes_per_task}episodes-seed{result.seed}.json")
+    result.save(named)
+    result.save(run_dir / LATEST_EVALUATION)
+    return named
+
+
 def evaluate(
     config: Config,
     params: Params,

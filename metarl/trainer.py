@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
 from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
-from metarl.evaluation import EvaluationResult, evaluate
+from metarl.evaluation import EvaluationResult, evaluate, save_evaluation
 from metarl.logging import MetricsWriter
 from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
@@ -320,7 +320,7 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
     if not config.evaluation.at_end:
         return None
     result = evaluate(config, params, progress=progress)
-    result.save(run_dir / "evaluation.json")
+    save_evaluation(result, run_dir)
     plot = plot_adaptation({config.name: result}, run_dir / "adaptation.png", title=config.name)
     tracker.log_evaluation(result, plot)
     return result

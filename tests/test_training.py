@@ -100,10 +100,16 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert evaluation["steps"] == [0, 1, 2] and evaluation["num_tasks"] == 4
     assert len(evaluation["mean_return"]) == len(evaluation["stderr"]) == 3
 
+    at_end = (run_dir / "evaluation.json").read_text()
+    assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end
+
     result = metarl("evaluate", str(run_dir), "--tasks", "5", "--steps", "1", "--seed", "99", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert "evaluation-5tasks-1steps-2episodes-seed99.json" in result.stdout
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())  # the latest, what plot draws
     assert evaluation["steps"] == [0, 1] and evaluation["num_tasks"] == 5
+    assert (run_dir / "evaluation-5tasks-1steps-2episodes-seed99.json").read_text() == json.dumps(evaluation, indent=2) + "\n"
+    assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end  # kept
 
 
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
