@@ -1,4 +1,8 @@
-"""The ``metarl`` command: ``train``, ``evaluate``, ``export`` and ``plot``."""
+"""The ``metarl`` command: ``train``, ``evaluate``, ``export`` and ``plot``.
+
+Each command imports what it needs when it runs: torch, Gymnasium and MuJoCo take seconds to load,
+and ``metarl --help`` should not wait for them.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from metarl.config import ConfigError, load_config, load_yaml
-from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, save_evaluation, side_by_side
-from metarl.plotting import plot_adaptation
-from metarl.sampling import WorkerError
-from metarl.trainer import PARAMS_FILE, Interrupted, NonFiniteError, load_params, run_training
-
 
 def _train(args: argparse.Namespace) -> None:
+    from metarl.config import ConfigError, load_config
+    from metarl.trainer import run_training
+
     if args.resume is not None:
         if args.config is not None or args.overrides:
             raise ConfigError("--resume continues a run with its own config.yaml: give no config file or overrides")
@@ -36,6 +37,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def finished_run(path: str | Path) -> Path:
     """``path`` as the directory of a finished run (``config.yaml`` and the final parameters); ``ConfigError`` otherwise."""
+    from metarl.config import ConfigError
+    from metarl.trainer import PARAMS_FILE
+
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
@@ -52,6 +56,10 @@ def _labels(run_dirs: list[Path]) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from metarl.config import load_config
+    from metarl.evaluation import LATEST_EVALUATION, evaluate, save_evaluation, side_by_side
+    from metarl.trainer import PARAMS_FILE, load_params
+
     run_dirs = [finished_run(path) for path in args.run_dirs]
     configs = [load_config(d / "config.yaml") for d in run_dirs]
     seed = args.seed
@@ -75,6 +83,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from metarl.config import load_yaml
     from metarl.sb3 import export_sb3  # Stable-Baselines3 is optional
 
     run_dir = finished_run(args.run_dir)
@@ -84,6 +93,10 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
+    from metarl.config import ConfigError
+    from metarl.evaluation import LATEST_EVALUATION, EvaluationResult
+    from metarl.plotting import plot_adaptation
+
     run_dirs = [Path(path) for path in args.run_dirs]
     results = {}
     for label, run_dir in zip(_labels(run_dirs), run_dirs):
@@ -142,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    from metarl.config import ConfigError
+    from metarl.sampling import WorkerError
+    from metarl.trainer import Interrupted, NonFiniteError
+
     try:
         args.run(args)
     except (ConfigError, NonFiniteError, ValueError, WorkerError) as error:

@@ -79,6 +79,21 @@ def metarl(*args, cwd):
                           timeout=300, env=checkout_env())
 
 
+def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
+    """``metarl --help`` answers without importing torch (seconds); the package's API loads on use."""
+    probe = ("import sys, metarl, metarl.cli\n"
+             "assert 'torch' not in sys.modules, 'torch imported too early'\n"
+             "assert 'MetaTrainer' in dir(metarl) and callable(metarl.MetaTrainer)\n"
+             "assert 'torch' in sys.modules\n"
+             "try:\n    metarl.nothing\nexcept AttributeError as e:\n    print(e)\n")
+    probed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=checkout_env())
+    assert probed.returncode == 0, probed.stderr
+    assert "has no attribute 'nothing'" in probed.stdout
+    result = metarl("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
+
+
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
     # Overrides before and after an option.
