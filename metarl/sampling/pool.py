@@ -37,7 +37,6 @@ from metarl.sampling.episodes import Episodes
 from metarl.sampling.shards import ShardJob, WorkerSpec, make_jobs, merge_shards
 
 
-
 POLL_S = 0.5  # longest single wait: a Ctrl-C delivered to another thread is acted on within this
 
 
