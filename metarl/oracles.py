@@ -98,13 +98,16 @@ class PolicyGradientOracle:
             advantages = _standardise_per_task(advantages, mask)
         discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype).view(-1, 1, 1)
         scale = per_step_scale(advantages, mask) if self.per_step_units else None
+        counts = episodes.episode_counts()
+        if bool((counts < episodes.episodes_per_task).any()):  # a collection dropped episodes: mean over the rest
+            present = episodes.episodes_per_task / counts.clamp_min(1)
+            scale = present if scale is None else scale * present
         scores = advantages * discounts if self.discount_scores else advantages
         return PolicyGradientBatch(episodes, episodes.log_probs, scores, values, discounts, scale)
 
     def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
         """Sum over tasks of each task's surrogate at ``params``."""
         return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
-
 
     def distributions(self, params: Params, batch: PolicyGradientBatch) -> tuple[Tensor, ...]:
         """The policy's distribution parameters at every step of the batch (task-batched params),
@@ -132,7 +135,7 @@ class PolicyGradientOracle:
 
 def per_step_scale(advantages: Tensor, mask: Tensor) -> Tensor:
     """``1 / (mean episode length * std of A)`` per task, shape (B,)."""
-    mean_length = mask.sum((0, 2)) / mask.shape[2]
+    mean_length = mask.sum((0, 2)) / mask[0].sum(1).clamp_min(1)
     _, std = _per_task_moments(advantages, mask)
     return 1.0 / (mean_length.clamp_min(1) * (std.view(-1) + 1e-8))
 

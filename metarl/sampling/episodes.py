@@ -14,7 +14,9 @@ class Episodes:
     """A padded batch of episodes, time-major: every tensor is (T, tasks, episodes, ...).
 
     ``mask[t, i, e]`` is 1.0 where episode ``e`` of task ``i`` was still running at step ``t``
-    and 0.0 after it ended; padded entries of the other tensors are zero.
+    and 0.0 after it ended; padded entries of the other tensors are zero. An episode whose mask is
+    zero throughout is absent (a collection dropped it, see :mod:`metarl.sampling.step_budget`):
+    every mean over episodes leaves it out.
     """
 
     observations: Tensor  # (T, B, M, obs_dim)
@@ -44,9 +46,17 @@ class Episodes:
         """Undiscounted return of every episode, shape (B, M)."""
         return (self.rewards * self.mask).sum(0)
 
+    def episode_counts(self) -> Tensor:
+        """Episodes present in every task, shape (B,) (every episode has a first step)."""
+        return self.mask[0].sum(1)
+
+    def task_mean_returns(self) -> Tensor:
+        """Mean undiscounted return over each task's episodes, shape (B,)."""
+        return self.episode_returns().sum(1) / self.episode_counts().clamp_min(1)
+
     def mean_return(self) -> float:
         """Mean undiscounted episode return over all tasks and episodes."""
-        return float(self.episode_returns().mean())
+        return float(self.episode_returns().sum() / self.episode_counts().sum().clamp_min(1))
 
     def to(self, dtype: torch.dtype) -> "Episodes":
         """The same episodes with floating-point tensors cast to ``dtype``."""

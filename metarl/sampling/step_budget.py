@@ -1,0 +1,132 @@
+"""Episodes collected to a step budget, as the reference implementation of Finn et al. collects them.
+
+rllab's vectorised sampler (used by the authors' training and test scripts) runs ``n`` environments
+of a task side by side, resets each as soon as its episode ends, and stops at the end of the first
+time step at which its *completed* episodes hold at least ``n * horizon`` steps; episodes still
+running then are dropped. Episodes that end early (a navigation agent reaching its goal) are
+therefore over-represented among those kept, and the mean return over them is higher than the mean
+over ``n`` independent episodes. :class:`StepBudgetSampler` reproduces that selection exactly, so
+that returns can be compared with the published ones on the same footing.
+
+Because the policy does not change during a collection, the episodes environment ``j`` runs one
+after another are independent draws: round ``r`` of ``n`` episodes per task supplies every
+environment's ``r``-th episode, and rounds are drawn until the selection is settled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from envs import Task
+from metarl.policies import Params
+from metarl.sampling.base import Sampler
+from metarl.sampling.episodes import Episodes
+
+
+def step_budget_selection(lengths: Tensor, budget: int) -> tuple[Tensor, Tensor]:
+    """Which of the drawn episodes the vectorised sampler keeps, and whether that is settled.
+
+    Args:
+        lengths: (R, B, n) episode lengths; ``lengths[r, b, j]`` is the ``r``-th episode that
+            environment ``j`` of task ``b`` runs.
+        budget: completed steps per task at which the collection stops.
+
+    Returns:
+        ``keep`` (R, B, n) bool, the episodes that end no later than the stopping step, and
+        ``settled`` (B,) bool: the stopping step is reached and every environment's drawn episodes
+        cover it (episodes not yet drawn could not end before it). Where not settled, more rounds
+        are needed and ``keep`` is meaningless.
+    """
+    rounds, tasks, envs = lengths.shape
+    ends = lengths.cumsum(0)  # the time step at which each episode ends
+    flat_ends, order = ends.permute(1, 0, 2).reshape(tasks, rounds * envs).sort(1)
+    flat_ends = flat_ends.contiguous()
+    flat_lengths = torch.gather(lengths.permute(1, 0, 2).reshape(tasks, rounds * envs), 1, order)
+    # completed steps at the end of each time step an episode ends: all episodes ending by then
+    # count, including those ending at the same step (the last of their run in sorted order)
+    last_of_step = torch.searchsorted(flat_ends, flat_ends, right=True) - 1
+    completed = torch.gather(flat_lengths.cumsum(1), 1, last_of_step)
+    reached = completed >= budget
+    never = torch.iinfo(torch.int64).max
+    stop = torch.where(reached, flat_ends, torch.full_like(flat_ends, never)).min(1).values  # (B,)
+    covered = ends[-1].min(1).values  # (B,): the shortest coverage over environments
+    settled = reached.any(1) & (covered >= stop)
+    keep = ends <= stop.view(1, tasks, 1)
+    return keep, settled
+
+
+class StepBudgetSampler(Sampler):
+    """Wraps a sampler of ``n`` episodes per task into the reference implementation's collection:
+    ``n`` environments per task until completed episodes hold ``n * horizon`` steps (see the module
+    docstring). Returns the kept episodes of every task first on the episode axis; a task with fewer
+    than the most has absent episodes after them (``mask`` zero at every step, left out of every mean).
+    Later rounds roll out only the tasks whose selection is not yet settled."""
+
+    def __init__(self, sampler: Sampler, horizon: int) -> None:
+        self.inner = sampler
+        self.policy, self.episodes_per_task = sampler.policy, sampler.episodes_per_task
+        self.seed, self.dtype = sampler.seed, sampler.dtype
+        self.horizon = horizon
+        self.budget = sampler.episodes_per_task * horizon
+        self.max_rounds = 2 * horizon  # every episode lasts a step at least: the budget is met by step 2 * horizon - 1
+
+    def sample(self, tasks: Sequence[Task], params: Params, key: Sequence[int]) -> Episodes:
+        batched = self.policy.is_task_batched(params)
+        settled = torch.zeros(len(tasks), dtype=torch.bool)
+        rounds: list[Episodes] = []
+        while len(rounds) < self.max_rounds:
+            todo = torch.nonzero(~settled).view(-1)
+            subset = {k: v[todo] for k, v in params.items()} if batched else params
+            drawn = self.inner.sample([tasks[i] for i in todo.tolist()], subset, (*key, len(rounds)))
+            rounds.append(_scatter_tasks(drawn, todo, len(tasks)))
+            # tasks settled earlier get full-length placeholders: they end after the stop, so change nothing
+            lengths = torch.stack([r.mask.sum(0).round().to(torch.int64) for r in rounds])
+            lengths[-1, settled] = self.horizon
+            keep, settled = step_budget_selection(lengths, self.budget)
+            if bool(settled.all()):
+                return _kept(rounds, keep)
+        raise RuntimeError(f"the step budget of {self.budget} steps per task was not reached in {self.max_rounds} "
+                           "rounds of episodes; are the episodes empty?")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _scatter_tasks(drawn: Episodes, rows: Tensor, num_tasks: int) -> Episodes:
+    """``drawn`` (episodes of the tasks ``rows``) placed in a batch of ``num_tasks`` tasks, zero elsewhere."""
+    full = {}
+    for f in fields(Episodes):
+        value = getattr(drawn, f.name)
+        out = value.new_zeros(value.shape[0], num_tasks, *value.shape[2:])
+        out[:, rows] = value
+        full[f.name] = out
+    return replace(drawn, **full)
+
+
+def _kept(rounds: list[Episodes], keep: Tensor) -> Episodes:
+    """The kept episodes of every task, first on the episode axis (in order of round, then
+    environment); the axis is as long as the most any task kept, the rest absent (zero)."""
+    horizon = max(r.horizon for r in rounds)
+    tasks = keep.shape[1]
+    kept = keep.permute(1, 0, 2).reshape(tasks, -1)  # (B, R * n), rounds side by side
+    order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :int(kept.sum(1).max())]
+    present = torch.gather(kept, 1, order)
+    out = {}
+    for f in fields(Episodes):
+        value = torch.cat([_pad_time(getattr(r, f.name), horizon) for r in rounds], dim=2)
+        index = order.view(1, tasks, -1, *([1] * (value.dim() - 3))).expand(value.shape[0], -1, -1, *value.shape[3:])
+        chosen = torch.gather(value, 2, index)
+        weight = present.view(1, tasks, -1, *([1] * (value.dim() - 3))).to(value.dtype)
+        out[f.name] = chosen * weight
+    return replace(rounds[0], **out)
+
+
+def _pad_time(value: Tensor, horizon: int) -> Tensor:
+    if value.shape[0] == horizon:
+        return value
+    pad = value.new_zeros(horizon - value.shape[0], *value.shape[1:])
+    return torch.cat([value, pad])
