@@ -61,7 +61,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from metarl.trainer import PARAMS_FILE, load_params
 
     run_dirs = [finished_run(path) for path in args.run_dirs]
-    configs = [load_config(d / "config.yaml") for d in run_dirs]
+    protocol = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
+    configs = [load_config(d / "config.yaml", protocol) for d in run_dirs]
     seed = args.seed
     if seed is None and len({c.evaluation.seed for c in configs}) > 1:
         seed = configs[0].evaluation.seed
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
     evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
     evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
+    evaluation.add_argument("--protocol", choices=["episodes", "steps"], default=None,
+                            help="'episodes': independent episodes per task; 'steps': collected to a step budget as in "
+                                 "Finn et al.'s code, whose tables report it (default: the run config's evaluation.protocol)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
     export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")

@@ -138,6 +138,7 @@ class EvaluationConfig(_Section):
     episodes_per_task: Optional[int] = Field(None, ge=1)
     seed: int = Field(20171, ge=0, lt=2**63)
     at_end: bool = True
+    protocol: Literal["episodes", "steps"] = "episodes"
 
 
 class CheckpointConfig(_Section):

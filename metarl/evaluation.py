@@ -4,6 +4,17 @@ Tasks come from the evaluation seed's own stream, never from the training stream
 meta-parameters, K policy-gradient steps are taken on each task (each on fresh episodes), and
 the mean undiscounted return of each task's episodes is recorded after 0..K steps. Reported:
 the mean over tasks and its standard error.
+
+Two collection protocols (``evaluation.protocol``), each used for the steps and for the returns:
+
+* ``"episodes"`` (default): ``E`` independent episodes per task and step, an unbiased estimate
+  of the expected episode return.
+* ``"steps"``: the collection of the reference implementation of Finn et al. (rllab's vectorised
+  sampler, whose returns the published tables report): ``E`` environments per task run until
+  their completed episodes hold ``E * horizon`` steps, and episodes still running are dropped
+  (:mod:`metarl.sampling.step_budget`). Episodes that end early are over-represented, so where
+  episodes can end before the horizon (navigation's goal) its returns are higher than the unbiased
+  ones for the same policy.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from metarl.logging import format_table
 from metarl.meta import adapt, inner_step_size
 from metarl.oracles import stack_params
 from metarl.policies import Params
+from metarl.sampling.step_budget import StepBudgetSampler
 
 EVALUATION_TASK_STREAM = 2
 EVALUATION_ROLLOUT_STREAM = 3
@@ -40,6 +52,7 @@ class EvaluationResult:
     num_tasks: int
     seed: int
     episodes_per_task: int
+    protocol: str = "episodes"
 
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
@@ -82,7 +95,8 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
-    step); returns the task-batched parameters after 0..steps steps and the batch drawn at each."""
+    step, or as many environments with ``evaluation.protocol = "steps"``); returns the task-batched
+    parameters after 0..steps steps and the batch drawn at each."""
     family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
@@ -90,6 +104,8 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
     with build_sampler(config, family, policy, seed, episodes) as sampler:
+        if config.evaluation.protocol == "steps":
+            sampler = StepBudgetSampler(sampler, family.horizon)
         oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
         return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
 
@@ -97,16 +113,22 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
 LATEST_EVALUATION = "evaluation.json"
 
 
+def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes_per_task: int, seed: int,
+                    protocol: str = "episodes") -> Path:
+    """Where :func:`save_evaluation` keeps the result of these settings:
+    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol].json``."""
+    suffix = "" if protocol == "episodes" else f"-{protocol}protocol"
+    return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
+
+
 def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
     """Write ``result`` into ``run_dir`` twice: as the run's latest evaluation (``evaluation.json``,
-    what ``metarl plot`` draws) and under a name of its settings,
-    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>.json``, so that an evaluation
-    with other settings never replaces it. Returns the second path."""
-    run_dir = Path(run_dir)
-    named = run_dir / (f"evaluation-{result.num_tasks}tasks-{result.steps[-1]}steps-"
-                       f"{result.episodes_per_task}episodes-seed{result.seed}.json")
+    what ``metarl plot`` draws) and under a name of its settings (:func:`evaluation_path`), so that
+    an evaluation with other settings never replaces it. Returns the second path."""
+    named = evaluation_path(run_dir, num_tasks=result.num_tasks, steps=result.steps[-1],
+                            episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol)
     result.save(named)
-    result.save(run_dir / LATEST_EVALUATION)
+    result.save(Path(run_dir) / LATEST_EVALUATION)
     return named
 
 
@@ -147,7 +169,8 @@ def evaluate(
         bar.close()
     means, errors = [], []
     for batch in batches:
-        per_task = batch.episodes.episode_returns().mean(1).to(torch.float64)
+        per_task = batch.episodes.task_mean_returns().to(torch.float64)
         means.append(float(per_task.mean()))
         errors.append(float(per_task.std(unbiased=True)) / math.sqrt(num_tasks))
-    return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes)
+    return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
+                            config.evaluation.protocol)

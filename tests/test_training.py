@@ -126,6 +126,13 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert (run_dir / "evaluation-5tasks-1steps-2episodes-seed99.json").read_text() == json.dumps(evaluation, indent=2) + "\n"
     assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end  # kept
 
+    result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "1", "--protocol", "steps", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps_protocol = EvaluationResult.load(run_dir / "evaluation-3tasks-1steps-2episodes-seed20171-stepsprotocol.json")
+    assert steps_protocol.protocol == "steps" and steps_protocol.steps == [0, 1]
+    result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
+
 
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
     runs = [tmp_path / "maml", tmp_path / "fomaml"]
