@@ -78,15 +78,16 @@ class StepBudgetSampler(Sampler):
         batched = self.policy.is_task_batched(params)
         settled = torch.zeros(len(tasks), dtype=torch.bool)
         rounds: list[Episodes] = []
+        lengths: list[Tensor] = []
         while len(rounds) < self.max_rounds:
             todo = torch.nonzero(~settled).view(-1)
             subset = {k: v[todo] for k, v in params.items()} if batched else params
             drawn = self.inner.sample([tasks[i] for i in todo.tolist()], subset, (*key, len(rounds)))
             rounds.append(_scatter_tasks(drawn, todo, len(tasks)))
-            # tasks settled earlier get full-length placeholders: they end after the stop, so change nothing
-            lengths = torch.stack([r.mask.sum(0).round().to(torch.int64) for r in rounds])
-            lengths[-1, settled] = self.horizon
-            keep, settled = step_budget_selection(lengths, self.budget)
+            round_lengths = rounds[-1].mask.sum(0).round().to(torch.int64)
+            round_lengths[settled] = self.horizon  # placeholders for tasks settled earlier: they end after the stop
+            lengths.append(round_lengths)
+            keep, settled = step_budget_selection(torch.stack(lengths), self.budget)
             if bool(settled.all()):
                 return _kept(rounds, keep)
         raise RuntimeError(f"the step budget of {self.budget} steps per task was not reached in {self.max_rounds} "
