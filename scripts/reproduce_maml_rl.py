@@ -4,8 +4,10 @@ Trains MAML, FO-MAML and HF-MAML (TRPO outer step, the paper's hyper-parameters:
 ``configs/<family>-{maml,fomaml,hfmaml}.yaml``) and, where configs exist (navigation), the paper's
 three baselines (``configs/navigation-{pretrained,random,oracle}.yaml``) for several seeds, each
 with the ``metarl train`` command, and evaluates every run on the same 40 held-out tasks after
-0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed). Writes a markdown page with
-the table beside the published one, the per-seed numbers, the wall time, and a plot.
+0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed) under both collection
+protocols of ``metarl.evaluation``: ``steps``, the authors' (what the published values measure),
+and ``episodes``, independent episodes (unbiased). Writes a markdown page with the tables beside
+the published one, the per-seed numbers, the wall time, and a plot.
 
     python scripts/reproduce_maml_rl.py --family navigation [--seeds 1 2 3] [--jobs 2]
         [--methods maml fomaml ...] [--set outer.metric=adapted ...] [--page navigation]
@@ -14,7 +16,7 @@ the table beside the published one, the per-seed numbers, the wall time, and a p
 ``--set`` applies config overrides to every run (``--page`` then names the variant's page and
 ``--runs`` its run directory).
 
-Runs already finished under ``--runs`` (trained, evaluated and timed) are reused, so an
+Runs and evaluations already finished under ``--runs`` are reused, so an
 interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
 with ``torch`` limited to one thread.
 """
@@ -33,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from metarl.config import load_config
-from metarl.evaluation import EvaluationResult
+from metarl.evaluation import EvaluationResult, evaluation_path
 from metarl.logging import format_table
 from metarl.plotting import plot_adaptation
 
@@ -52,6 +54,11 @@ PUBLISHED = {
     "ant-vel": {"maml": [30.6, 96.7, 100.1, 101.4], "pretrained": [-1.8, 6.1, 8.5, 9.5], "oracle": [107.9]},
     "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
     "ant-goal": {},
+}
+PROTOCOLS = {
+    "steps": ("collected as in Finn et al.'s code, the protocol of the published values: {n} environments per task "
+              "run until their finished episodes hold {n} x horizon steps, episodes still running are dropped"),
+    "episodes": "{n} independent episodes per task and step (unbiased)",
 }
 TITLES = {"navigation": "2D navigation", "halfcheetah-vel": "HalfCheetah velocity",
           "halfcheetah-dir": "HalfCheetah direction", "ant-vel": "Ant velocity", "ant-dir": "Ant direction",
@@ -74,16 +81,38 @@ def train(config: Path, directory: Path, seed: int, overrides: list[str]) -> flo
     shutil.rmtree(directory, ignore_errors=True)  # an interrupted run starts again
     command = [sys.executable, "-m", "metarl", "train", str(config), f"seed={seed}", f"run.dir={directory}",
                "train.threads=1", "logging.wandb.mode=disabled", *overrides, "--quiet"]
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
-    done = subprocess.run(command, env=environment, capture_output=True, text=True)
+    done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"training {config.name} with seed {seed} failed:\n{done.stderr[-3000:]}")
     (directory / "wall_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     print(f"  {directory.name}: {seconds:.0f} s", flush=True)
     return seconds
+
+
+def metarl_environment() -> dict[str, str]:
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def result_path(directory: Path, config_file: Path, overrides: list[str], protocol: str) -> Path:
+    """Where the run's evaluation of ``protocol`` with its config's settings is saved."""
+    config = load_config(config_file, overrides)
+    settings = config.evaluation
+    return evaluation_path(directory, num_tasks=settings.tasks, steps=settings.steps, seed=settings.seed,
+                           episodes_per_task=settings.episodes_per_task or config.meta.episodes_per_task,
+                           protocol=protocol)
+
+
+def evaluate_protocol(directory: Path, config_file: Path, overrides: list[str], protocol: str) -> None:
+    """Evaluate a trained run with ``protocol`` (``metarl evaluate --protocol``), unless done."""
+    if result_path(directory, config_file, overrides, protocol).exists():
+        return
+    command = [sys.executable, "-m", "metarl", "evaluate", str(directory), "--protocol", protocol, "--quiet"]
+    done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluating {directory} with protocol {protocol} failed:\n{done.stderr[-3000:]}")
 
 
 def iteration_seconds(directory: Path) -> float | None:
@@ -99,24 +128,9 @@ def mean_and_spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} +/- {statistics.stdev(values) / len(values) ** 0.5:.1f}"
 
 
-def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
-              out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
-    results = {(m, s): EvaluationResult.load(run_dir(runs, m, s) / "evaluation.json") for m in methods for s in seeds}
-    first = results[(methods[0], seeds[0])]
-    steps = first.steps
-    config = load_config(config_path(family, methods[0]), overrides)
-    lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
-             f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
-             f"Every run is evaluated on the same {first.num_tasks} held-out tasks (evaluation seed {first.seed}), "
-             f"{first.episodes_per_task} episodes per task and step, after 0..{steps[-1]} policy-gradient steps of "
-             f"the training inner step. Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
-             f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
-             f"{config.meta.episodes_per_task} episodes (the paper's: 500 x {20 if family == 'navigation' else 40} "
-             f"x 20). Configs: "
-             f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
-             f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
-             "below include any other load the machine had.", "",
-             "## Mean return on held-out tasks (mean over seeds +/- standard error over seeds)", ""]
+def returns_table(results: dict[tuple[str, int], EvaluationResult], family: str, methods: list[str],
+                  seeds: list[int], steps: list[int]) -> str:
+    """Mean over seeds (+/- standard error over seeds) per method and step, beside the published values."""
     rows = []
     for method in methods:
         per_step = []
@@ -126,17 +140,46 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
             per_step.append(mean_and_spread(values) if values else "")
         published = PUBLISHED[family].get(method)
         rows.append((LABELS[method], *per_step, " / ".join(map(str, published)) if published else "not published"))
-    lines += [format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows,
-                           markdown=True), ""]
+    return format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows, markdown=True)
+
+
+def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
+              out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
+    results = {protocol: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), config_path(family, m),
+                                                                    overrides, protocol))
+                          for m in methods for s in seeds}
+               for protocol in PROTOCOLS}
+    first = results["steps"][(methods[0], seeds[0])]
+    steps = first.steps
+    config = load_config(config_path(family, methods[0]), overrides)
+    n = first.episodes_per_task
+    lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
+             f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
+             f"Every run is evaluated on the same {first.num_tasks} held-out tasks (evaluation seed {first.seed}) "
+             f"after 0..{steps[-1]} policy-gradient steps of the training inner step, under two collection protocols "
+             f"(`evaluation.protocol`). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
+             f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
+             f"{config.meta.episodes_per_task} episodes (the paper's: 500 x {20 if family == 'navigation' else 40} "
+             f"x 20). Configs: "
+             f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
+             f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
+             "below include any other load the machine had.", ""]
+    for protocol, description in PROTOCOLS.items():
+        lines += [f"## Mean return on held-out tasks, `{protocol}` protocol", "",
+                  description.format(n=n)[0].upper() + description.format(n=n)[1:] + ". "
+                  "Mean over seeds +/- standard error over seeds.", "",
+                  returns_table(results[protocol], family, methods, seeds, steps), ""]
     if "oracle" in methods:
         lines += ["The oracle sees the goal and is not adapted: its one number is its return.", ""]
     lines += ["## Per seed (mean return +/- standard error over the held-out tasks)", ""]
     rows = []
     for method in methods:
         for s in seeds:
-            r = results[(method, s)]
-            rows.append((LABELS[method], s, *[f"{m:.2f} +/- {e:.2f}" for m, e in zip(r.mean_return, r.stderr)]))
-    lines += [format_table(["method", "seed", *[f"{k} steps" for k in steps]], rows, markdown=True), ""]
+            for protocol in PROTOCOLS:
+                r = results[protocol][(method, s)]
+                rows.append((LABELS[method], s, protocol,
+                             *[f"{m:.2f} +/- {e:.2f}" for m, e in zip(r.mean_return, r.stderr)]))
+    lines += [format_table(["method", "seed", "protocol", *[f"{k} steps" for k in steps]], rows, markdown=True), ""]
     rows = []
     for method in methods:
         per_iteration = [iteration_seconds(run_dir(runs, method, s)) for s in seeds]
@@ -146,8 +189,8 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     lines += ["## Time (this machine, one torch thread per run)", "",
               format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
                            markdown=True), "", f"![adaptation curves]({page}.png)", ""]
-    plot_adaptation({LABELS[m]: results[(m, seeds[0])] for m in methods}, out / f"{page}.png",
-                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks")
+    plot_adaptation({LABELS[m]: results["steps"][(m, seeds[0])] for m in methods}, out / f"{page}.png",
+                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks, steps protocol")
     return "\n".join(lines)
 
 
@@ -175,6 +218,9 @@ def main() -> None:
         walls = dict(zip(jobs, pool.map(
             lambda job: train(config_path(args.family, job[0]), run_dir(runs, *job), job[1], args.set),
             jobs)))
+        evaluations = [(job, protocol) for job in jobs for protocol in PROTOCOLS]  # training evaluated one of them
+        list(pool.map(lambda item: evaluate_protocol(run_dir(runs, *item[0]), config_path(args.family, item[0][0]),
+                                                     args.set, item[1]), evaluations))
     command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
                        + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
                        + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else []))
