@@ -136,6 +136,14 @@ class TaskFamily(ABC):
     def make_env(self, task: Task | None = None, **kwargs: Any) -> gym.Env:
         """Build a single env set to ``task`` (a family default when ``None``)."""
 
+    task_sets: tuple[str, ...] = ()  # names :meth:`task_set` knows
+
+    def task_set(self, name: str) -> list[Task]:
+        """A fixed, named list of tasks (for example the test tasks of a paper); the family's names
+        are in ``task_sets``."""
+        known = ", ".join(self.task_sets) or "none"
+        raise ValueError(f"task family {self.name!r} has no task set {name!r} (its task sets: {known})")
+
     def make_batched(self, tasks: Sequence[Task]) -> BatchedTaskEnv:
         """Build a batched env with one copy per task (default: :class:`EnvListBatch` over :meth:`make_env`)."""
         return EnvListBatch([self.make_env(task) for task in tasks], horizon=self.horizon)

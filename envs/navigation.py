@@ -220,6 +220,17 @@ class Navigation2D(TaskFamily):
         goals = rng.uniform(self.goal_low, self.goal_high, size=(int(n), 2))
         return [{"goal": goal.copy()} for goal in goals]
 
+    task_sets = ("finn2017",)
+
+    def task_set(self, name: str) -> list[Task]:
+        """``"finn2017"``: the 40 test goals of Finn et al.'s navigation results
+        (``maml_examples/test_maml_point.py``: ``np.random.seed(1)``, then 40 x 2 uniform draws on
+        [-0.5, 0.5]), on which their published returns were measured."""
+        if name != "finn2017":
+            return super().task_set(name)
+        goals = np.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2))
+        return [{"goal": goal.copy()} for goal in goals]
+
     def make_env(self, task: Task | None = None, **kwargs: Any) -> Navigation2DEnv:
         """Build a :class:`Navigation2DEnv` (``kwargs`` go to its constructor; horizon defaults to the family's)."""
         kwargs.setdefault("horizon", self.horizon)

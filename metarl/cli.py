@@ -61,8 +61,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     from metarl.trainer import PARAMS_FILE, load_params
 
     run_dirs = [finished_run(path) for path in args.run_dirs]
-    protocol = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
-    configs = [load_config(d / "config.yaml", protocol) for d in run_dirs]
+    overrides = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
+    overrides += [f"evaluation.task_set={args.task_set}"] if args.task_set else []
+    configs = [load_config(d / "config.yaml", overrides) for d in run_dirs]
     seed = args.seed
     if seed is None and len({c.evaluation.seed for c in configs}) > 1:
         seed = configs[0].evaluation.seed
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--protocol", choices=["episodes", "steps"], default=None,
                             help="'episodes': independent episodes per task; 'steps': collected to a step budget as in "
                                  "Finn et al.'s code, whose tables report it (default: the run config's evaluation.protocol)")
+    evaluation.add_argument("--task-set", default=None, metavar="NAME",
+                            help="evaluate on a fixed task set of the family instead of drawn tasks, e.g. navigation's "
+                                 "'finn2017' (the 40 test goals of Finn et al.)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
     export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")

@@ -139,6 +139,7 @@ class EvaluationConfig(_Section):
     seed: int = Field(20171, ge=0, lt=2**63)
     at_end: bool = True
     protocol: Literal["episodes", "steps"] = "episodes"
+    task_set: Optional[str] = None
 
 
 class CheckpointConfig(_Section):

@@ -15,6 +15,10 @@ Two collection protocols (``evaluation.protocol``), each used for the steps and 
   (:mod:`metarl.sampling.step_budget`). Episodes that end early are over-represented, so where
   episodes can end before the horizon (navigation's goal) its returns are higher than the unbiased
   ones for the same policy.
+
+The held-out tasks are drawn from the evaluation seed's task stream, or, with
+``evaluation.task_set``, are the first ones of a fixed list the family names (navigation's
+``finn2017``: the 40 test goals of Finn et al.).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class EvaluationResult:
     seed: int
     episodes_per_task: int
     protocol: str = "episodes"
+    task_set: str | None = None
 
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
@@ -86,9 +91,17 @@ def side_by_side(results: dict[str, EvaluationResult]) -> str:
 
 def held_out_tasks(config: Config, num_tasks: int, seed: int) -> list[Task]:
     """The ``num_tasks`` held-out tasks of ``seed``, drawn from the evaluation seed's own task
-    stream (never the training stream), as :func:`evaluate` draws them."""
+    stream (never the training stream), as :func:`evaluate` draws them; with
+    ``evaluation.task_set``, the first ``num_tasks`` tasks of that set."""
+    family = build_family(config)
+    name = config.evaluation.task_set
+    if name is not None:
+        tasks = family.task_set(name)
+        if num_tasks > len(tasks):
+            raise ValueError(f"num_tasks = {num_tasks}: task set {name!r} has {len(tasks)} tasks")
+        return tasks[:num_tasks]
     stream = np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))
-    return build_family(config).sample_tasks(num_tasks, np.random.default_rng(stream))
+    return family.sample_tasks(num_tasks, np.random.default_rng(stream))
 
 
 def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, steps: int, seed: int,
@@ -114,10 +127,10 @@ LATEST_EVALUATION = "evaluation.json"
 
 
 def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes_per_task: int, seed: int,
-                    protocol: str = "episodes") -> Path:
+                    protocol: str = "episodes", task_set: str | None = None) -> Path:
     """Where :func:`save_evaluation` keeps the result of these settings:
-    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol].json``."""
-    suffix = "" if protocol == "episodes" else f"-{protocol}protocol"
+    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol][-<set>tasks].json``."""
+    suffix = ("" if protocol == "episodes" else f"-{protocol}protocol") + ("" if task_set is None else f"-{task_set}tasks")
     return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
 
 
@@ -126,7 +139,8 @@ def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
     what ``metarl plot`` draws) and under a name of its settings (:func:`evaluation_path`), so that
     an evaluation with other settings never replaces it. Returns the second path."""
     named = evaluation_path(run_dir, num_tasks=result.num_tasks, steps=result.steps[-1],
-                            episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol)
+                            episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol,
+                            task_set=result.task_set)
     result.save(named)
     result.save(Path(run_dir) / LATEST_EVALUATION)
     return named
@@ -173,4 +187,4 @@ def evaluate(
         means.append(float(per_task.mean()))
         errors.append(float(per_task.std(unbiased=True)) / math.sqrt(num_tasks))
     return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
-                            config.evaluation.protocol)
+                            config.evaluation.protocol, config.evaluation.task_set)

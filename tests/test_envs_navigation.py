@@ -364,3 +364,14 @@ def test_oracle_variant_exposes_the_goal_and_batches_like_single_envs():
     assert made.observation_space.shape == (4,)
     with pytest.raises(ValueError, match="oracle must be true or false"):
         make_family("navigation2d", oracle="yes")
+
+
+def test_finn2017_task_set_is_the_authors_test_goals():
+    family = envs.make_family("navigation2d")
+    goals = np.array([task["goal"] for task in family.task_set("finn2017")])
+    # test_maml_point.py: np.random.seed(1); np.random.uniform(-0.5, 0.5, size=(40, 2))
+    assert goals.shape == (40, 2) and np.all(np.abs(goals) <= 0.5)
+    np.testing.assert_allclose(goals[0], [0.417022 - 0.5, 0.72032449 - 0.5], atol=1e-6)
+    np.testing.assert_array_equal(goals, np.array([t["goal"] for t in family.task_set("finn2017")]))
+    with pytest.raises(ValueError, match=r"no task set 'finn2018' \(its task sets: finn2017\)"):
+        family.task_set("finn2018")

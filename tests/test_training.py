@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from metarl.config import load_config, validate
-from metarl.evaluation import EvaluationResult, evaluate
+import envs
+from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks
 from metarl.trainer import MetaTrainer, NonFiniteError
 
 ROOT = Path(__file__).parent.parent
@@ -132,6 +133,11 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert steps_protocol.protocol == "steps" and steps_protocol.steps == [0, 1]
     result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
+    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-seed20171-finn2017tasks.json").task_set == "finn2017"
+    result = metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
+    assert result.returncode == 2 and "has no task set 'finn2018'" in result.stderr
 
 
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
@@ -317,6 +323,18 @@ def test_runs_started_together_get_their_own_directories(tmp_path, monkeypatch):
     config = tiny()
     dirs = {create_run_dir(config) for _ in range(3)}
     assert len(dirs) == 3 and all(d.is_dir() for d in dirs)
+
+
+def test_evaluation_on_a_task_set_takes_its_first_tasks():
+    config = tiny(evaluation={"task_set": "finn2017"})
+    expected = envs.make_family("navigation2d").task_set("finn2017")
+    tasks = held_out_tasks(config, 3, seed=5)
+    assert [t["goal"].tolist() for t in tasks] == [t["goal"].tolist() for t in expected[:3]]
+    assert held_out_tasks(config, 3, seed=6)[0]["goal"].tolist() == tasks[0]["goal"].tolist()  # fixed, whatever the seed
+    with pytest.raises(ValueError, match="task set 'finn2017' has 40 tasks"):
+        held_out_tasks(config, 41, seed=5)
+    result = evaluate(config, MetaTrainer(config).params, num_tasks=2, steps=0)
+    assert result.task_set == "finn2017"
 
 
 def test_evaluation_checks_seed_and_parameter_shapes():
