@@ -4,10 +4,11 @@ Trains MAML, FO-MAML and HF-MAML (TRPO outer step, the paper's hyper-parameters:
 ``configs/<family>-{maml,fomaml,hfmaml}.yaml``) and, where configs exist (navigation), the paper's
 three baselines (``configs/navigation-{pretrained,random,oracle}.yaml``) for several seeds, each
 with the ``metarl train`` command, and evaluates every run on the same 40 held-out tasks after
-0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed) under both collection
-protocols of ``metarl.evaluation``: ``steps``, the authors' (what the published values measure),
-and ``episodes``, independent episodes (unbiased). Writes a markdown page with the tables beside
-the published one, the per-seed numbers, the wall time, and a plot.
+0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed) twice: as the published
+values were measured (the authors' test tasks where the family has them, navigation's
+``finn2017``, and their collection, the ``steps`` protocol) and unbiased (tasks drawn from the
+evaluation seed, independent episodes). Writes a markdown page with both tables beside the
+published one, the per-seed numbers, the wall time, and a plot.
 
     python scripts/reproduce_maml_rl.py --family navigation [--seeds 1 2 3] [--jobs 2]
         [--methods maml fomaml ...] [--set outer.metric=adapted ...] [--page navigation]
@@ -55,11 +56,30 @@ PUBLISHED = {
     "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
     "ant-goal": {},
 }
-PROTOCOLS = {
-    "steps": ("collected as in Finn et al.'s code, the protocol of the published values: {n} environments per task "
-              "run until their finished episodes hold {n} x horizon steps, episodes still running are dropped"),
-    "episodes": "{n} independent episodes per task and step (unbiased)",
-}
+# The two evaluations of every run: as the published values were measured, and unbiased.
+EVALUATIONS = ("published", "unbiased")
+TASK_SETS = {"navigation": "finn2017"}  # the authors' test tasks, where a family has them
+
+
+def evaluation_settings(family: str, evaluation: str) -> dict[str, str | None]:
+    """``protocol`` and ``task_set`` of one of the :data:`EVALUATIONS`."""
+    if evaluation == "published":
+        return {"protocol": "steps", "task_set": TASK_SETS.get(family)}
+    return {"protocol": "episodes", "task_set": None}
+
+
+def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str:
+    settings = evaluation_settings(family, evaluation)
+    if evaluation == "unbiased":
+        return (f"{tasks} tasks drawn from the evaluation seed {seed}, {n} independent episodes per task and step "
+                "(`episodes` protocol): an unbiased estimate of the expected return.")
+    where = (f"on the authors' {tasks} test tasks (task set `{settings['task_set']}`)" if settings["task_set"]
+             else f"on {tasks} tasks drawn from the evaluation seed {seed} (the authors' test tasks are not reproduced)")
+    return (f"As the published values were measured: {where}, collected as their code collects (`steps` "
+            f"protocol: {n} environments per task run until their finished episodes hold {n} x horizon steps; "
+            "episodes still running are dropped, so episodes that end early count more).")
+
+
 TITLES = {"navigation": "2D navigation", "halfcheetah-vel": "HalfCheetah velocity",
           "halfcheetah-dir": "HalfCheetah direction", "ant-vel": "Ant velocity", "ant-dir": "Ant direction",
           "ant-goal": "Ant goal"}
@@ -96,23 +116,30 @@ def metarl_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def result_path(directory: Path, config_file: Path, overrides: list[str], protocol: str) -> Path:
-    """Where the run's evaluation of ``protocol`` with its config's settings is saved."""
-    config = load_config(config_file, overrides)
+def evaluation_overrides(family: str, evaluation: str) -> list[str]:
+    return [f"evaluation.{key}={'null' if value is None else value}"
+            for key, value in evaluation_settings(family, evaluation).items()]
+
+
+def result_path(directory: Path, family: str, method: str, overrides: list[str], evaluation: str) -> Path:
+    """Where the run's evaluation ``evaluation`` (with its config's other settings) is saved."""
+    config = load_config(config_path(family, method), [*overrides, *evaluation_overrides(family, evaluation)])
     settings = config.evaluation
     return evaluation_path(directory, num_tasks=settings.tasks, steps=settings.steps, seed=settings.seed,
                            episodes_per_task=settings.episodes_per_task or config.meta.episodes_per_task,
-                           protocol=protocol)
+                           protocol=settings.protocol, task_set=settings.task_set)
 
 
-def evaluate_protocol(directory: Path, config_file: Path, overrides: list[str], protocol: str) -> None:
-    """Evaluate a trained run with ``protocol`` (``metarl evaluate --protocol``), unless done."""
-    if result_path(directory, config_file, overrides, protocol).exists():
+def evaluate_run(directory: Path, family: str, method: str, overrides: list[str], evaluation: str) -> None:
+    """Evaluate a trained run (``metarl evaluate``) as ``evaluation`` says, unless done."""
+    if result_path(directory, family, method, overrides, evaluation).exists():
         return
-    command = [sys.executable, "-m", "metarl", "evaluate", str(directory), "--protocol", protocol, "--quiet"]
+    settings = evaluation_settings(family, evaluation)
+    command = [sys.executable, "-m", "metarl", "evaluate", str(directory), "--protocol", settings["protocol"],
+               *(["--task-set", settings["task_set"]] if settings["task_set"] else []), "--quiet"]
     done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"evaluating {directory} with protocol {protocol} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"evaluating {directory} ({evaluation}) failed:\n{done.stderr[-3000:]}")
 
 
 def iteration_seconds(directory: Path) -> float | None:
@@ -145,41 +172,40 @@ def returns_table(results: dict[tuple[str, int], EvaluationResult], family: str,
 
 def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
               out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
-    results = {protocol: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), config_path(family, m),
-                                                                    overrides, protocol))
-                          for m in methods for s in seeds}
-               for protocol in PROTOCOLS}
-    first = results["steps"][(methods[0], seeds[0])]
+    results = {e: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), family, m, overrides, e))
+                   for m in methods for s in seeds}
+               for e in EVALUATIONS}
+    first = results["unbiased"][(methods[0], seeds[0])]
     steps = first.steps
     config = load_config(config_path(family, methods[0]), overrides)
     n = first.episodes_per_task
     lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
              f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
-             f"Every run is evaluated on the same {first.num_tasks} held-out tasks (evaluation seed {first.seed}) "
-             f"after 0..{steps[-1]} policy-gradient steps of the training inner step, under two collection protocols "
-             f"(`evaluation.protocol`). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
+             f"Every run is evaluated twice, each time on the same {first.num_tasks} held-out tasks for all runs, "
+             f"after 0..{steps[-1]} policy-gradient steps of the training inner step: as the published values were "
+             "measured, and unbiased (`metarl evaluate --protocol --task-set`, see the README's evaluation "
+             f"protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
              f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
              f"{config.meta.episodes_per_task} episodes (the paper's: 500 x {20 if family == 'navigation' else 40} "
              f"x 20). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
              f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
              "below include any other load the machine had.", ""]
-    for protocol, description in PROTOCOLS.items():
-        lines += [f"## Mean return on held-out tasks, `{protocol}` protocol", "",
-                  description.format(n=n)[0].upper() + description.format(n=n)[1:] + ". "
-                  "Mean over seeds +/- standard error over seeds.", "",
-                  returns_table(results[protocol], family, methods, seeds, steps), ""]
+    for evaluation in EVALUATIONS:
+        lines += [f"## Mean return on held-out tasks, {evaluation}", "",
+                  describe(family, evaluation, n, first.num_tasks, first.seed) + " Mean over seeds +/- standard "
+                  "error over seeds.", "", returns_table(results[evaluation], family, methods, seeds, steps), ""]
     if "oracle" in methods:
         lines += ["The oracle sees the goal and is not adapted: its one number is its return.", ""]
     lines += ["## Per seed (mean return +/- standard error over the held-out tasks)", ""]
     rows = []
     for method in methods:
         for s in seeds:
-            for protocol in PROTOCOLS:
-                r = results[protocol][(method, s)]
-                rows.append((LABELS[method], s, protocol,
+            for evaluation in EVALUATIONS:
+                r = results[evaluation][(method, s)]
+                rows.append((LABELS[method], s, evaluation,
                              *[f"{m:.2f} +/- {e:.2f}" for m, e in zip(r.mean_return, r.stderr)]))
-    lines += [format_table(["method", "seed", "protocol", *[f"{k} steps" for k in steps]], rows, markdown=True), ""]
+    lines += [format_table(["method", "seed", "evaluation", *[f"{k} steps" for k in steps]], rows, markdown=True), ""]
     rows = []
     for method in methods:
         per_iteration = [iteration_seconds(run_dir(runs, method, s)) for s in seeds]
@@ -189,8 +215,8 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     lines += ["## Time (this machine, one torch thread per run)", "",
               format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
                            markdown=True), "", f"![adaptation curves]({page}.png)", ""]
-    plot_adaptation({LABELS[m]: results["steps"][(m, seeds[0])] for m in methods}, out / f"{page}.png",
-                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks, steps protocol")
+    plot_adaptation({LABELS[m]: results["published"][(m, seeds[0])] for m in methods}, out / f"{page}.png",
+                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks, evaluated as published")
     return "\n".join(lines)
 
 
@@ -218,9 +244,9 @@ def main() -> None:
         walls = dict(zip(jobs, pool.map(
             lambda job: train(config_path(args.family, job[0]), run_dir(runs, *job), job[1], args.set),
             jobs)))
-        evaluations = [(job, protocol) for job in jobs for protocol in PROTOCOLS]  # training evaluated one of them
-        list(pool.map(lambda item: evaluate_protocol(run_dir(runs, *item[0]), config_path(args.family, item[0][0]),
-                                                     args.set, item[1]), evaluations))
+        evaluations = [(job, e) for job in jobs for e in EVALUATIONS]  # training did the unbiased one
+        list(pool.map(lambda item: evaluate_run(run_dir(runs, *item[0]), args.family, item[0][0], args.set, item[1]),
+                      evaluations))
     command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
                        + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
                        + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else []))

@@ -109,11 +109,12 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     page = (out / "tiny.md").read_text()
-    assert "| MAML |" in page and "-40.4 / -11.7 / -3.3 / -3.2" in page and "| oracle | 2 | steps |" in page
-    assert page.count("-40.4 / -11.7 / -3.3 / -3.2") == 2  # a table per evaluation protocol
-    assert "## Mean return on held-out tasks, `steps` protocol" in page and "`episodes` protocol" in page
-    for protocol in ("", "-stepsprotocol"):
-        assert (runs / "maml-seed2" / f"evaluation-3tasks-3steps-40episodes-seed20171{protocol}.json").exists()
+    assert "| MAML |" in page and "-40.4 / -11.7 / -3.3 / -3.2" in page and "| oracle | 2 | published |" in page
+    assert page.count("-40.4 / -11.7 / -3.3 / -3.2") == 2  # a table per evaluation
+    assert "## Mean return on held-out tasks, published" in page and "authors' 3 test tasks (task set `finn2017`)" in page
+    assert "## Mean return on held-out tasks, unbiased" in page
+    for evaluation in ("", "-stepsprotocol-finn2017tasks"):
+        assert (runs / "maml-seed2" / f"evaluation-3tasks-3steps-40episodes-seed20171{evaluation}.json").exists()
     assert (out / "tiny.png").stat().st_size > 0
     assert sorted(p.name for p in runs.iterdir()) == sorted(f"{m}-seed{s}" for m in ("maml", "random", "oracle")
                                                              for s in (1, 2))
