@@ -100,8 +100,8 @@ class PolicyGradientOracle:
         scale = per_step_scale(advantages, mask) if self.per_step_units else None
         counts = episodes.episode_counts()
         if bool((counts < episodes.episodes_per_task).any()):  # a collection dropped episodes: mean over the rest
-            present = episodes.episodes_per_task / counts.clamp_min(1)
-            scale = present if scale is None else scale * present
+            over_present = episodes.episodes_per_task / counts.clamp_min(1)
+            scale = over_present if scale is None else scale * over_present
         scores = advantages * discounts if self.discount_scores else advantages
         return PolicyGradientBatch(episodes, episodes.log_probs, scores, values, discounts, scale)
 
