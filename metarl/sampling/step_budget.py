@@ -99,6 +99,8 @@ class StepBudgetSampler(Sampler):
 
 def _scatter_tasks(drawn: Episodes, rows: Tensor, num_tasks: int) -> Episodes:
     """``drawn`` (episodes of the tasks ``rows``) placed in a batch of ``num_tasks`` tasks, zero elsewhere."""
+    if len(rows) == num_tasks:  # every task drawn (always the first round): already in place
+        return drawn
     full = {}
     for f in fields(Episodes):
         value = getattr(drawn, f.name)
