@@ -130,6 +130,7 @@ class TrainConfig(_Section):
     iterations: int = Field(200, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
     threads: Optional[int] = Field(None, ge=1)
+    reuse_freed_memory: bool = True  # keep freed tensor memory in the process (metarl.allocator; glibc only)
 
 
 class EvaluationConfig(_Section):

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs import Task
+from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler
 from metarl.config import Config
 from metarl.logging import format_table
@@ -169,6 +170,8 @@ def evaluate(
         raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
     if not 0 <= seed < 2**63 or seed == config.seed:
         raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
+    if config.train.reuse_freed_memory:
+        reuse_freed_memory()
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     tasks = held_out_tasks(config, num_tasks, seed)
     bar = tqdm(total=steps + 1, desc="evaluate", unit="step", disable=None if progress else True, dynamic_ncols=True)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
 from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
@@ -53,6 +54,8 @@ class MetaTrainer:
     def __init__(self, config: Config, params: Params | None = None) -> None:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
+        if config.train.reuse_freed_memory:
+            reuse_freed_memory()
         self.config = config
         self.family, self.policy = build_family_and_policy(config)
         dtype = next(self.policy.parameters()).dtype
