@@ -63,6 +63,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     run_dirs = [finished_run(path) for path in args.run_dirs]
     overrides = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
     overrides += [f"evaluation.task_set={args.task_set}"] if args.task_set else []
+    overrides += [f"evaluation.later_step_scale={args.later_step_scale}"] if args.later_step_scale is not None else []
     configs = [load_config(d / "config.yaml", overrides) for d in run_dirs]
     seed = args.seed
     if seed is None and len({c.evaluation.seed for c in configs}) > 1:
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--task-set", default=None, metavar="NAME",
                             help="evaluate on a fixed task set of the family instead of drawn tasks, e.g. navigation's "
                                  "'finn2017' (the 40 test goals of Finn et al.)")
+    evaluation.add_argument("--later-step-scale", type=float, default=None, metavar="SCALE",
+                            help="take the steps after the first at SCALE times the inner step (Finn et al.'s test: 0.5; "
+                                 "default: the run config's evaluation.later_step_scale)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
     export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")

@@ -141,6 +141,7 @@ class EvaluationConfig(_Section):
     at_end: bool = True
     protocol: Literal["episodes", "steps"] = "episodes"
     task_set: Optional[str] = None
+    later_step_scale: float = Field(1.0, gt=0)  # steps after the first at this multiple of the inner step
 
 
 class CheckpointConfig(_Section):

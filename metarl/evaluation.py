@@ -59,6 +59,7 @@ class EvaluationResult:
     episodes_per_task: int
     protocol: str = "episodes"
     task_set: str | None = None
+    later_step_scale: float = 1.0
 
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
@@ -109,8 +110,9 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
-    step, or as many environments with ``evaluation.protocol = "steps"``); returns the task-batched
-    parameters after 0..steps steps and the batch drawn at each."""
+    step, or as many environments with ``evaluation.protocol = "steps"``), the steps after the first
+    scaled by ``evaluation.later_step_scale``; returns the task-batched parameters after 0..steps
+    steps and the batch drawn at each."""
     family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
@@ -121,17 +123,19 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
         if config.evaluation.protocol == "steps":
             sampler = StepBudgetSampler(sampler, family.horizon)
         oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
-        return adapt(oracle, start, inner_lr=alpha, steps=steps, on_batch=on_batch)
+        return adapt(oracle, start, inner_lr=alpha, steps=steps, later_step_scale=config.evaluation.later_step_scale,
+                     on_batch=on_batch)
 
 
 LATEST_EVALUATION = "evaluation.json"
 
 
 def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes_per_task: int, seed: int,
-                    protocol: str = "episodes", task_set: str | None = None) -> Path:
-    """Where :func:`save_evaluation` keeps the result of these settings:
-    ``evaluation-<tasks>tasks-<steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol][-<set>tasks].json``."""
+                    protocol: str = "episodes", task_set: str | None = None, later_step_scale: float = 1.0) -> Path:
+    """Where :func:`save_evaluation` keeps the result of these settings: ``evaluation-<tasks>tasks-
+    <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol][-<set>tasks][-laterstep<scale>].json``."""
     suffix = ("" if protocol == "episodes" else f"-{protocol}protocol") + ("" if task_set is None else f"-{task_set}tasks")
+    suffix += "" if later_step_scale == 1 else f"-laterstep{later_step_scale:g}"
     return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
 
 
@@ -141,7 +145,7 @@ def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
     an evaluation with other settings never replaces it. Returns the second path."""
     named = evaluation_path(run_dir, num_tasks=result.num_tasks, steps=result.steps[-1],
                             episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol,
-                            task_set=result.task_set)
+                            task_set=result.task_set, later_step_scale=result.later_step_scale)
     result.save(named)
     result.save(Path(run_dir) / LATEST_EVALUATION)
     return named
@@ -190,4 +194,4 @@ def evaluate(
         means.append(float(per_task.mean()))
         errors.append(float(per_task.std(unbiased=True)) / math.sqrt(num_tasks))
     return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
-                            config.evaluation.protocol, config.evaluation.task_set)
+                            config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale)

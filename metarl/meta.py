@@ -315,9 +315,11 @@ def meta_gradient(
     ).direction
 
 
-def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int,
+def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int, later_step_scale: float = 1.0,
           on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
-    """``steps`` policy-gradient steps from ``params``, each on a fresh batch.
+    """``steps`` policy-gradient steps from ``params``, each on a fresh batch: the first of size
+    ``inner_lr``, the later ones of ``later_step_scale * inner_lr`` (Finn et al.'s test code takes
+    them at half the first).
 
     Returns the parameters after 0..steps steps and the batches drawn at each of them
     (``steps + 1`` of each: the last batch measures the fully adapted parameters).
@@ -331,7 +333,8 @@ def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int,
             on_batch(k, batches[k])
         if k < steps:
             grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
-            thetas.append(_axpy(thetas[k], inner_lr, grad, task_axis))
+            step_size = inner_lr if k == 0 else inner_lr * later_step_scale
+            thetas.append(_axpy(thetas[k], step_size, grad, task_axis))
     return thetas, batches
 
 

@@ -332,3 +332,31 @@ def test_gradient_evaluations_per_estimate(method: str, difference: str, hessian
     meta_gradient(method, oracle, {"x": torch.ones(2, 2, dtype=torch.float64)}, inner_lr=0.1, inner_steps=3,
                   hessian_batch=hessian_batch, difference=difference)
     assert oracle.calls == expected
+
+
+class _Quadratic:
+    """Deterministic objective ``-0.5 ||x - target||^2`` (no data): gradient steps in closed form."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target = target
+
+    def sample(self, params):
+        return None
+
+    def objective(self, params, batch):
+        return -0.5 * (params["x"] - self.target).pow(2).sum()
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_adapt_takes_the_later_steps_at_their_scale(scale: float) -> None:
+    """``x_{k+1} = x_k + alpha_k (target - x_k)``: ``x_k - target = (x_0 - target) prod_j (1 - alpha_j)``
+    with ``alpha_0 = alpha`` and ``alpha_j = scale * alpha`` after."""
+    from metarl.meta import adapt
+
+    target, start, alpha = torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]), 0.3
+    thetas, batches = adapt(_Quadratic(target), {"x": start}, inner_lr=alpha, steps=3, later_step_scale=scale)
+    assert len(thetas) == len(batches) == 4
+    factor = 1.0
+    for k, theta in enumerate(thetas):
+        torch.testing.assert_close(theta["x"] - target, (start - target) * factor)
+        factor *= 1 - (alpha if k == 0 else scale * alpha)

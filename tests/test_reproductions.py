@@ -113,7 +113,8 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     assert page.count("-40.4 / -11.7 / -3.3 / -3.2") == 2  # a table per evaluation
     assert "## Mean return on held-out tasks, published" in page and "authors' 3 test tasks (task set `finn2017`)" in page
     assert "## Mean return on held-out tasks, unbiased" in page
-    for evaluation in ("", "-stepsprotocol-finn2017tasks"):
+    assert "the steps after the first taken at 0.5 times the first" in page
+    for evaluation in ("", "-stepsprotocol-finn2017tasks-laterstep0.5"):
         assert (runs / "maml-seed2" / f"evaluation-3tasks-3steps-40episodes-seed20171{evaluation}.json").exists()
     assert (out / "tiny.png").stat().st_size > 0
     assert sorted(p.name for p in runs.iterdir()) == sorted(f"{m}-seed{s}" for m in ("maml", "random", "oracle")

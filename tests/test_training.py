@@ -138,6 +138,11 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-seed20171-finn2017tasks.json").task_set == "finn2017"
     result = metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
     assert result.returncode == 2 and "has no task set 'finn2018'" in result.stderr
+    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "2", "--later-step-scale", "0.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-seed20171-laterstep0.5.json").later_step_scale == 0.5
+    result = metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "evaluation.later_step_scale" in result.stderr
 
 
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
@@ -335,6 +340,20 @@ def test_evaluation_on_a_task_set_takes_its_first_tasks():
         held_out_tasks(config, 41, seed=5)
     result = evaluate(config, MetaTrainer(config).params, num_tasks=2, steps=0)
     assert result.task_set == "finn2017"
+
+
+def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
+    from metarl.evaluation import save_evaluation
+
+    sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
+    params = MetaTrainer(tiny(**sections)).params
+    full = evaluate(tiny(**sections), params, num_tasks=3, steps=2)
+    halved = evaluate(tiny(**sections, evaluation={"later_step_scale": 0.5}), params, num_tasks=3, steps=2)
+    assert halved.mean_return[:2] == full.mean_return[:2] and halved.mean_return[2] != full.mean_return[2]
+    assert (full.later_step_scale, halved.later_step_scale) == (1.0, 0.5)
+    assert save_evaluation(halved, tmp_path).name == "evaluation-3tasks-2steps-2episodes-seed20171-laterstep0.5.json"
+    with pytest.raises(ValueError, match="later_step_scale"):
+        validate({"evaluation": {"later_step_scale": 0}})
 
 
 def test_evaluation_checks_seed_and_parameter_shapes():
