@@ -11,7 +11,7 @@ leading axis, and the forward pass is vectorised over it with ``torch.func.vmap`
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -95,13 +95,36 @@ class FunctionalPolicy(nn.Module):
     def _batched_mlp(self, net: nn.Sequential, prefix: str, params: Params, obs: Tensor) -> Tensor:
         """``net`` applied per task: obs (B, ..., in) and weights (B, out, in)."""
         x = obs.reshape(obs.shape[0], -1, obs.shape[-1])
-        for i, layer in enumerate(net):
-            if isinstance(layer, nn.Linear):
-                weight, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            else:
-                x = layer(x)
+        x = _apply_layers(_batched_layers(net, prefix, params), x)
         return x.reshape(*obs.shape[:-1], x.shape[-1])
+
+    def actor(self, params: Params, noise: Tensor) -> Callable[[int, Tensor], tuple[Tensor, Tensor]]:
+        """``step(t, obs)``: the actions and log-probabilities ``act(params, obs, noise[t])`` returns,
+        for a rollout at fixed ``params`` with its noise (T, ...) drawn in advance. Subclasses prepare
+        once what does not change from step to step (the sampler calls ``step`` every time step)."""
+        return lambda t, obs: self.act(params, obs, noise[t])
+
+
+BatchedLayer = tuple[Tensor, Tensor] | nn.Module
+
+
+def _batched_layers(net: nn.Sequential, prefix: str, params: Params) -> list[BatchedLayer]:
+    """The layers of ``net`` for task-batched ``params``: ``(bias (B, 1, out), weight (B, in, out))``
+    for a linear layer, the module itself for an activation."""
+    layers: list[BatchedLayer] = []
+    for i, layer in enumerate(net):
+        if isinstance(layer, nn.Linear):
+            layers.append((params[f"{prefix}.{i}.bias"].unsqueeze(1), params[f"{prefix}.{i}.weight"].transpose(1, 2)))
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _apply_layers(layers: list[BatchedLayer], x: Tensor) -> Tensor:
+    """``x`` (B, N, in) through :func:`_batched_layers`' layers."""
+    for layer in layers:
+        x = torch.baddbmm(layer[0], x, layer[1]) if isinstance(layer, tuple) else layer(x)
+    return x
 
 
 class GaussianMLPPolicy(FunctionalPolicy):
@@ -156,6 +179,18 @@ class GaussianMLPPolicy(FunctionalPolicy):
         mean, log_std = self.forward_with(params, obs)
         log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         return mean + torch.exp(log_std) * noise, log_prob
+
+    def actor(self, params: Params, noise: Tensor) -> Callable[[int, Tensor], tuple[Tensor, Tensor]]:
+        """As :meth:`FunctionalPolicy.actor`, for task-batched ``params`` and observations (B, M, obs_dim):
+        the layers, the standard deviation and every step's log-probability (which depends on the noise
+        only) are computed once; each step is then the mean network and ``mean + std * noise[t]``."""
+        if not self.is_task_batched(params):
+            return super().actor(params, noise)
+        layers = _batched_layers(self.mean_net, "mean_net", params)
+        log_std = params["log_std"].unsqueeze(1)  # (B, 1, action_dim), broadcast over a task's M rows
+        std = torch.exp(log_std)
+        log_probs = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return lambda t, obs: (_apply_layers(layers, obs) + std * noise[t], log_probs[t])
 
     def mode(self, params: Params, obs: Tensor) -> Tensor:
         """The deterministic action (the mean)."""

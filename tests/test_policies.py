@@ -26,6 +26,22 @@ def test_task_batched_forward_equals_vmap_of_functional_call(activation):
     assert policy.is_task_batched(params) and not policy.is_task_batched(policy.init_params())
 
 
+@pytest.mark.parametrize("policy", [GaussianMLPPolicy(3, 2, (16, 8), "tanh"), CategoricalMLPPolicy(3, 4, (16,), "relu")],
+                         ids=["gaussian", "categorical"])
+@pytest.mark.parametrize("task_batched", [True, False])
+def test_a_rollout_actor_returns_exactly_what_act_returns(policy, task_batched):
+    """The sampler's per-step ``actor`` (prepared once per rollout) and ``act`` agree bit for bit."""
+    torch.manual_seed(2)
+    params = stacked(policy.init_params(), 4) if task_batched else policy.init_params()
+    steps, shape = 6, (4, 5, policy.action_dim if isinstance(policy, GaussianMLPPolicy) else policy.num_actions)
+    noise = torch.randn(steps, *shape) if isinstance(policy, GaussianMLPPolicy) else torch.rand(steps, *shape)
+    act = policy.actor(params, noise)
+    for t in range(steps):
+        obs = torch.randn(4, 5, 3)
+        for got, expected in zip(act(t, obs), policy.act(params, obs, noise[t])):
+            assert torch.equal(got, expected)
+
+
 def test_gaussian_log_prob_matches_torch_distributions():
     torch.manual_seed(1)
     policy = GaussianMLPPolicy(2, 3, (8,), init_std=0.5).double()

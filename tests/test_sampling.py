@@ -67,8 +67,13 @@ def test_rollouts_run_torch_on_one_thread_and_restore_the_thread_count(monkeypat
     of the other back-ends run one thread), so the in-process sampler runs one thread as well."""
     family, policy, sampler = make_sampler()
     seen = []
-    act = policy.act
-    monkeypatch.setattr(policy, "act", lambda *args: seen.append(torch.get_num_threads()) or act(*args))
+    actor = policy.actor
+
+    def watched_actor(*args):
+        step = actor(*args)
+        return lambda *step_args: seen.append(torch.get_num_threads()) or step(*step_args)
+
+    monkeypatch.setattr(policy, "actor", watched_actor)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -134,10 +134,12 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
     logp_buf = torch.zeros((horizon, B, M), dtype=dtype)
     alive = np.zeros(B * M, dtype=bool)
     alive[rows] = True
+    with torch.no_grad():
+        act = policy.actor(params, noise)
     for t in range(horizon):
         obs_t = torch.tensor(obs_rows, dtype=dtype).view(B, M, -1)
         with torch.no_grad():
-            actions, log_probs = policy.act(params, obs_t, noise[t])
+            actions, log_probs = act(t, obs_t)
         if act_buf is None:
             act_buf = torch.zeros((horizon, *actions.shape), dtype=actions.dtype)
         obs_buf[t], act_buf[t], logp_buf[t] = obs_t, actions, log_probs
