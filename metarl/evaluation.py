@@ -18,7 +18,8 @@ Two collection protocols (``evaluation.protocol``), each used for the steps and 
 
 The held-out tasks are drawn from the evaluation seed's task stream, or, with
 ``evaluation.task_set``, are the first ones of a fixed list the family names (navigation's
-``finn2017``: the 40 test goals of Finn et al.).
+``finn2017``: the 40 test goals of Finn et al.). ``evaluation.later_step_scale`` takes the steps
+after the first at a multiple of the inner step (Finn et al.'s test scripts: 0.5).
 """
 
 from __future__ import annotations

@@ -134,8 +134,7 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
     logp_buf = torch.zeros((horizon, B, M), dtype=dtype)
     alive = np.zeros(B * M, dtype=bool)
     alive[rows] = True
-    with torch.no_grad():
-        act = policy.actor(params, noise)
+    act = policy.actor(params, noise)  # params are detached: nothing here records a graph
     for t in range(horizon):
         obs_t = torch.tensor(obs_rows, dtype=dtype).view(B, M, -1)
         with torch.no_grad():
