@@ -71,7 +71,7 @@ for _family in LOCOMOTION_FAMILIES:
         if _env_id not in gym.envs.registry:
             gym.register(
                 id=_env_id,
-                entry_point=f"envs.mujoco_robots:{_family.env_class}",
+                entry_point="envs.locomotion:make_registered_env",
                 max_episode_steps=DEFAULT_HORIZON,
-                kwargs={"oracle": _oracle},
+                kwargs={"family": _family.name, "oracle": _oracle},
             )

@@ -137,6 +137,8 @@ class TaskFamily(ABC):
         """Build a single env set to ``task`` (a family default when ``None``)."""
 
     task_sets: tuple[str, ...] = ()  # names :meth:`task_set` knows
+    # Most copies a batched env should step at once (None: no limit); a sampler rolls out more in chunks.
+    preferred_batch_size: int | None = None
 
     def task_set(self, name: str) -> list[Task]:
         """A fixed, named list of tasks (for example the test tasks of a paper); the family's names

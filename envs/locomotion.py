@@ -99,45 +99,75 @@ def require_mujoco() -> None:
 
 @dataclass(frozen=True)
 class Robot:
-    """Constants of one MuJoCo robot as Gymnasium v5 builds it, and Finn et al.'s costs.
+    """One variant of a MuJoCo robot: how its model is built and stepped, what it observes, its costs.
 
-    :param xml_file: model file among Gymnasium's MuJoCo assets.
+    Two variants exist for each robot (:data:`ROBOTS`): ``"rllab"``, the environments Finn et al. ran
+    (rllab's, in cbfinn/maml_rl), and ``"v5"``, Gymnasium's v5 robots with the same rewards.
+
+    :param variant: ``"rllab"`` or ``"v5"``.
+    :param xml_file: model file among Gymnasium's MuJoCo assets (edited as below for ``"rllab"``).
     :param frame_skip: simulator steps per env step.
-    :param reset_noise_scale: Gymnasium's reset noise (uniform on qpos, normal on qvel).
-    :param position_dims: coordinates of the robot position used for velocity and goals.
-    :param position_body: body whose ``xpos`` is the robot position (None: ``qpos[:position_dims]``).
+    :param timestep: simulator timestep replacing the file's (None: the file's).
+    :param geom_solimp: contact impedance given to every geom (None: the file's).
+    :param init_qpos_numeric: start from the model's ``init_qpos`` numeric instead of ``qpos0``.
+    :param qpos_noise: reset noise on ``qpos``: ``"uniform"`` on ``[-scale, scale]`` or ``"normal"``.
+    :param qpos_noise_scale: its scale; ``qvel`` gets ``qvel_noise_scale * N(0, 1)``.
+    :param velocity: ``"subtree"`` (the torso subtree's centre-of-mass velocity after the step) or
+        ``"finite_difference"`` (change of the robot position over the step, divided by its duration).
+    :param position_dims: coordinates of the robot position and velocity used by the tasks.
+    :param position_body: body whose ``xpos`` is the robot position (None: ``qpos[:position_dims]``
+        for ``"finite_difference"``, the torso subtree's centre of mass for ``"subtree"``).
     :param skipped_qpos: leading ``qpos`` entries left out of the observation.
-    :param contact_obs: observe the clipped contact forces of the non-world bodies.
+    :param contact_bodies: observe the clipped contact forces of bodies ``contact_bodies..`` (None: not observed).
+    :param torso_frame: observe the torso's rotation matrix (9 numbers).
+    :param torso_com: observe the torso subtree's centre of mass (3 numbers).
     :param ctrl_cost_weight: weight of ``||a||^2`` (``a`` clipped, scaled to [-1, 1]).
-    :param contact_cost_weight: weight of ``||clip(cfrc_ext, -1, 1)||^2`` (0: not computed).
+    :param contact_cost_weight: weight of ``||clip(cfrc_ext, -1, 1)||^2`` over every body (0: not computed).
     :param survive_reward: paid on every step taken.
     :param healthy_z_range: the episode terminates when ``qpos[2]`` leaves it (None: never).
     """
 
     name: str
+    variant: str
     xml_file: str
     frame_skip: int
-    reset_noise_scale: float
+    velocity: str
     position_dims: int
-    position_body: int | None
     skipped_qpos: int
-    contact_obs: bool
     ctrl_cost_weight: float
-    contact_cost_weight: float
-    survive_reward: float
-    healthy_z_range: tuple[float, float] | None
+    qpos_noise: str = "uniform"
+    qpos_noise_scale: float = 0.1
+    qvel_noise_scale: float = 0.1
+    timestep: float | None = None
+    geom_solimp: tuple[float, ...] | None = None
+    init_qpos_numeric: bool = False
+    position_body: int | None = None
+    contact_bodies: int | None = None
+    torso_frame: bool = False
+    torso_com: bool = False
+    contact_cost_weight: float = 0.0
+    survive_reward: float = 0.0
+    healthy_z_range: tuple[float, float] | None = None
 
     @property
     def needs_contacts(self) -> bool:
         """Whether ``cfrc_ext`` is read (observation or cost)."""
-        return self.contact_obs or self.contact_cost_weight > 0
+        return self.contact_bodies is not None or self.contact_cost_weight > 0
 
-    def observe(self, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray | None) -> np.ndarray:
-        """Gymnasium v5 observations of n copies: qpos (n, nq), qvel (n, nv), contacts (n, nbody, 6)."""
+    def observe(self, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray | None = None,
+                torso_xmat: np.ndarray | None = None, torso_com: np.ndarray | None = None) -> np.ndarray:
+        """Observations of n copies: qpos (n, nq), qvel (n, nv), contacts (n, nbody, 6), the torso's
+        rotation matrix (n, 9) and subtree centre of mass (n, 3), each when the robot observes it."""
         parts = [qpos[:, self.skipped_qpos:], qvel]
-        if self.contact_obs:
+        if self.contact_bodies is not None:
             assert contacts is not None
-            parts.append(np.clip(contacts[:, 1:], -1.0, 1.0).reshape(len(qpos), -1))
+            parts.append(np.clip(contacts[:, self.contact_bodies:], -1.0, 1.0).reshape(len(qpos), -1))
+        if self.torso_frame:
+            assert torso_xmat is not None
+            parts.append(torso_xmat.reshape(len(qpos), 9))
+        if self.torso_com:
+            assert torso_com is not None
+            parts.append(torso_com)
         return np.concatenate(parts, axis=1)
 
     def costs(self, actions: np.ndarray, half_range: np.ndarray, contacts: np.ndarray | None) -> np.ndarray:
@@ -158,18 +188,40 @@ class Robot:
         finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
         return finite & (qpos[:, 2] >= low) & (qpos[:, 2] <= high)
 
+    def reset_noise(self, rng: np.random.Generator, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
+        """Noise added to the initial ``qpos`` and ``qvel`` of one copy, drawn from ``rng`` in that order."""
+        if self.qpos_noise == "uniform":
+            qpos = rng.uniform(low=-self.qpos_noise_scale, high=self.qpos_noise_scale, size=nq)
+        else:
+            qpos = self.qpos_noise_scale * rng.standard_normal(nq)
+        return qpos, self.qvel_noise_scale * rng.standard_normal(nv)
 
-HALF_CHEETAH = Robot(
-    name="half_cheetah", xml_file="half_cheetah.xml", frame_skip=5, reset_noise_scale=0.1,
-    position_dims=1, position_body=None, skipped_qpos=1, contact_obs=False,
-    ctrl_cost_weight=0.05, contact_cost_weight=0.0, survive_reward=0.0, healthy_z_range=None,
+
+HALF_CHEETAH_V5 = Robot(
+    name="half_cheetah_v5", variant="v5", xml_file="half_cheetah.xml", frame_skip=5, velocity="finite_difference",
+    position_dims=1, skipped_qpos=1, ctrl_cost_weight=0.05,
 )
-ANT = Robot(
-    name="ant", xml_file="ant.xml", frame_skip=5, reset_noise_scale=0.1,
-    position_dims=2, position_body=1, skipped_qpos=2, contact_obs=True,
-    ctrl_cost_weight=0.005, contact_cost_weight=0.0005, survive_reward=0.05, healthy_z_range=(0.2, 1.0),
+ANT_V5 = Robot(
+    name="ant_v5", variant="v5", xml_file="ant.xml", frame_skip=5, velocity="finite_difference", position_dims=2,
+    position_body=1, skipped_qpos=2, contact_bodies=1, ctrl_cost_weight=0.005, contact_cost_weight=0.0005,
+    survive_reward=0.05, healthy_z_range=(0.2, 1.0),
 )
-ANT_WITH_POSITION = replace(ANT, name="ant_with_position", skipped_qpos=0)
+ANT_V5_WITH_POSITION = replace(ANT_V5, name="ant_v5_with_position", skipped_qpos=0)
+
+# rllab's MujocoEnv: one simulator step per env step (no frame_skip numeric in either model file), reset
+# to init_qpos + N(0, 0.01^2) and N(0, 0.1^2) velocities, observations after mj_forward at the new state.
+HALF_CHEETAH = replace(
+    HALF_CHEETAH_V5, name="half_cheetah", variant="rllab", frame_skip=1, velocity="subtree", qpos_noise="normal",
+    qpos_noise_scale=0.01, torso_com=True,
+)
+# rllab's ant.xml is Gymnasium's with a 0.02 s timestep and softer contacts; its motors (gear 1, range +/-150,
+# behind rllab's action normalisation) are Gymnasium's (gear 150, range +/-1).
+ANT = replace(
+    ANT_V5, name="ant", variant="rllab", frame_skip=1, timestep=0.02, geom_solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
+    init_qpos_numeric=True, qpos_noise="normal", qpos_noise_scale=0.01, velocity="subtree", position_body=None,
+    skipped_qpos=0, contact_bodies=0, torso_frame=True, torso_com=True,
+)
+ROBOTS = ("rllab", "v5")
 
 
 # ---------------------------------------------------------------- tasks
@@ -217,6 +269,10 @@ class LocomotionTask(ABC):
     def progress(self, tasks: np.ndarray, velocity: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Task reward of n copies: tasks (n, dim), velocity and position (n, position_dims)."""
 
+    def from_draws(self, draws: np.ndarray, low: float, high: float) -> list[Task]:
+        """Tasks from the authors' uniform draws on ``[low, high]`` (their test scripts' goals)."""
+        raise ValueError(f"no test task set is known for tasks of key {self.key!r}")
+
 
 class TargetVelocity(LocomotionTask):
     """Run at a target forward velocity ``~ U[low, high]``: ``-|v - velocity| + offset``."""
@@ -236,6 +292,9 @@ class TargetVelocity(LocomotionTask):
     def progress(self, tasks: np.ndarray, velocity: np.ndarray, position: np.ndarray) -> np.ndarray:
         return -np.abs(velocity[:, 0] - tasks[:, 0]) + self.offset
 
+    def from_draws(self, draws: np.ndarray, low: float, high: float) -> list[Task]:
+        return [{"velocity": float(v)} for v in draws]
+
 
 class Direction(LocomotionTask):
     """Run forward (+1) or backward (-1), each with probability 1/2: ``direction * v``."""
@@ -253,6 +312,10 @@ class Direction(LocomotionTask):
 
     def progress(self, tasks: np.ndarray, velocity: np.ndarray, position: np.ndarray) -> np.ndarray:
         return tasks[:, 0] * velocity[:, 0]
+
+    def from_draws(self, draws: np.ndarray, low: float, high: float) -> list[Task]:
+        """Backward below the middle of ``[low, high]``, forward from it (the authors' encoding)."""
+        return [{"direction": -1.0 if g < (low + high) / 2 else 1.0} for g in draws]
 
 
 class GoalPosition(LocomotionTask):
@@ -278,25 +341,22 @@ class GoalPosition(LocomotionTask):
 
 
 def step_outcome(
-    robot: Robot, task: LocomotionTask, tasks: np.ndarray, before: np.ndarray, after: np.ndarray,
-    qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray | None, actions: np.ndarray,
-    half_range: np.ndarray, dt: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Velocity, reward and termination of n copies after one env step.
+    robot: Robot, task: LocomotionTask, tasks: np.ndarray, velocity: np.ndarray, position: np.ndarray,
+    qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray | None, actions: np.ndarray, half_range: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reward and termination of n copies after one env step.
 
-    Shared by the single envs (n = 1) and the batched env, so both compute the same numbers.
+    Shared by every single env and batched env, so that all compute the same numbers.
 
     :param tasks: encoded tasks, (n, task.dim).
-    :param before: robot positions before the step, (n, position_dims); ``after`` after it.
+    :param velocity: robot velocities over the step, (n, position_dims); ``position`` positions after it.
     :param qpos: (n, nq) and ``qvel`` (n, nv) after the step.
     :param contacts: ``cfrc_ext`` after the step, (n, nbody, 6), when the robot needs it.
     :param actions: clipped actions, (n, action_dim); ``half_range`` half the action range.
-    :param dt: duration of one env step.
-    :return: ``(velocity (n, position_dims), reward (n,), terminated (n,) bool)``.
+    :return: ``(reward (n,), terminated (n,) bool)``.
     """
-    velocity = (after - before) / dt
-    reward = task.progress(tasks, velocity, after) - robot.costs(actions, half_range, contacts)
-    return velocity, reward, ~robot.healthy(qpos, qvel)
+    reward = task.progress(tasks, velocity, position) - robot.costs(actions, half_range, contacts)
+    return reward, ~robot.healthy(qpos, qvel)
 
 
 # ---------------------------------------------------------------- families
@@ -305,32 +365,58 @@ def step_outcome(
 class LocomotionFamily(TaskFamily):
     """Base of the MuJoCo locomotion families: a robot, a task distribution, a horizon.
 
-    Subclasses set ``name``, ``robot``, ``env_id`` (the registered single env; the oracle
-    variant is :meth:`oracle_env_id`), ``env_class`` (its class name in
-    :mod:`envs.mujoco_robots`) and :meth:`task_definition`.
+    Subclasses set ``name``, ``robots`` (the robot of each variant, :data:`ROBOTS`), ``env_id`` (the
+    registered single env; the oracle variant is :meth:`oracle_env_id`), :meth:`task_definition` and,
+    where the authors' test script is known, ``finn2017_draws``.
 
     :param task: the task distribution and reward.
     :param horizon: steps per episode (default 200, as in Finn et al.).
     :param oracle: append the task vector to every observation (the paper's oracle baseline).
+    :param robot: ``"rllab"`` (default): the environment Finn et al. ran; ``"v5"``: Gymnasium's v5 robot
+        with the same reward (five simulator steps per env step, finite-difference velocity, v5 observations).
+    :param threads: threads that step the copies of a batched ``"rllab"`` env (0: one per core).
     """
 
-    robot: ClassVar[Robot]
+    robots: ClassVar[dict[str, Robot]]
     env_id: ClassVar[str]
-    env_class: ClassVar[str]
+    # The authors' test tasks: their script's np.random.seed and the range of its 40 uniform draws.
+    finn2017_draws: ClassVar[tuple[int, float, float] | None] = None
 
-    def __init__(self, task: LocomotionTask, horizon: int = DEFAULT_HORIZON, oracle: bool = False) -> None:
+    def __init__(self, task: LocomotionTask, horizon: int = DEFAULT_HORIZON, oracle: bool = False,
+                 robot: str = "rllab", threads: int = 0) -> None:
         _check_horizon(horizon)
         if not isinstance(oracle, bool):
             raise ValueError(f"oracle must be true or false, got {oracle!r}")
+        if robot not in ROBOTS:
+            raise ValueError(f"robot must be one of {', '.join(map(repr, ROBOTS))}, got {robot!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0 (0: one per core), got {threads!r}")
         require_mujoco()
         self.task = task
         self.horizon = int(horizon)
         self.oracle = oracle
-        self._pool: Any = None  # mujoco_robots.DataPool: the compiled model and reusable simulators
+        self.robot = self.robots[robot]
+        self.threads = int(threads)
+        # "rllab" copies keep their whole simulator between steps: enough copies to keep the threads busy,
+        # few enough that those simulators stay in cache from one time step to the next.
+        self.preferred_batch_size = 128 if robot == "rllab" else None
+        self._pool: Any = None  # the compiled model and reusable simulators, built on first use
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the simulators (rebuilt on first use)."""
         return {**self.__dict__, "_pool": None}
+
+    @property
+    def task_sets(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("finn2017",) if self.finn2017_draws is not None else ()
+
+    def task_set(self, name: str) -> list[Task]:
+        """``"finn2017"``: the 40 test tasks of Finn et al.'s results for this family, as their test script
+        draws them (``maml_examples/test_maml_*.py``: ``np.random.seed(s)``, then 40 uniform draws)."""
+        if name != "finn2017" or self.finn2017_draws is None:
+            return super().task_set(name)
+        seed, low, high = self.finn2017_draws
+        return self.task.from_draws(np.random.RandomState(seed).uniform(low, high, size=40), low, high)
 
     @staticmethod
     @abstractmethod
@@ -351,27 +437,55 @@ class LocomotionFamily(TaskFamily):
         return self.task.sample(int(n), rng)
 
     def make_env(self, task: Task | None = None, **kwargs: Any) -> gym.Env:
-        """A single Gymnasium env (a subclass of Gymnasium's v5 robot) set to ``task``.
+        """A single Gymnasium env set to ``task`` (the task definition's default when ``None``).
 
-        ``kwargs`` go to its constructor (``horizon``, ``oracle``: the family's by default;
-        ``render_mode``).
+        ``kwargs`` go to its constructor (``horizon``, ``oracle``: the family's by default; ``render_mode``).
+        ``"rllab"`` robots give an :class:`envs.rllab_robots.LocomotionEnv`, ``"v5"`` robots a subclass of
+        Gymnasium's v5 env (:mod:`envs.mujoco_robots`).
         """
-        from envs import mujoco_robots
-
         kwargs.setdefault("horizon", self.horizon)
         kwargs.setdefault("oracle", self.oracle)
-        return getattr(mujoco_robots, self.env_class)(task=task, **kwargs)
+        if self.robot.variant == "v5":
+            from envs import mujoco_robots
+
+            return mujoco_robots.V5_ENVS[self.name](task=task, **kwargs)
+        from envs import rllab_robots
+
+        return rllab_robots.LocomotionEnv(self.robot, self.task_definition(), task, threads=1, **kwargs)
 
     def make_batched(self, tasks: Sequence[Task]) -> BatchedTaskEnv:
-        """A :class:`~envs.mujoco_robots.MujocoBatch`: one simulator per task stepped without
-        Gymnasium's per-step wrappers, with the same numbers as :meth:`make_env` envs."""
-        from envs import mujoco_robots
+        """A batched env of one copy per task, with the numbers of :meth:`make_env` envs.
+
+        ``"rllab"`` robots: an :class:`envs.rllab_robots.RllabBatch`, every copy stepped by one call into
+        MuJoCo's threaded batch API; ``"v5"`` robots: an :class:`envs.mujoco_robots.MujocoBatch`.
+        """
+        if self.robot.variant == "v5":
+            from envs import mujoco_robots
+
+            if self._pool is None:
+                self._pool = mujoco_robots.DataPool(mujoco_robots.load_model(self.robot))
+            return mujoco_robots.MujocoBatch(
+                self.robot, self.task, tasks, horizon=self.horizon, oracle=self.oracle, pool=self._pool
+            )
+        from envs import rllab_robots
 
         if self._pool is None:
-            self._pool = mujoco_robots.DataPool(mujoco_robots.load_model(self.robot))
-        return mujoco_robots.MujocoBatch(
-            self.robot, self.task, tasks, horizon=self.horizon, oracle=self.oracle, pool=self._pool
-        )
+            self._pool = rllab_robots.BatchPool(rllab_robots.build_model(self.robot), self.threads)
+        return rllab_robots.RllabBatch(self.robot, self.task, tasks, self.horizon, self.oracle, self._pool)
+
+
+def make_registered_env(family: str, **kwargs: Any) -> gym.Env:
+    """Entry point of the registered single envs (``gym.make("metarl/HalfCheetahVel-v0", ...)``).
+
+    ``robot``, ``threads`` and the family's distribution arguments build the family; ``task``,
+    ``horizon``, ``oracle`` and ``render_mode`` go to its :meth:`~LocomotionFamily.make_env`.
+    """
+    from envs import FAMILIES
+
+    env_keys = ("task", "horizon", "oracle", "render_mode")
+    env_kwargs = {k: kwargs.pop(k) for k in env_keys if k in kwargs}
+    task = env_kwargs.pop("task", None)
+    return FAMILIES[family](**kwargs).make_env(task, **env_kwargs)
 
 
 class HalfCheetahVel(LocomotionFamily):
@@ -381,16 +495,17 @@ class HalfCheetahVel(LocomotionFamily):
     """
 
     name = "halfcheetah_vel"
-    robot = HALF_CHEETAH
-    env_id, env_class = "metarl/HalfCheetahVel-v0", "HalfCheetahVelEnv"
+    robots = {"rllab": HALF_CHEETAH, "v5": HALF_CHEETAH_V5}
+    env_id = "metarl/HalfCheetahVel-v0"
+    finn2017_draws = (1, 0.0, 2.0)  # test_maml_cheetah.py
 
     @staticmethod
     def task_definition(velocity_low: float = 0.0, velocity_high: float = 2.0) -> LocomotionTask:
         return TargetVelocity(velocity_low, velocity_high)
 
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False,
-                 velocity_low: float = 0.0, velocity_high: float = 2.0) -> None:
-        super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle)
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0, velocity_low: float = 0.0, velocity_high: float = 2.0) -> None:
+        super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle, robot, threads)
 
 
 class HalfCheetahDir(LocomotionFamily):
@@ -400,15 +515,17 @@ class HalfCheetahDir(LocomotionFamily):
     """
 
     name = "halfcheetah_dir"
-    robot = HALF_CHEETAH
-    env_id, env_class = "metarl/HalfCheetahDir-v0", "HalfCheetahDirEnv"
+    robots = {"rllab": HALF_CHEETAH, "v5": HALF_CHEETAH_V5}
+    env_id = "metarl/HalfCheetahDir-v0"
+    finn2017_draws = (1, 0.0, 2.0)  # test_maml_cheetah_direc.py
 
     @staticmethod
     def task_definition() -> LocomotionTask:
         return Direction()
 
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False) -> None:
-        super().__init__(self.task_definition(), horizon, oracle)
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0) -> None:
+        super().__init__(self.task_definition(), horizon, oracle, robot, threads)
 
 
 class AntVel(LocomotionFamily):
@@ -419,16 +536,17 @@ class AntVel(LocomotionFamily):
     """
 
     name = "ant_vel"
-    robot = ANT
-    env_id, env_class = "metarl/AntVel-v0", "AntVelEnv"
+    robots = {"rllab": ANT, "v5": ANT_V5}
+    env_id = "metarl/AntVel-v0"
+    finn2017_draws = (1, 0.0, 3.0)  # test_maml_ant.py
 
     @staticmethod
     def task_definition(velocity_low: float = 0.0, velocity_high: float = 3.0) -> LocomotionTask:
         return TargetVelocity(velocity_low, velocity_high, offset=1.0)
 
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False,
-                 velocity_low: float = 0.0, velocity_high: float = 3.0) -> None:
-        super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle)
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0, velocity_low: float = 0.0, velocity_high: float = 3.0) -> None:
+        super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle, robot, threads)
 
 
 class AntDir(LocomotionFamily):
@@ -439,35 +557,38 @@ class AntDir(LocomotionFamily):
     """
 
     name = "ant_dir"
-    robot = ANT
-    env_id, env_class = "metarl/AntDir-v0", "AntDirEnv"
+    robots = {"rllab": ANT, "v5": ANT_V5}
+    env_id = "metarl/AntDir-v0"
+    finn2017_draws = (2, 0.0, 3.0)  # test_maml_ant_direc.py (np.random.seed(2))
 
     @staticmethod
     def task_definition() -> LocomotionTask:
         return Direction()
 
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False) -> None:
-        super().__init__(self.task_definition(), horizon, oracle)
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0) -> None:
+        super().__init__(self.task_definition(), horizon, oracle, robot, threads)
 
 
 class AntGoal(LocomotionFamily):
     """Ant walking to a goal position ``~ U[goal_low, goal_high]^2`` (default U[-3, 3]^2).
 
     Reward ``-||p - goal||_1 + 4 - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``; terminates when
-    unhealthy; observes the torso's (x, y). See the module docstring.
+    unhealthy; observes the torso's (x, y). See the module docstring. The authors published no
+    test script for it, so it has no ``finn2017`` task set.
     """
 
     name = "ant_goal"
-    robot = ANT_WITH_POSITION
-    env_id, env_class = "metarl/AntGoal-v0", "AntGoalEnv"
+    robots = {"rllab": ANT, "v5": ANT_V5_WITH_POSITION}
+    env_id = "metarl/AntGoal-v0"
 
     @staticmethod
     def task_definition(goal_low: float = -3.0, goal_high: float = 3.0) -> LocomotionTask:
         return GoalPosition(goal_low, goal_high, offset=4.0)
 
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False,
-                 goal_low: float = -3.0, goal_high: float = 3.0) -> None:
-        super().__init__(self.task_definition(goal_low, goal_high), horizon, oracle)
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0, goal_low: float = -3.0, goal_high: float = 3.0) -> None:
+        super().__init__(self.task_definition(goal_low, goal_high), horizon, oracle, robot, threads)
 
 
 LOCOMOTION_FAMILIES: tuple[type[LocomotionFamily], ...] = (HalfCheetahVel, HalfCheetahDir, AntVel, AntDir, AntGoal)

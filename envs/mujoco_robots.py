@@ -1,4 +1,7 @@
-"""The MuJoCo side of the locomotion families: single Gymnasium envs and batched stepping.
+"""The MuJoCo side of the locomotion families' ``"v5"`` robots: single Gymnasium envs and batched stepping.
+
+The default ``"rllab"`` robots (the environments Finn et al. ran) are in :mod:`envs.rllab_robots`; this
+module also holds what both share (MuJoCo's warnings, the spaces).
 
 * The single envs (:class:`HalfCheetahVelEnv`, ..., :class:`AntGoalEnv`) subclass Gymnasium's
   v5 ``HalfCheetahEnv`` / ``AntEnv``: same model, simulation (``do_simulation``) and reset
@@ -99,20 +102,23 @@ class DataPool:
         self._free.extend(data)
 
 
-def _action_space(model: mujoco.MjModel) -> gym.spaces.Box:
+def action_space(model: mujoco.MjModel) -> gym.spaces.Box:
     """The actuators' control range as a float32 Box (as Gymnasium's ``MujocoEnv``)."""
     low, high = model.actuator_ctrlrange.copy().astype(np.float32).T
     return gym.spaces.Box(low=low, high=high, dtype=np.float32)
 
 
-def _observation_space(robot: Robot, model: mujoco.MjModel, task: LocomotionTask, oracle: bool) -> gym.spaces.Box:
+def observation_space(robot: Robot, model: mujoco.MjModel, task: LocomotionTask, oracle: bool) -> gym.spaces.Box:
+    """The robot's observation (plus the task vector for oracle envs) as an unbounded float64 Box."""
     size = model.nq - robot.skipped_qpos + model.nv
-    size += 6 * (model.nbody - 1) if robot.contact_obs else 0
+    size += 6 * (model.nbody - robot.contact_bodies) if robot.contact_bodies is not None else 0
+    size += 9 * robot.torso_frame + 3 * robot.torso_com
     size += task.dim if oracle else 0
     return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(size,), dtype=np.float64)
 
 
-def _half_range(space: gym.spaces.Box) -> np.ndarray:
+def half_range(space: gym.spaces.Box) -> np.ndarray:
+    """Half the width of a Box's range, float64."""
     return (space.high.astype(np.float64) - space.low.astype(np.float64)) / 2.0
 
 
@@ -138,6 +144,7 @@ class _LocomotionEnvMixin:
     """
 
     family: ClassVar[type[LocomotionFamily]]
+    robot: Robot
     data: Any
     model: Any
     frame_skip: int
@@ -149,7 +156,7 @@ class _LocomotionEnvMixin:
         _check_horizon(horizon)
         if not isinstance(oracle, bool):
             raise ValueError(f"oracle must be true or false, got {oracle!r}")
-        self.robot = self.family.robot
+        self.robot = self.family.robots["v5"]
         self.task_def = self.family.task_definition()
         self._task = self.task_def.encode(self.task_def.default if task is None else task)
         self.horizon, self.oracle = int(horizon), oracle
@@ -158,8 +165,8 @@ class _LocomotionEnvMixin:
                 exclude_current_positions_from_observation=self.robot.skipped_qpos > 0, render_mode=render_mode
             )
         EzPickle.__init__(self, task=task, horizon=horizon, oracle=oracle, render_mode=render_mode)
-        self.observation_space = _observation_space(self.robot, self.model, self.task_def, oracle)
-        self._half_range = _half_range(self.action_space)
+        self.observation_space = observation_space(self.robot, self.model, self.task_def, oracle)
+        self._half_range = half_range(self.action_space)
         self._steps = 0
         self._needs_reset = True
 
@@ -199,9 +206,10 @@ class _LocomotionEnvMixin:
         self.do_simulation(action, self.frame_skip)  # type: ignore[attr-defined]
         after = _read_position(self.robot, self.data)
         contacts = self.data.cfrc_ext[None] if self.robot.needs_contacts else None
-        velocity, reward, terminated = step_outcome(
-            self.robot, self.task_def, self._task[None], before[None], after[None], self.data.qpos[None],
-            self.data.qvel[None], contacts, action[None], self._half_range, self.dt,
+        velocity = (after - before)[None] / self.dt
+        reward, terminated = step_outcome(
+            self.robot, self.task_def, self._task[None], velocity, after[None], self.data.qpos[None],
+            self.data.qvel[None], contacts, action[None], self._half_range,
         )
         self._steps += 1
         if self.render_mode == "human":  # type: ignore[attr-defined]
@@ -260,13 +268,13 @@ class MujocoBatch:
         self.robot, self.task, self.model, self.oracle = robot, task, model, oracle
         self.tasks = np.stack([task.encode(t) for t in tasks])
         self.num_envs, self.horizon = len(tasks), int(horizon)
-        self.action_space = _action_space(model)
-        self.observation_space = _observation_space(robot, model, task, oracle)
+        self.action_space = action_space(model)
+        self.observation_space = observation_space(robot, model, task, oracle)
         self.dt = model.opt.timestep * robot.frame_skip
         self._data = pool.take(self.num_envs)
         self._give_back = weakref.finalize(self, pool.give, self._data)
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
-        self._half_range = _half_range(self.action_space)
+        self._half_range = half_range(self.action_space)
         n = self.num_envs
         self._qpos, self._qvel = np.zeros((n, model.nq)), np.zeros((n, model.nv))
         self._position = np.zeros((n, robot.position_dims))
@@ -293,11 +301,12 @@ class MujocoBatch:
         """Gymnasium's v5 reset: ``mj_resetData``, then uniform noise on qpos and normal noise on qvel."""
         if seed is not None or self._rngs[i] is None:
             self._rngs[i] = seeding.np_random(seed)[0]
-        rng, data, scale = self._rngs[i], self._data[i], self.robot.reset_noise_scale
+        rng, data = self._rngs[i], self._data[i]
         assert rng is not None
         mujoco.mj_resetData(self.model, data)
-        data.qpos[:] = self.model.qpos0 + rng.uniform(low=-scale, high=scale, size=self.model.nq)
-        data.qvel[:] = scale * rng.standard_normal(self.model.nv)
+        qpos_noise, qvel_noise = self.robot.reset_noise(rng, self.model.nq, self.model.nv)
+        data.qpos[:] = self.model.qpos0 + qpos_noise
+        data.qvel[:] = qvel_noise
         mujoco.mj_forward(self.model, data)
         self._gather(i, data)
 
@@ -339,9 +348,10 @@ class MujocoBatch:
         alive = ~(self._terminated | self._truncated)
         before = self._positions()
         self._simulate(actions, alive)
-        _, reward, terminated = step_outcome(
-            self.robot, self.task, self.tasks, before, self._positions(), self._qpos, self._qvel,
-            self._contacts, actions, self._half_range, self.dt,
+        after = self._positions()
+        reward, terminated = step_outcome(
+            self.robot, self.task, self.tasks, (after - before) / self.dt, after, self._qpos, self._qvel,
+            self._contacts, actions, self._half_range,
         )
         self._steps += alive
         self._terminated = np.where(alive, terminated, self._terminated)
@@ -365,3 +375,8 @@ class MujocoBatch:
         self._give_back()
         self._needs_reset = True
         self._data = []
+
+
+V5_ENVS: dict[str, type[gym.Env]] = {
+    env.family.name: env for env in (HalfCheetahVelEnv, HalfCheetahDirEnv, AntVelEnv, AntDirEnv, AntGoalEnv)
+}

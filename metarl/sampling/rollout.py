@@ -20,8 +20,8 @@ the same episodes, bit for bit:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -85,8 +85,12 @@ def rollout(family: TaskFamily, policy: Policy, tasks: Sequence[Task], params: P
             key: Sequence[int], pairs: PairRange, dtype: torch.dtype) -> Episodes:
     """Roll out the episodes of ``pairs``.
 
+    The tasks are rolled out in chunks of whole tasks of at most ``family.preferred_batch_size`` copies
+    (all at once when it is None), one batched environment and one time loop per chunk; every
+    episode is the same whatever the chunks.
+
     Args:
-        family: builds the batched environment.
+        family: builds the batched environments.
         policy: the policy (parameters come in ``params``).
         tasks: the tasks ``pairs.first_task .. pairs.end_task - 1``.
         params: one parameter set, or one per task of ``tasks`` (a leading task axis).
@@ -100,15 +104,40 @@ def rollout(family: TaskFamily, policy: Policy, tasks: Sequence[Task], params: P
     """
     M, num_tasks = pairs.episodes_per_task, pairs.num_tasks
     rows = np.flatnonzero(pairs.present())  # the range's pairs among the num_tasks x M rows
-    env = family.make_batched([tasks[row // M] for row in rows])
     rngs = [episode_generator(seed, key, pairs.first_task + row // M, row % M) for row in rows]
     reset_seeds = np.array([rng.integers(2**31) for rng in rngs], dtype=np.int64)
-    drawn = np.stack([policy.draw_noise(rng, env.horizon) for rng in rngs], axis=1)  # (T, rows, ...)
-    noise_rows = np.zeros((env.horizon, num_tasks * M, *drawn.shape[2:]), dtype=drawn.dtype)
+    drawn = np.stack([policy.draw_noise(rng, family.horizon) for rng in rngs], axis=1)  # (T, rows, ...)
+    noise_rows = np.zeros((family.horizon, num_tasks * M, *drawn.shape[2:]), dtype=drawn.dtype)
     noise_rows[:, rows] = drawn
-    noise = torch.from_numpy(noise_rows).to(dtype).view(env.horizon, num_tasks, M, *drawn.shape[2:])
+    noise = torch.from_numpy(noise_rows).to(dtype).view(family.horizon, num_tasks, M, *drawn.shape[2:])
+    params = _per_task(policy, params, num_tasks, dtype)
+    parts = []
     with single_threaded():
-        return _run(env, policy, _per_task(policy, params, num_tasks, dtype), noise, reset_seeds, rows, dtype)
+        for first, end in _task_chunks(num_tasks, M, family.preferred_batch_size):
+            in_chunk = (rows >= first * M) & (rows < end * M)
+            env = family.make_batched([tasks[row // M] for row in rows[in_chunk]])
+            chunk_params = {k: v[first:end] for k, v in params.items()}
+            parts.append(_run(env, policy, chunk_params, noise[:, first:end], reset_seeds[in_chunk],
+                              rows[in_chunk] - first * M, dtype))
+            if hasattr(env, "close"):
+                env.close()  # its simulators go back to the family for the next chunk
+    return parts[0] if len(parts) == 1 else _concatenate_tasks(parts)
+
+
+def _task_chunks(num_tasks: int, episodes_per_task: int, batch_size: int | None) -> list[tuple[int, int]]:
+    """Consecutive ranges of whole tasks with at most ``batch_size`` copies each (at least one task)."""
+    per_chunk = num_tasks if batch_size is None else max(1, batch_size // episodes_per_task)
+    return [(first, min(first + per_chunk, num_tasks)) for first in range(0, num_tasks, per_chunk)]
+
+
+def _concatenate_tasks(parts: Sequence[Episodes]) -> Episodes:
+    """The chunks' episodes side by side on the task axis, padded to the longest episode."""
+    horizon = max(part.horizon for part in parts)
+
+    def padded(tensor: Tensor) -> Tensor:
+        return torch.cat([tensor, tensor.new_zeros((horizon - tensor.shape[0], *tensor.shape[1:]))])
+
+    return Episodes(*(torch.cat([padded(getattr(part, f.name)) for part in parts], dim=1) for f in fields(Episodes)))
 
 
 def _per_task(policy: Policy, params: Params, num_tasks: int, dtype: torch.dtype) -> Params:
@@ -125,38 +154,60 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
     (flat indices into the B x M rows, in the env's order) are stepped."""
     horizon, B, M = noise.shape[:3]
     obs = env.reset(reset_seeds)
-    obs_rows = np.zeros((B * M, obs.shape[-1]), dtype=obs.dtype)
-    obs_rows[rows] = obs
-    obs_buf = torch.zeros((horizon, B, M, obs.shape[-1]), dtype=dtype)
-    act_buf: Tensor | None = None
-    rew_buf = torch.zeros((horizon, B, M), dtype=torch.float64)
-    mask_buf = torch.zeros((horizon, B, M), dtype=dtype)
+    obs_buf, observe = _observation_buffer(horizon, B, M, obs.shape[-1], dtype)
+    rew_buf = np.zeros((horizon, B * M))
+    alive_buf = np.zeros((horizon, B * M), dtype=bool)
     logp_buf = torch.zeros((horizon, B, M), dtype=dtype)
+    act_buf: Tensor | None = None
+    every_row = len(rows) == B * M
+    at = slice(None) if every_row else rows  # where the env's copies sit among the rows
+    at_block = (slice(None),) if every_row else (rows // M, rows % M)  # the same in (task, episode) form
+    obs_buf[0][at_block] = obs.reshape(B, M, -1) if every_row else obs
     alive = np.zeros(B * M, dtype=bool)
     alive[rows] = True
     act = policy.actor(params, noise)  # params are detached: nothing here records a graph
+    steps = 0
     for t in range(horizon):
-        obs_t = torch.tensor(obs_rows, dtype=dtype).view(B, M, -1)
+        obs_t = observe(t)
         with torch.no_grad():
             actions, log_probs = act(t, obs_t)
         if act_buf is None:
             act_buf = torch.zeros((horizon, *actions.shape), dtype=actions.dtype)
-        obs_buf[t], act_buf[t], logp_buf[t] = obs_t, actions, log_probs
-        mask_buf[t] = torch.from_numpy(alive).view(B, M).to(dtype)
-        stepped = actions.reshape(B * M, *actions.shape[2:])[torch.from_numpy(rows)]
-        obs, reward, terminated, truncated = env.step(stepped.numpy())
-        obs_rows[rows] = obs
-        reward_rows = np.zeros(B * M)
-        reward_rows[rows] = np.where(alive[rows], reward, 0.0)
-        rew_buf[t] = torch.from_numpy(reward_rows).view(B, M)
-        alive[rows] &= ~(np.asarray(terminated) | np.asarray(truncated))
+        act_buf[t], logp_buf[t] = actions, log_probs
+        alive_buf[t] = alive
+        stepped = act_buf[t].view(B * M, *actions.shape[2:]).numpy()[at]
+        obs, reward, terminated, truncated = env.step(stepped)
+        steps = t + 1
+        if t + 1 < horizon:
+            obs_buf[t + 1][at_block] = obs.reshape(B, M, -1) if every_row else obs
+        rew_buf[t, at] = reward  # a done copy's reward is 0.0
+        alive[at] &= ~(np.asarray(terminated) | np.asarray(truncated))
         if not alive.any():
             break
     assert act_buf is not None
-    keep = mask_buf.sum((1, 2)) > 0
-    obs_buf, act_buf, rew_buf, mask_buf, logp_buf = (
-        buf[keep] for buf in (obs_buf, act_buf, rew_buf, mask_buf, logp_buf)
-    )
-    obs_buf = obs_buf * mask_buf.unsqueeze(-1)
-    act_buf = act_buf * (mask_buf.unsqueeze(-1) if act_buf.dim() == 4 else mask_buf.long())
-    return Episodes(obs_buf, act_buf, rew_buf.to(dtype), mask_buf, logp_buf * mask_buf)
+    mask = torch.from_numpy(alive_buf[:steps]).to(dtype).view(steps, B, M)
+    observations = torch.stack([observe(t) for t in range(steps)]) * mask.unsqueeze(-1)
+    act_buf = act_buf[:steps] * (mask.unsqueeze(-1) if act_buf.dim() == 4 else mask.long())
+    rewards = torch.from_numpy(rew_buf[:steps]).view(steps, B, M).to(dtype)
+    return Episodes(observations, act_buf, rewards, mask, logp_buf[:steps] * mask)
+
+
+def _observation_buffer(horizon: int, B: int, M: int, obs_dim: int,
+                        dtype: torch.dtype) -> tuple[np.ndarray, Callable[[int], Tensor]]:
+    """A (T, B, M, obs_dim) NumPy array to write observations into, and ``observe(t)``: step t's as a
+    (B, M, obs_dim) tensor sharing its memory.
+
+    Each task's block of M rows starts on a 16-byte boundary (blocks are padded to a multiple of four
+    numbers): MKL's matrix products round differently at other alignments, and a task's block would
+    otherwise sit at an alignment that depends on the tasks before it, so its episodes would depend on
+    how a call is cut into chunks or shards. Where blocks are multiples of four numbers, as with 20
+    episodes per task, there is no padding.
+    """
+    block = M * obs_dim
+    padded = -(-block // 4) * 4
+    storage = np.zeros((horizon, B, padded), dtype=torch.empty((), dtype=dtype).numpy().dtype)
+    item = storage.itemsize
+    array = np.lib.stride_tricks.as_strided(
+        storage, (horizon, B, M, obs_dim), (storage.strides[0], padded * item, obs_dim * item, item))
+    tensor = torch.from_numpy(storage)
+    return array, lambda t: torch.as_strided(tensor[t], (B, M, obs_dim), (padded, obs_dim, 1))
