@@ -1,16 +1,15 @@
-"""Locomotion task families of Finn et al. (2017) on Gymnasium's MuJoCo v5 robots.
+"""Locomotion task families of Finn et al. (2017): HalfCheetah and Ant, as the authors ran them.
 
 This module holds what is plain NumPy: the task distributions, the reward definitions
-(vectorised over copies, shared by the single envs and the batched env so that both give
-the same numbers), the robots' constants and the :class:`~envs.base.TaskFamily` classes.
-The MuJoCo side (Gymnasium env subclasses, batched stepping) is in
-:mod:`envs.mujoco_robots`, imported only when an env is built, so ``import envs`` works
-without MuJoCo and building a locomotion family without it raises
+(vectorised over copies, shared by every single env and batched env so that all give the
+same numbers), the robots (:class:`Robot`) and the :class:`~envs.base.TaskFamily` classes.
+The MuJoCo side is in :mod:`envs.rllab_robots` (the default robots) and
+:mod:`envs.mujoco_robots` (Gymnasium's v5 robots), imported only when an env is built, so
+``import envs`` works without MuJoCo and building a locomotion family without it raises
 :class:`MissingDependencyError` with the command to run.
 
-Rewards, with ``v`` the forward (x) velocity of the robot over one env step
-(``dt = 5 x 0.01 s``), ``a`` the action clipped to the action space, ``f`` the external
-contact forces ``cfrc_ext`` of every body clipped to ``[-1, 1]``:
+Rewards, with ``v`` the robot's forward (x) velocity, ``a`` the action clipped to [-1, 1],
+``f`` the external contact forces ``cfrc_ext`` of every body clipped to ``[-1, 1]``:
 
 ==================  ==============================  ===========================================================
 family              task distribution               reward per step
@@ -22,39 +21,48 @@ family              task distribution               reward per step
 ``ant_goal``        ``goal ~ U[-3, 3]^2``           ``-||p - goal||_1 + 4 - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``
 ==================  ==============================  ===========================================================
 
-(``p`` is the Ant torso's (x, y) position after the step.) These are the coefficients of
-the authors' code (rllab ``maml_rl``: ``half_cheetah_env_rand*.py``, ``ant_env_rand*.py``),
-which pytorch-maml-rl keeps; the ``+1`` / ``+4`` offsets and the survive bonus ``0.05``
-keep the Ant's reward positive so that it does not learn to end episodes early. The Ant
-episode terminates when the torso height leaves ``[0.2, 1.0]`` or the state is not
-finite (as there); the HalfCheetah never terminates. Episodes are truncated after
-``horizon`` steps (200 by default, as in the paper).
+These are the coefficients of the authors' code (cbfinn/maml_rl: ``rllab/envs/mujoco/
+half_cheetah_env_rand*.py``, ``ant_env_rand*.py``); the ``+1`` / ``+4`` offsets and the survive
+bonus keep the Ant's reward positive so that it does not learn to end episodes early. The Ant
+episode terminates when the torso height leaves ``[0.2, 1.0]`` or the state is not finite, and
+the survive bonus is paid on the terminating step too; the HalfCheetah never terminates.
+Episodes are truncated after ``horizon`` steps (200 by default, as in the paper). The direction
+tasks are drawn as +/-1 with probability 1/2; the authors draw ``g ~ U[0, 2]`` (``U[0, 3]`` for the
+Ant) and run backward when ``g`` is below the middle, the same distribution.
 
-Where this differs from other implementations, and why:
+Two robots per family, chosen with ``robot`` (``env.kwargs: {robot: v5}`` in a config):
 
-* Physics, observations and reset noise are Gymnasium's v5 ``HalfCheetah`` / ``Ant``
-  (current MuJoCo bindings; rllab and pytorch-maml-rl used mujoco-py and older models).
-  HalfCheetah observes ``qpos[1:], qvel`` (17 numbers; rllab and pytorch-maml-rl add the
-  torso's centre of mass, 20). Ant observes ``qpos[2:], qvel`` and the clipped contact
-  forces of the 13 non-world bodies (105 numbers; rllab observes all of ``qpos``, the
-  world body's forces, the torso's rotation matrix and centre of mass, 125). ``ant_goal``
-  also observes the torso's (x, y) (``qpos[:2]``, 107 numbers): without them a goal
-  position cannot be reached except by dead reckoning, and rllab observes them too.
-* ``v`` is measured as Gymnasium v5 does: the change of ``qpos[0]`` (HalfCheetah) or of
-  the torso body's position ``xpos`` (Ant) divided by ``dt``, as pytorch-maml-rl does;
-  rllab used mujoco-py's centre-of-mass velocity of the torso.
-* The control cost is on the *clipped* action (rllab clips in the env, pytorch-maml-rl in
-  a wrapper), so exploration noise beyond the bounds is not penalised; Gymnasium's own
-  rewards use the raw action and other weights (0.1 for HalfCheetah, 0.5 for Ant).
-* Contact forces: since MuJoCo 2.0, ``cfrc_ext`` is computed only by
-  ``mj_rnePostConstraint``, which Gymnasium v5 calls after every step, so the contact cost
-  and observation are live here. Under mujoco-py with MuJoCo 2.x (gym's Ant-v2/v3) they
-  were silently zero (openai/gym#1541), and Gymnasium's Ant-v4 leaves them out by default.
-* The survive bonus is paid on every step taken, including the one that terminates
-  (rllab); Gymnasium's ``healthy_reward`` is 0 on that step. Other implementations
-  (ProMP, garage) do not terminate the Ant at all; we keep Finn et al.'s termination.
-* ``ant_goal`` uses the L1 distance of the authors' code, not the L2 of some
-  reimplementations.
+``"rllab"`` (the default): the environments the published results were measured on.
+
+* One simulator step per env step (rllab's ``MujocoEnv`` has ``frame_skip = 1`` for both
+  models): 0.01 s for the HalfCheetah, 0.02 s for the Ant; a 200-step episode lasts 2 s / 4 s.
+* ``v`` is the x-velocity of the torso subtree's centre of mass (the whole robot) at the state
+  after the step, rllab's ``get_body_comvel("torso")``; ``p`` (``ant_goal``) is that centre of
+  mass's (x, y).
+* Observations after the step's forward pass: HalfCheetah ``qpos[1:], qvel`` and the torso
+  subtree's centre of mass (20 numbers); Ant all of ``qpos``, ``qvel``, the clipped contact
+  forces of all 14 bodies, the torso's rotation matrix and its subtree's centre of mass (125).
+  The contact forces are those of the new state under the step's controls, as MuJoCo 1.31's
+  ``mj_forward`` gave them.
+* Reset: ``init_qpos + N(0, 0.01^2)``, velocities ``N(0, 0.1^2)``; the Ant's ``init_qpos`` is its
+  model's ``init_qpos`` numeric (torso at 0.55 m, legs bent), the HalfCheetah's ``qpos0``.
+* Models: the HalfCheetah is Gymnasium's ``half_cheetah.xml``, the same model as rllab's. The Ant
+  is Gymnasium's ``ant.xml`` with rllab's 0.02 s timestep and contact impedance
+  (``solimp = 0.8 0.8 0.01``); rllab's motors (gear 1, range +/-150, driven through rllab's
+  action normalisation ``150 a``) are Gymnasium's (gear 150, range +/-1), so the torques and the
+  control cost ``0.005 ||150 a / 150||^2`` are the same.
+
+``"v5"``: Gymnasium's v5 robots with the same rewards, as this package had them before: five
+simulator steps per env step (0.05 s), ``v`` the finite difference of ``qpos[0]`` (HalfCheetah)
+or of the torso's ``xpos`` (Ant) over the step, Gymnasium's v5 observations (HalfCheetah
+``qpos[1:], qvel``, 17 numbers; Ant ``qpos[2:], qvel`` and the contact forces of the 13
+non-world bodies, 105; ``ant_goal`` also ``qpos[:2]``) and reset noise (``U[-0.1, 0.1]`` on
+``qpos``). Returns on them are not comparable with the published ones.
+
+What still differs from the authors' environments: MuJoCo 4's solver, contact model and
+integrators replace MuJoCo 1.31's (same models and settings, not the same numerics); a copy
+whose simulation diverges is reset by MuJoCo 4 (and warned about) where the authors' would have
+run on with non-finite states and terminated (the Ant) or not (the HalfCheetah).
 """
 
 from __future__ import annotations

@@ -129,6 +129,7 @@ class RllabBatch:
         self.observation_space = observation_space(robot, model, task, oracle)
         self.dt = model.opt.timestep * robot.frame_skip
         self._half_range = half_range(self.action_space)
+        self._low, self._high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
         self._init_qpos = initial_qpos(robot, model)
         self._stage = mujoco.mjtStage.mjSTAGE_ACC if robot.needs_contacts else mujoco.mjtStage.mjSTAGE_VEL
         self._batch = pool.take(self.num_envs)
@@ -193,21 +194,25 @@ class RllabBatch:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, *self.action_space.shape):
             raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, got {actions.shape}")
-        actions = np.clip(actions, self.action_space.low, self.action_space.high)
-        alive = ~(self._terminated | self._truncated)
+        actions = np.minimum(np.maximum(actions, self._low), self._high)
+        done = self._terminated | self._truncated
         self._ctrl[:] = actions
-        stepped = self._mine.copy()
-        stepped[: self.num_envs] = alive
+        stepped = self._mine
+        if done.any():
+            stepped = stepped.copy()
+            stepped[: self.num_envs] = ~done
         self._batch.step(stepped, nstep=self.robot.frame_skip, stage=self._stage)
         dims = self.robot.position_dims
         reward, terminated = step_outcome(
             self.robot, self.task, self.tasks, self._sensors[:, COM_VELOCITY][:, :dims],
             self._sensors[:, COM][:, :dims], self._qpos, self._qvel, self._contacts, actions, self._half_range,
         )
-        self._steps += alive
-        self._terminated = np.where(alive, terminated, self._terminated)
-        self._truncated = np.where(alive, self._steps >= self.horizon, self._truncated)
-        return self._observe(), np.where(alive, reward, 0.0), self._terminated.copy(), self._truncated.copy()
+        if done.any():  # done copies were not stepped: they keep their flags and get no reward
+            terminated, reward = np.where(done, self._terminated, terminated), np.where(done, 0.0, reward)
+        self._steps += ~done
+        self._terminated = terminated
+        self._truncated = self._truncated | (self._steps >= self.horizon)
+        return self._observe(), reward, self._terminated.copy(), self._truncated.copy()
 
     def velocity(self) -> np.ndarray:
         """Each copy's torso subtree centre-of-mass velocity at its current state, (n, 3)."""

@@ -1,220 +1,197 @@
-"""Sampling throughput on the locomotion families: the metarl sampler against raw env stepping,
-and the sampler's back-ends (``sampler.kind``) side by side.
+"""Sampling on the locomotion families against the physics limit, and a paper-setting meta-iteration.
 
-First table, for every family, in one process with one torch thread, in environment steps per second:
+First table, for every family (the authors' environments, ``robot: rllab``), in wall-clock time:
 
-* ``raw gym.make``: the registered single env (``gym.make("metarl/HalfCheetahVel-v0")``, with
-  Gymnasium's wrappers) stepped with random actions drawn beforehand, reset when done;
-* ``raw env``: the same env without wrappers (``family.make_env(task)``), which is what
-  a hand-written rollout loop over Gymnasium envs would step;
-* ``sampler``: ``metarl.sampling.VectorSampler.sample`` with a 100x100 Gaussian MLP policy in the
-  loop and one parameter set per task (as in meta-training), tasks x episodes x horizon steps,
-  building its batched env included;
-* ``ratio``: sampler / raw env (the bar: >= 0.7 for HalfCheetah);
-* ``physics``: ``mujoco.mj_step`` alone on one simulator (plus ``mj_rnePostConstraint`` where
-  the contact forces are used), no observation or reward: the ceiling for any sampler.
+* ``sampler``: env steps per second of ``metarl.sampling.VectorSampler.sample`` with a 100x100
+  Gaussian MLP policy in the loop and one parameter set per task (as after adaptation), tasks x
+  episodes x horizon steps, building and resetting its batched envs included;
+* ``physics limit``: the same number of env steps of the same model with uniformly random controls
+  through ``mujoco.rollout`` (one call, every copy for the whole horizon, in C) on the same threads,
+  from the family's initial-state distribution: what the simulator alone can do;
+* ``ratio``: sampler / physics limit, the median over ``--rounds`` rounds, each measuring both back
+  to back (this machine's speed drifts from minute to minute; a round's two figures share it).
 
-Time is the CPU time of this (single-threaded) process, ``time.process_time``: on an idle
-machine it equals wall-clock time, and on a shared one it does not count the time the other
-load takes the core away. Every measurement is also repeated ``--rounds`` times, interleaved,
-and the best of each is reported.
+Ant episodes end when the torso leaves [0.2, 1]; the sampler steps only live copies, while the limit
+steps every copy to the horizon, so its count is the sampler's in expectation only.
 
-Second table, the back-ends: the same call (same tasks, parameters and policy) through
-``vector`` (in this process), ``subprocess`` and ``ray`` with every count of ``--workers``, as
-built from a config by ``metarl.build.build_sampler``. Workers run in other processes, so this
-table is in wall-clock time: env steps per second of one ``sample`` call (best of ``--rounds``,
-after one call to warm up), the time to start the workers, and the speed-up over ``vector``.
-Ray runs on a local instance started once for the table. A closing note says what the figures
-predict for more cores.
+Second table: one MAML TRPO meta-iteration on HalfCheetahVel at the paper's setting (40 tasks x 20
+episodes x 200 steps, ``configs/halfcheetah-vel-maml.yaml``), median seconds over ``--iterations`` after
+a warm-up, split into its phases.
 
-    python scripts/benchmark_sampling.py [--tasks 20] [--episodes 20] [--horizon 200] [--raw-steps 4000] [--rounds 2]
-        [--backends vector subprocess ray] [--workers 1 2]
+Third table (``--backends``): the sampler's back-ends side by side (``vector`` in this process,
+``subprocess`` and ``ray`` workers), one call each, wall-clock.
+
+    python scripts/benchmark_sampling.py [--tasks 40] [--episodes 20] [--rounds 3] [--iterations 5]
+        [--families ...] [--batch-sizes 100 800] [--backends vector subprocess]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
+from pathlib import Path
 from typing import NamedTuple
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 import envs
 from envs.locomotion import LOCOMOTION_FAMILIES, LocomotionFamily
 from metarl.build import build_family, build_policy, build_sampler
-from metarl.config import validate
+from metarl.config import load_config, validate
 from metarl.logging import format_table
 from metarl.oracles import stack_params
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import VectorSampler
-from metarl.sampling.ray_actors import import_ray
 
-BACKENDS = ("vector", "subprocess", "ray")
-
-
-def raw_throughput(env: gym.Env, steps: int, seed: int = 0) -> float:
-    """Steps per second of ``env`` under uniformly random actions drawn beforehand."""
-    space = env.action_space
-    actions = np.random.default_rng(seed).uniform(space.low, space.high, size=(steps, *space.shape)).astype(np.float32)
-    env.reset(seed=seed)
-    start = time.process_time()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.process_time() - start)
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PHASES = ("sampling", "adaptation", "meta_gradient", "update")
 
 
-def physics_throughput(family: LocomotionFamily, steps: int, seed: int = 0) -> float:
-    """Steps per second of the bare simulator (frame_skip mj_step calls per env step)."""
-    import mujoco
-
-    env = family.make_env()
-    env.reset(seed=seed)
-    model, data, contacts = env.unwrapped.model, env.unwrapped.data, family.robot.needs_contacts
-    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, model.nu))
-    start = time.process_time()
-    for action in actions:
-        data.ctrl[:] = action
-        mujoco.mj_step(model, data, nstep=family.robot.frame_skip)
-        if contacts:
-            mujoco.mj_rnePostConstraint(model, data)
-    return steps / (time.process_time() - start)
-
-
-def sampler_throughput(family: LocomotionFamily, tasks: int, episodes: int) -> tuple[float, int]:
-    """Steps per second of one VectorSampler.sample call and its number of steps."""
-    env = family.make_env()
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), "relu", init_std=1.0)
-    params = stack_params(policy.init_params(), tasks)
-    sampler = VectorSampler(family, policy, episodes, seed=0)
-    task_list = family.sample_tasks(tasks, np.random.default_rng(0))
-    start = time.process_time()
-    batch = sampler.sample(task_list, params, key=(0,))
-    return batch.num_steps / (time.process_time() - start), batch.num_steps
-
-
-def measure(family: LocomotionFamily, args: argparse.Namespace) -> dict[str, float]:
-    """Best of ``args.rounds`` interleaved rounds of every measurement, for one family."""
-    task = family.sample_tasks(1, np.random.default_rng(0))[0]
-    best: dict[str, float] = {}
-    for _ in range(args.rounds):
-        round_ = {
-            "made": raw_throughput(gym.make(family.env_id, task=task, horizon=args.horizon), args.raw_steps),
-            "raw": raw_throughput(family.make_env(task), args.raw_steps),
-            "physics": physics_throughput(family, args.raw_steps),
-        }
-        round_["sampler"], round_["steps"] = sampler_throughput(family, args.tasks, args.episodes)
-        best = {k: max(v, best.get(k, 0.0)) for k, v in round_.items()}
-    return best
-
-
-class BackendRow(NamedTuple):
+class SamplingRow(NamedTuple):
     family: str
-    kind: str
-    workers: int
-    startup_s: float
-    steps_per_s: float
-    speedup: float  # over the vector sampler (nan without a vector row)
+    batch_size: int | None
     steps: int
+    sampler: float  # env steps per second, median over rounds
+    limit: float
+    ratio: float  # median over rounds of the per-round ratio
+    ratio_range: tuple[float, float]
 
     def cells(self) -> tuple:
-        return (self.family, self.kind, "" if self.kind == "vector" else self.workers, f"{self.startup_s:.1f}",
-                f"{self.steps_per_s:,.0f}", f"{self.speedup:.2f}", f"{self.steps:,}")
+        low, high = self.ratio_range
+        return (self.family, self.batch_size or "all", f"{self.steps:,}", f"{self.sampler:,.0f}",
+                f"{self.limit:,.0f}", f"{self.ratio:.2f}", f"{low:.2f}-{high:.2f}")
 
 
-def backend_throughput(name: str, kind: str, workers: int, args: argparse.Namespace) -> tuple[float, float, int]:
-    """Wall-clock steps per second of one ``sample`` call through ``sampler.kind = kind`` (best of
-    ``args.rounds``, after a warm-up call), the seconds to start the sampler, and the call's steps."""
-    config = validate({"env": {"family": name, "kwargs": {"horizon": args.horizon}},
-                       "policy": {"hidden_sizes": [100, 100]}, "sampler": {"kind": kind, "workers": workers}})
-    family = build_family(config)
-    policy = build_policy(config, family)
+def physics_limit(family: LocomotionFamily, copies: int, threads: int, seed: int = 0) -> float:
+    """Env steps per second of ``copies`` x horizon random-control steps through ``mujoco.rollout``."""
+    import mujoco
+    from mujoco import rollout
+
+    from envs.rllab_robots import build_model, initial_qpos
+
+    model = build_model(family.robot)
+    data = mujoco.MjData(model)
+    full = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    rng = np.random.default_rng(seed)
+    states = np.zeros((copies, mujoco.mj_stateSize(model, full)))
+    for i in range(copies):
+        mujoco.mj_resetData(model, data)
+        qpos_noise, qvel_noise = family.robot.reset_noise(rng, model.nq, model.nv)
+        data.qpos[:] = initial_qpos(family.robot, model) + qpos_noise
+        data.qvel[:] = qvel_noise
+        mujoco.mj_getState(model, data, states[i], full)
+    controls = rng.uniform(-1.0, 1.0, size=(copies, family.horizon * family.robot.frame_skip, model.nu))
+    datas = [mujoco.MjData(model) for _ in range(threads)]
+    with rollout.Rollout(nthread=threads) as pool:
+        start = time.perf_counter()
+        pool.rollout(model, datas, states, controls)
+        return copies * family.horizon / (time.perf_counter() - start)
+
+
+def sampling_row(name: str, batch_size: int | None, args: argparse.Namespace) -> SamplingRow:
+    """Sampler and physics limit of one family, ``args.rounds`` rounds, each measuring both."""
+    threads = os.cpu_count() or 1
+    family = envs.make_family(name, threads=threads)
+    family.preferred_batch_size = batch_size
+    env = family.make_env()
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(env.observation_space.shape[0], env.action_space.shape[0], (100, 100), "relu")
     params = stack_params(policy.init_params(), args.tasks)
     tasks = family.sample_tasks(args.tasks, np.random.default_rng(0))
-    start = time.perf_counter()
-    with build_sampler(config, family, policy, seed=0, episodes_per_task=args.episodes) as sampler:
-        startup = time.perf_counter() - start
-        sampler.sample(tasks, params, key=(0,))
-        best, steps = 0.0, 0
-        for round_ in range(args.rounds):
-            start = time.perf_counter()
-            steps = sampler.sample(tasks, params, key=(1 + round_,)).num_steps
-            best = max(best, steps / (time.perf_counter() - start))
-    return best, startup, steps
+    sampler = VectorSampler(family, policy, args.episodes, seed=0)
+    sampler.sample(tasks, params, key=(0,))  # warm-up: simulators allocated, caches filled
+    samples, limits, steps = [], [], 0
+    for round_ in range(args.rounds):
+        start = time.perf_counter()
+        steps = sampler.sample(tasks, params, key=(1 + round_,)).num_steps
+        samples.append(steps / (time.perf_counter() - start))
+        limits.append(physics_limit(family, args.tasks * args.episodes, threads, seed=round_))
+    ratios = [s / l for s, l in zip(samples, limits)]
+    return SamplingRow(name, batch_size, steps, statistics.median(samples), statistics.median(limits),
+                       statistics.median(ratios), (min(ratios), max(ratios)))
 
 
-def backend_rows(name: str, args: argparse.Namespace) -> list[BackendRow]:
-    """The second table's rows for one family."""
-    rows: list[BackendRow] = []
-    vector = float("nan")
+def iteration_times(args: argparse.Namespace) -> tuple[list[float], dict[str, float], int]:
+    """Seconds per MAML TRPO meta-iteration of ``configs/halfcheetah-vel-maml.yaml`` (40 tasks x 20
+    episodes), the median seconds of each phase and the env steps per iteration."""
+    from metarl.trainer import MetaTrainer
+
+    config = load_config(CONFIGS / "halfcheetah-vel-maml.yaml",
+                         ["meta.batch_tasks=40", "meta.episodes_per_task=20"])
+    trainer = MetaTrainer(config)
+    trainer.step()  # warm-up
+    times, records, before = [], [], trainer.env_steps
+    for _ in range(args.iterations):
+        start = time.perf_counter()
+        records.append(trainer.step())
+        times.append(time.perf_counter() - start)
+    phases = {p: statistics.median(r[f"time_{p}_s"] for r in records) for p in PHASES}
+    return times, phases, (trainer.env_steps - before) // args.iterations
+
+
+def backend_rows(name: str, args: argparse.Namespace) -> list[tuple]:
+    """Wall-clock env steps per second of one call through each ``sampler.kind`` (best of the rounds)."""
+    rows, vector = [], float("nan")
     for kind in args.backends:
         for workers in ([1] if kind == "vector" else args.workers):
-            rate, startup, steps = backend_throughput(name, kind, workers, args)
-            vector = rate if kind == "vector" else vector
-            rows.append(BackendRow(name, kind, workers, startup, rate, rate / vector, steps))
+            config = validate({"env": {"family": name}, "policy": {"hidden_sizes": [100, 100]},
+                               "sampler": {"kind": kind, "workers": workers}})
+            family = build_family(config)
+            policy = build_policy(config, family)
+            params = stack_params(policy.init_params(), args.tasks)
+            tasks = family.sample_tasks(args.tasks, np.random.default_rng(0))
+            with build_sampler(config, family, policy, seed=0, episodes_per_task=args.episodes) as sampler:
+                sampler.sample(tasks, params, key=(0,))
+                best = 0.0
+                for round_ in range(args.rounds):
+                    start = time.perf_counter()
+                    steps = sampler.sample(tasks, params, key=(1 + round_,)).num_steps
+                    best = max(best, steps / (time.perf_counter() - start))
+            vector = best if kind == "vector" else vector
+            rows.append((name, kind, "" if kind == "vector" else workers, f"{best:,.0f}", f"{best / vector:.2f}"))
     return rows
-
-
-def closing_note(rows: list[BackendRow]) -> str:
-    """The best speed-up of a worker back-end per family, and what it predicts for more cores."""
-    lines = []
-    for name in dict.fromkeys(row.family for row in rows):
-        measured = [row for row in rows if row.family == name and row.kind != "vector" and row.speedup == row.speedup]
-        if measured:
-            best = max(measured, key=lambda row: row.speedup)
-            lines.append(f"{name}: {best.kind} with {best.workers} worker(s) samples {best.speedup:.2f} times as fast "
-                         f"as vector ({best.speedup / best.workers:.2f} per worker).")
-    lines.append(
-        f"This machine has {os.cpu_count()} cores. A worker rolls out its 1/workers share of the pairs on one core, so "
-        "with a free core per worker the speed-up should grow about as workers x the per-worker figure, until the "
-        "main process's part of a call (parameters out, episodes merged) dominates; workers beyond the free cores "
-        "only share them. On a Ray cluster the per-call transfer goes over the network.")
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--horizon", type=int, default=200)
-    parser.add_argument("--raw-steps", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (the best is reported)")
-    parser.add_argument("--families", nargs="+", default=[f.name for f in LOCOMOTION_FAMILIES])
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
-                        help="sampler back-ends of the second table")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of sampler and limit (the median is reported)")
+    parser.add_argument("--iterations", type=int, default=5, help="timed meta-iterations (0: no second table)")
+    parser.add_argument("--families", nargs="*", default=[f.name for f in LOCOMOTION_FAMILIES],
+                        help="families of the first table (none: no first table)")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[0],
+                        help="copies per batched env (the sampler's chunks); 0: the family's default")
+    parser.add_argument("--backends", nargs="*", default=[], choices=("vector", "subprocess", "ray"),
+                        help="also compare these sampler back-ends")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="worker counts of subprocess and ray")
     args = parser.parse_args()
-    ray = import_ray() if "ray" in args.backends else None  # a missing Ray says what to install, before any work
-    torch.set_num_threads(1)
+    torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for name in args.families:
-        r = measure(envs.make_family(name, horizon=args.horizon), args)
-        rows.append((name, f"{r['made']:,.0f}", f"{r['raw']:,.0f}", f"{r['sampler']:,.0f}",
-                     f"{r['sampler'] / r['raw']:.2f}", f"{r['physics']:,.0f}", f"{r['sampler'] / r['physics']:.2f}",
-                     f"{int(r['steps']):,}"))
-    print(f"{args.tasks} tasks x {args.episodes} episodes x horizon {args.horizon}, 100x100 policy, one process, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} thread; env steps per CPU second, "
-          f"best of {args.rounds} rounds")
-    print(format_table(["family", "raw gym.make", "raw env", "sampler", "ratio", "physics", "sampler/physics",
-                        "sampler steps"], rows))
-    if ray is not None:
-        ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False)
-    try:
+        default = envs.make_family(name).preferred_batch_size
+        for size in args.batch_sizes:
+            rows.append(sampling_row(name, size or default, args).cells())
+            print(f"measured {name}, {size or default} copies per batched env", flush=True)
+    if rows:
+        print(f"\n{args.tasks} tasks x {args.episodes} episodes x horizon 200, 100x100 policy, {os.cpu_count()} "
+              f"threads (MuJoCo's batch and rollout); env steps per wall-clock second, median of {args.rounds} rounds")
+        print(format_table(["family", "copies per env", "env steps", "sampler", "physics limit", "ratio",
+                            "ratio range"], rows))
+    if args.iterations:
+        times, phases, steps = iteration_times(args)
+        print(f"\nMAML TRPO meta-iteration, HalfCheetahVel, 40 tasks x 20 episodes ({steps:,} env steps), "
+              f"torch {torch.get_num_threads()} threads; seconds, median of {args.iterations}")
+        print(format_table(["median", "best", *PHASES],
+                           [(f"{statistics.median(times):.2f}", f"{min(times):.2f}",
+                             *(f"{phases[p]:.2f}" for p in PHASES))]))
+    if args.backends:
         table = [row for name in args.families for row in backend_rows(name, args)]
-    finally:
-        if ray is not None:
-            ray.shutdown()
-    print(f"\nback-ends: the same calls, env steps per wall-clock second (best of {args.rounds}, after a warm-up "
-          "call); start-up: seconds to start the sampler's workers")
-    print(format_table(["family", "back-end", "workers", "start-up s", "steps/s", "speed-up", "steps"],
-                       [row.cells() for row in table]))
-    print(closing_note(table))
+        print(f"\nback-ends: one call, env steps per wall-clock second (best of {args.rounds}, after a warm-up)")
+        print(format_table(["family", "back-end", "workers", "steps/s", "speed-up"], table))
 
 
 if __name__ == "__main__":
