@@ -248,7 +248,68 @@ class AntGoalEnv(_LocomotionEnvMixin, AntEnv):
     family = AntGoal
 
 
-class MujocoBatch:
+class LocomotionCopies:
+    """What every batched locomotion env shares: its tasks, spaces, per-copy reset generators and flags.
+
+    :param robot: the robot (model, observation, costs).
+    :param task: the task definition (reward) of the family.
+    :param tasks: one task per copy.
+    :param horizon: steps before a copy is truncated.
+    :param oracle: append the task vector to the observations.
+    :param model: the compiled model (only read).
+    """
+
+    def __init__(self, robot: Robot, task: LocomotionTask, tasks: Sequence[Task], horizon: int, oracle: bool,
+                 model: mujoco.MjModel) -> None:
+        _check_horizon(horizon)
+        if len(tasks) == 0:
+            raise ValueError("tasks must contain at least one task, got an empty sequence")
+        self.robot, self.task, self.model, self.oracle = robot, task, model, oracle
+        self.tasks = np.stack([task.encode(t) for t in tasks])
+        self.num_envs, self.horizon = len(tasks), int(horizon)
+        self.action_space = action_space(model)
+        self.observation_space = observation_space(robot, model, task, oracle)
+        self.dt = model.opt.timestep * robot.frame_skip
+        self._half_range = half_range(self.action_space)
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._terminated = np.zeros(self.num_envs, dtype=bool)
+        self._truncated = np.zeros(self.num_envs, dtype=bool)
+        self._needs_reset = True
+
+    def _check_seeds(self, seeds: np.ndarray | None) -> np.ndarray | None:
+        if seeds is not None:
+            seeds = np.asarray(seeds)
+            if seeds.shape != (self.num_envs,):
+                raise ValueError(f"seeds must have shape ({self.num_envs},), got {seeds.shape}")
+        return seeds
+
+    def _reset_noise(self, i: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Copy i's reset noise, from ``gymnasium.utils.seeding.np_random(seed)`` or, without a seed, from
+        where its generator stands (as a single env reset without a seed)."""
+        if seed is not None or self._rngs[i] is None:
+            self._rngs[i] = seeding.np_random(seed)[0]
+        rng = self._rngs[i]
+        assert rng is not None
+        return self.robot.reset_noise(rng, self.model.nq, self.model.nv)
+
+    def _started(self) -> None:
+        """Flags of a fresh episode in every copy."""
+        self._steps[:] = 0
+        self._terminated[:] = False
+        self._truncated[:] = False
+        self._needs_reset = False
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (self.num_envs, *self.action_space.shape):
+            raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, got {actions.shape}")
+        return actions
+
+
+class MujocoBatch(LocomotionCopies):
     """:class:`~envs.base.BatchedTaskEnv` over n MuJoCo simulators sharing one model.
 
     :param robot: the robot (model file, frame skip, observation, costs).
@@ -261,27 +322,13 @@ class MujocoBatch:
 
     def __init__(self, robot: Robot, task: LocomotionTask, tasks: Sequence[Task], horizon: int,
                  oracle: bool, pool: DataPool) -> None:
-        _check_horizon(horizon)
-        if len(tasks) == 0:
-            raise ValueError("tasks must contain at least one task, got an empty sequence")
-        model = pool.model
-        self.robot, self.task, self.model, self.oracle = robot, task, model, oracle
-        self.tasks = np.stack([task.encode(t) for t in tasks])
-        self.num_envs, self.horizon = len(tasks), int(horizon)
-        self.action_space = action_space(model)
-        self.observation_space = observation_space(robot, model, task, oracle)
-        self.dt = model.opt.timestep * robot.frame_skip
+        super().__init__(robot, task, tasks, horizon, oracle, pool.model)
         self._data = pool.take(self.num_envs)
         self._give_back = weakref.finalize(self, pool.give, self._data)
-        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
-        self._half_range = half_range(self.action_space)
-        n = self.num_envs
+        n, model = self.num_envs, pool.model
         self._qpos, self._qvel = np.zeros((n, model.nq)), np.zeros((n, model.nv))
         self._position = np.zeros((n, robot.position_dims))
         self._contacts = np.zeros((n, model.nbody, 6)) if robot.needs_contacts else None
-        self._steps = np.zeros(n, dtype=np.int64)
-        self._terminated, self._truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        self._needs_reset = True
 
     def _gather(self, i: int, data: mujoco.MjData) -> None:
         """Copy copy ``i``'s state into the batch arrays."""
@@ -299,12 +346,9 @@ class MujocoBatch:
 
     def _reset_copy(self, i: int, seed: int | None) -> None:
         """Gymnasium's v5 reset: ``mj_resetData``, then uniform noise on qpos and normal noise on qvel."""
-        if seed is not None or self._rngs[i] is None:
-            self._rngs[i] = seeding.np_random(seed)[0]
-        rng, data = self._rngs[i], self._data[i]
-        assert rng is not None
+        data = self._data[i]
         mujoco.mj_resetData(self.model, data)
-        qpos_noise, qvel_noise = self.robot.reset_noise(rng, self.model.nq, self.model.nv)
+        qpos_noise, qvel_noise = self._reset_noise(i, seed)
         data.qpos[:] = self.model.qpos0 + qpos_noise
         data.qvel[:] = qvel_noise
         mujoco.mj_forward(self.model, data)
@@ -314,16 +358,10 @@ class MujocoBatch:
         """Reset every copy (copy i as a single env reset with ``seed=seeds[i]``); (n, obs_dim) float64."""
         if len(self._data) != self.num_envs:
             raise RuntimeError("this batched env is closed (its simulators went back to the pool)")
-        if seeds is not None:
-            seeds = np.asarray(seeds)
-            if seeds.shape != (self.num_envs,):
-                raise ValueError(f"seeds must have shape ({self.num_envs},), got {seeds.shape}")
+        seeds = self._check_seeds(seeds)
         for i in range(self.num_envs):
             self._reset_copy(i, None if seeds is None else int(seeds[i]))
-        self._steps[:] = 0
-        self._terminated[:] = False
-        self._truncated[:] = False
-        self._needs_reset = False
+        self._started()
         return _observe(self.robot, self.tasks, self._qpos, self._qvel, self._contacts, self.oracle)
 
     def set_state(self, index: int, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
@@ -339,11 +377,7 @@ class MujocoBatch:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step the live copies; done copies keep their observation, get reward 0.0 and keep their flags."""
-        if self._needs_reset:
-            raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.num_envs, *self.action_space.shape):
-            raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, got {actions.shape}")
+        actions = self._check_actions(actions)
         actions = np.clip(actions, self.action_space.low, self.action_space.high)
         alive = ~(self._terminated | self._truncated)
         before = self._positions()

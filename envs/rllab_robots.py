@@ -34,15 +34,9 @@ require_mujoco()
 
 import mujoco  # noqa: E402  (after the check, so a missing MuJoCo gives our message)
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path  # noqa: E402
-from gymnasium.utils import seeding  # noqa: E402
 from mujoco import batch as mj_batch  # noqa: E402
 
-from envs.mujoco_robots import (  # noqa: E402
-    action_space,
-    half_range,
-    mujoco_warnings_as_python_warnings,
-    observation_space,
-)
+from envs.mujoco_robots import LocomotionCopies, mujoco_warnings_as_python_warnings  # noqa: E402
 
 TORSO = "torso"
 COM, COM_VELOCITY = slice(0, 3), slice(3, 6)  # columns of the sensor data (see build_model)
@@ -105,7 +99,7 @@ class BatchPool:
         self._free.append(batch)
 
 
-class RllabBatch:
+class RllabBatch(LocomotionCopies):
     """:class:`~envs.base.BatchedTaskEnv` over the first n simulations of a persistent MuJoCo batch.
 
     :param robot: an ``"rllab"`` robot (model edits, observation, costs).
@@ -118,17 +112,8 @@ class RllabBatch:
 
     def __init__(self, robot: Robot, task: LocomotionTask, tasks: Sequence[Task], horizon: int, oracle: bool,
                  pool: BatchPool) -> None:
-        _check_horizon(horizon)
-        if len(tasks) == 0:
-            raise ValueError("tasks must contain at least one task, got an empty sequence")
+        super().__init__(robot, task, tasks, horizon, oracle, pool.model)
         model = pool.model
-        self.robot, self.task, self.model, self.oracle = robot, task, model, oracle
-        self.tasks = np.stack([task.encode(t) for t in tasks])
-        self.num_envs, self.horizon = len(tasks), int(horizon)
-        self.action_space = action_space(model)
-        self.observation_space = observation_space(robot, model, task, oracle)
-        self.dt = model.opt.timestep * robot.frame_skip
-        self._half_range = half_range(self.action_space)
         self._low, self._high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
         self._init_qpos = initial_qpos(robot, model)
         self._stage = mujoco.mjtStage.mjSTAGE_ACC if robot.needs_contacts else mujoco.mjtStage.mjSTAGE_VEL
@@ -141,10 +126,6 @@ class RllabBatch:
         torso = model.body(TORSO).id
         self._xmat = batch.bind("xmat")[:n, torso] if robot.torso_frame else None
         self._contacts = batch.bind("cfrc_ext")[:n] if robot.needs_contacts else None
-        self._rngs: list[np.random.Generator | None] = [None] * n
-        self._steps = np.zeros(n, dtype=np.int64)
-        self._terminated, self._truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        self._needs_reset = True
 
     def _observe(self) -> np.ndarray:
         obs = self.robot.observe(self._qpos, self._qvel, self._contacts, self._xmat, self._sensors[:, COM])
@@ -156,27 +137,14 @@ class RllabBatch:
         with its generator when no seed is given. Returns (n, obs_dim) float64 observations."""
         if not self._mine.any():
             raise RuntimeError("this batched env is closed (its simulators went back to the pool)")
-        if seeds is not None:
-            seeds = np.asarray(seeds)
-            if seeds.shape != (self.num_envs,):
-                raise ValueError(f"seeds must have shape ({self.num_envs},), got {seeds.shape}")
+        seeds = self._check_seeds(seeds)
         noise = [self._reset_noise(i, None if seeds is None else int(seeds[i])) for i in range(self.num_envs)]
         self._batch.reset(self._mine, stage=mujoco.mjtStage.mjSTAGE_NONE)
         self._qpos[:] = self._init_qpos + np.stack([q for q, _ in noise])
         self._qvel[:] = np.stack([v for _, v in noise])
         self._batch.forward(self._mine, stage=self._stage)
-        self._steps[:] = 0
-        self._terminated[:] = False
-        self._truncated[:] = False
-        self._needs_reset = False
+        self._started()
         return self._observe()
-
-    def _reset_noise(self, i: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-        if seed is not None or self._rngs[i] is None:
-            self._rngs[i] = seeding.np_random(seed)[0]
-        rng = self._rngs[i]
-        assert rng is not None
-        return self.robot.reset_noise(rng, self.model.nq, self.model.nv)
 
     def set_state(self, index: int, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         """Put copy ``index`` in a given state (as Gymnasium's ``set_state``); returns its observation."""
@@ -189,12 +157,7 @@ class RllabBatch:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step the live copies; done copies keep their observation, get reward 0.0 and keep their flags."""
-        if self._needs_reset:
-            raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.num_envs, *self.action_space.shape):
-            raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, got {actions.shape}")
-        actions = np.minimum(np.maximum(actions, self._low), self._high)
+        actions = np.minimum(np.maximum(self._check_actions(actions), self._low), self._high)
         done = self._terminated | self._truncated
         self._ctrl[:] = actions
         stepped = self._mine
@@ -277,6 +240,11 @@ class LocomotionEnv(gym.Env):
             self.set_task(options["task"])
         obs = self._env.reset(None if seed is None else np.array([seed]))
         return obs[0], {"task": self.get_task()}
+
+    @property
+    def init_qpos(self) -> np.ndarray:
+        """The ``qpos`` a reset adds noise to (a copy), as Gymnasium's ``MujocoEnv.init_qpos``."""
+        return initial_qpos(self.robot, self.model)
 
     def get_data(self) -> mujoco.MjData:
         """A copy of the whole simulator (state and the quantities computed from it), for inspection."""

@@ -10,38 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import FAMILIES, AntDir, AntGoal, AntVel, HalfCheetahDir, HalfCheetahVel, make_family
+from envs import FAMILIES, AntDir, AntGoal, AntVel, BatchedTaskEnv, HalfCheetahDir, HalfCheetahVel, make_family
 from envs.locomotion import HALF_CHEETAH_V5, LOCOMOTION_FAMILIES, MissingDependencyError
 
 pytest.importorskip("mujoco")
 from envs import mujoco_robots, rllab_robots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DT = 0.05  # 5 simulator steps of 0.01 s
 NAMES = [family.name for family in LOCOMOTION_FAMILIES]
-EXPECTED_OBS = {"halfcheetah_vel": 17, "halfcheetah_dir": 17, "ant_vel": 105, "ant_dir": 105, "ant_goal": 107}
-
-
-def _clipped_sq(action: np.ndarray) -> float:
-    return float(np.sum(np.clip(action, -1.0, 1.0) ** 2))
-
-
-def _contact_sq(env: gym.Env) -> float:
-    return float(np.sum(np.clip(env.unwrapped.data.cfrc_ext, -1.0, 1.0) ** 2))
-
-
-def _cheetah_state(velocity: float) -> tuple[np.ndarray, np.ndarray]:
-    qvel = np.zeros(9)
-    qvel[0] = velocity
-    return np.zeros(9), qvel
-
-
-def _landed_ant(env: gym.Env, seed: int = 0) -> None:
-    """Reset and let the Ant fall onto its legs, so that contact forces are non-zero."""
-    env.reset(seed=seed)
-    for _ in range(25):  # it bounces for about 15 steps
-        env.step(np.zeros(8))
-    assert _contact_sq(env) > 0
 
 
 # ---------------------------------------------------------------- observations, tasks, registration
@@ -118,6 +94,64 @@ def test_task_distributions():
     assert goals.shape == (2000, 2) and goals.min() >= -3 and goals.max() < 3
     narrow = HalfCheetahVel(velocity_low=0.5, velocity_high=0.6).sample_tasks(50, rng)
     assert all(0.5 <= t["velocity"] < 0.6 for t in narrow)
+
+
+# ---------------------------------------------------------------- batched == single envs
+
+
+def _run_singles(family, tasks, seeds, actions, states):
+    singles = [family.make_env(task) for task in tasks]
+    n = len(tasks)
+    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(singles, seeds)])
+    for i, (qpos, qvel) in states.items():
+        returned = singles[i].unwrapped.set_state(qpos, qvel)  # Gymnasium's v5 set_state returns nothing
+        obs[i] = singles[i].unwrapped._observation() if returned is None else returned
+    done = np.zeros(n, dtype=bool)
+    term, trunc = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    out = [obs.copy()]
+    for action in actions:
+        reward = np.zeros(n)
+        for i, env in enumerate(singles):
+            if done[i]:
+                continue
+            obs[i], reward[i], term[i], trunc[i], _ = env.step(action[i])
+            done[i] = term[i] or trunc[i]
+        out.append((obs.copy(), reward, term.copy(), trunc.copy()))
+    return out
+
+
+@pytest.mark.parametrize("robot", ["rllab", "v5"])
+@pytest.mark.parametrize(("name", "oracle"), [(name, False) for name in NAMES] + [("ant_goal", True)])
+def test_batched_equals_single_envs_step_for_step(name, oracle, robot):
+    horizon, n = 12, 4
+    family = make_family(name, horizon=horizon, oracle=oracle, robot=robot)
+    tasks = family.sample_tasks(n, np.random.default_rng(3))
+    seeds = np.array([10, 11, 12, 13])
+    action_dim = family.make_env().action_space.shape[0]
+    actions = np.random.default_rng(4).normal(scale=1.2, size=(horizon + 3, n, action_dim)).astype(np.float32)
+    states = {}
+    if family.robot.healthy_z_range is not None:  # copy 1 starts too high: it terminates at once
+        qpos = family.make_env().unwrapped.init_qpos.copy()
+        qpos[2] = 1.3
+        states = {1: (qpos, np.zeros(14))}
+    expected = _run_singles(family, tasks, seeds, actions, states)
+    batch = family.make_batched(tasks)
+    assert isinstance(batch, BatchedTaskEnv) and batch.num_envs == n and batch.horizon == horizon
+    assert isinstance(batch, rllab_robots.RllabBatch if robot == "rllab" else mujoco_robots.MujocoBatch)
+    obs = batch.reset(seeds)
+    for i, (qpos, qvel) in states.items():
+        obs[i] = batch.set_state(i, qpos, qvel)
+    np.testing.assert_array_equal(obs, expected[0])
+    assert obs.shape == (n, *batch.observation_space.shape)
+    for action, (e_obs, e_rew, e_term, e_trunc) in zip(actions, expected[1:]):
+        obs, rew, term, trunc = batch.step(action)
+        np.testing.assert_array_equal(obs, e_obs)
+        np.testing.assert_array_equal(rew, e_rew)
+        np.testing.assert_array_equal(term, e_term)
+        np.testing.assert_array_equal(trunc, e_trunc)
+    assert np.all(term | trunc) and np.all(rew == 0.0)  # everyone frozen after the horizon
+    if states:
+        assert term[1] and not term[0]
 
 
 # ---------------------------------------------------------------- families: arguments and errors

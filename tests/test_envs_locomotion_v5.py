@@ -8,13 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import AntDir, AntGoal, AntVel, BatchedTaskEnv, HalfCheetahDir, HalfCheetahVel, make_family
+from envs import AntDir, AntGoal, AntVel, HalfCheetahDir, HalfCheetahVel, make_family
 from envs.locomotion import ANT_V5 as ANT
 from envs.locomotion import HALF_CHEETAH_V5 as HALF_CHEETAH
 from envs.locomotion import LOCOMOTION_FAMILIES
 
 pytest.importorskip("mujoco")
-from envs import mujoco_robots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DT = 0.05  # 5 simulator steps of 0.01 s
@@ -184,61 +183,6 @@ def test_observation_is_gymnasium_v5_and_oracle_appends_the_task(name):
 
 
 # ---------------------------------------------------------------- batched == single envs
-
-
-def _run_singles(family, tasks, seeds, actions, states):
-    singles = [family.make_env(task) for task in tasks]
-    n = len(tasks)
-    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(singles, seeds)])
-    for i, (qpos, qvel) in states.items():
-        singles[i].unwrapped.set_state(qpos, qvel)
-        obs[i] = singles[i].unwrapped._observation()
-    done = np.zeros(n, dtype=bool)
-    term, trunc = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    out = [obs.copy()]
-    for action in actions:
-        reward = np.zeros(n)
-        for i, env in enumerate(singles):
-            if done[i]:
-                continue
-            obs[i], reward[i], term[i], trunc[i], _ = env.step(action[i])
-            done[i] = term[i] or trunc[i]
-        out.append((obs.copy(), reward, term.copy(), trunc.copy()))
-    return out
-
-
-@pytest.mark.parametrize(("name", "oracle"), [(name, False) for name in NAMES] + [("ant_goal", True)])
-def test_batched_equals_single_envs_step_for_step(name, oracle):
-    horizon, n = 12, 4
-    family = make_family(name, horizon=horizon, oracle=oracle, robot="v5")
-    tasks = family.sample_tasks(n, np.random.default_rng(3))
-    seeds = np.array([10, 11, 12, 13])
-    rng = np.random.default_rng(4)
-    actions = rng.normal(scale=1.2, size=(horizon + 3, n, *family.make_env().action_space.shape)).astype(np.float32)
-    states = {}
-    if family.robot.healthy_z_range is not None:  # copy 1 starts too high: it terminates at once
-        qpos, qvel = family.make_env().init_qpos.copy(), np.zeros(14)
-        qpos[2] = 1.3
-        states = {1: (qpos, qvel)}
-    expected = _run_singles(family, tasks, seeds, actions, states)
-
-    batch = family.make_batched(tasks)
-    assert isinstance(batch, mujoco_robots.MujocoBatch) and isinstance(batch, BatchedTaskEnv)
-    assert batch.num_envs == n and batch.horizon == horizon
-    obs = batch.reset(seeds)
-    for i, (qpos, qvel) in states.items():
-        obs[i] = batch.set_state(i, qpos, qvel)
-    np.testing.assert_array_equal(obs, expected[0])
-    assert obs.shape == (n, *batch.observation_space.shape)
-    for action, (e_obs, e_rew, e_term, e_trunc) in zip(actions, expected[1:]):
-        obs, rew, term, trunc = batch.step(action)
-        np.testing.assert_array_equal(obs, e_obs)
-        np.testing.assert_array_equal(rew, e_rew)
-        np.testing.assert_array_equal(term, e_term)
-        np.testing.assert_array_equal(trunc, e_trunc)
-    assert np.all(term | trunc) and np.all(rew == 0.0)  # everyone frozen after the horizon
-    if states:
-        assert term[1] and not term[0]
 
 
 def test_batches_reuse_simulators_without_sharing_or_changing_numbers():

@@ -271,56 +271,6 @@ def test_zero_policy_scores_what_the_definitions_predict():
 # ---------------------------------------------------------------- batched, threads, chunks
 
 
-def _run_singles(family, tasks, seeds, actions, states):
-    singles = [family.make_env(task) for task in tasks]
-    n = len(tasks)
-    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(singles, seeds)])
-    for i, (qpos, qvel) in states.items():
-        obs[i] = singles[i].unwrapped.set_state(qpos, qvel)
-    done = np.zeros(n, dtype=bool)
-    term, trunc = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    out = [obs.copy()]
-    for action in actions:
-        reward = np.zeros(n)
-        for i, env in enumerate(singles):
-            if done[i]:
-                continue
-            obs[i], reward[i], term[i], trunc[i], _ = env.step(action[i])
-            done[i] = term[i] or trunc[i]
-        out.append((obs.copy(), reward, term.copy(), trunc.copy()))
-    return out
-
-
-@pytest.mark.parametrize(("name", "oracle"), [(name, False) for name in NAMES] + [("ant_goal", True)])
-def test_batched_equals_single_envs_step_for_step(name, oracle):
-    horizon, n = 12, 4
-    family = make_family(name, horizon=horizon, oracle=oracle)
-    tasks = family.sample_tasks(n, np.random.default_rng(3))
-    seeds = np.array([10, 11, 12, 13])
-    actions = np.random.default_rng(4).normal(scale=1.2, size=(horizon + 3, n, family.make_env().action_space.shape[0]))
-    states = {}
-    if family.robot.healthy_z_range is not None:  # copy 1 starts too high: it terminates at once
-        qpos = rllab_robots.initial_qpos(family.robot, family.make_env().model)
-        qpos[2] = 1.3
-        states = {1: (qpos, np.zeros(14))}
-    expected = _run_singles(family, tasks, seeds, actions, states)
-    batch = family.make_batched(tasks)
-    assert isinstance(batch, rllab_robots.RllabBatch) and batch.num_envs == n and batch.horizon == horizon
-    obs = batch.reset(seeds)
-    for i, (qpos, qvel) in states.items():
-        obs[i] = batch.set_state(i, qpos, qvel)
-    np.testing.assert_array_equal(obs, expected[0])
-    for action, (e_obs, e_rew, e_term, e_trunc) in zip(actions, expected[1:]):
-        obs, rew, term, trunc = batch.step(action)
-        np.testing.assert_array_equal(obs, e_obs)
-        np.testing.assert_array_equal(rew, e_rew)
-        np.testing.assert_array_equal(term, e_term)
-        np.testing.assert_array_equal(trunc, e_trunc)
-    assert np.all(term | trunc) and np.all(rew == 0.0)  # everyone frozen after the horizon
-    if states:
-        assert term[1] and not term[0]
-
-
 @pytest.mark.parametrize("name", ["halfcheetah_vel", "ant_vel"])
 def test_same_episodes_with_any_thread_count_and_chunking(name):
     from metarl.policies import GaussianMLPPolicy
