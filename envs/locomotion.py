@@ -133,6 +133,9 @@ class Robot:
     :param contact_cost_weight: weight of ``||clip(cfrc_ext, -1, 1)||^2`` over every body (0: not computed).
     :param survive_reward: paid on every step taken.
     :param healthy_z_range: the episode terminates when ``qpos[2]`` leaves it (None: never).
+    :param preferred_batch_size: copies a batched env should step at once (None: all), measured by
+        ``scripts/benchmark_sampling.py``: each copy keeps its whole simulator between steps, and enough
+        copies keep the threads busy while few enough keep those simulators in cache from step to step.
     """
 
     name: str
@@ -156,6 +159,7 @@ class Robot:
     contact_cost_weight: float = 0.0
     survive_reward: float = 0.0
     healthy_z_range: tuple[float, float] | None = None
+    preferred_batch_size: int | None = None
 
     @property
     def needs_contacts(self) -> bool:
@@ -220,14 +224,14 @@ ANT_V5_WITH_POSITION = replace(ANT_V5, name="ant_v5_with_position", skipped_qpos
 # to init_qpos + N(0, 0.01^2) and N(0, 0.1^2) velocities, observations after mj_forward at the new state.
 HALF_CHEETAH = replace(
     HALF_CHEETAH_V5, name="half_cheetah", variant="rllab", frame_skip=1, velocity="subtree", qpos_noise="normal",
-    qpos_noise_scale=0.01, torso_com=True,
+    qpos_noise_scale=0.01, torso_com=True, preferred_batch_size=128,
 )
 # rllab's ant.xml is Gymnasium's with a 0.02 s timestep and softer contacts; its motors (gear 1, range +/-150,
 # behind rllab's action normalisation) are Gymnasium's (gear 150, range +/-1).
 ANT = replace(
     ANT_V5, name="ant", variant="rllab", frame_skip=1, timestep=0.02, geom_solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
     init_qpos_numeric=True, qpos_noise="normal", qpos_noise_scale=0.01, velocity="subtree", position_body=None,
-    skipped_qpos=0, contact_bodies=0, torso_frame=True, torso_com=True,
+    skipped_qpos=0, contact_bodies=0, torso_frame=True, torso_com=True, preferred_batch_size=400,
 )
 ROBOTS = ("rllab", "v5")
 
@@ -405,9 +409,7 @@ class LocomotionFamily(TaskFamily):
         self.oracle = oracle
         self.robot = self.robots[robot]
         self.threads = int(threads)
-        # "rllab" copies keep their whole simulator between steps: enough copies to keep the threads busy,
-        # few enough that those simulators stay in cache from one time step to the next.
-        self.preferred_batch_size = 128 if robot == "rllab" else None
+        self.preferred_batch_size = self.robot.preferred_batch_size
         self._pool: Any = None  # the compiled model and reusable simulators, built on first use
 
     def __getstate__(self) -> dict[str, Any]:

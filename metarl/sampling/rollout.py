@@ -2,9 +2,9 @@
 
 A sampler call asks for M episodes of each of B tasks, B x M (task, episode) pairs numbered
 task-major: pair ``p`` is episode ``p % M`` of task ``p // M``. The in-process sampler rolls out
-all of them at once; a worker rolls out a contiguous range of them (its shard). Three rules make
-every episode a function of its own pair only, so that any split of the pairs among workers gives
-the same episodes, bit for bit:
+all of them (in chunks of whole tasks where the family prefers smaller batched envs); a worker rolls
+out a contiguous range of them (its shard). Four rules make every episode a function of its own pair
+only, so that any split of the pairs among workers or chunks gives the same episodes, bit for bit:
 
 * Randomness is keyed per episode: episode ``e`` of task ``i`` in the draw ``key`` uses its own
   generator seeded by ``(seed, *key, i, e)`` (its reset seed, then its action noise).
@@ -13,6 +13,8 @@ the same episodes, bit for bit:
   one set per task, so every back-end computes the same matrix products, of the same shapes.
   (One matrix product over all B x M rows would round a row differently depending on how many
   rows there are.)
+* Every task's block of observations starts on a 16-byte boundary: MKL rounds a matrix product
+  differently when its operand sits at another alignment.
 * Torch runs the rollout on one thread: a multi-threaded matrix product may split its sums
   differently from a single-threaded one.
 """

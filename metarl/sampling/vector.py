@@ -1,8 +1,10 @@
 """The in-process sampler: every episode of a call in one vectorised loop.
 
 :class:`VectorSampler` steps all (task, episode) copies of a meta-batch with one batched
-environment and one policy call per time step, whatever the number of tasks: with task-batched
-parameters (one set per task after adaptation) the policy call is vectorised over tasks.
+environment and one policy call per time step, whatever the number of tasks (or, for families
+that prefer smaller batched envs, such as the MuJoCo ones, one per chunk of whole tasks, rolled out
+one after the other): with task-batched parameters (one set per task after adaptation) the policy
+call is vectorised over tasks.
 Randomness is keyed per episode (see :mod:`metarl.sampling.rollout`), so the same key gives the
 same episodes whatever else is sampled, and in whatever order.
 """
