@@ -112,7 +112,8 @@ class Robot:
     Two variants exist for each robot (:data:`ROBOTS`): ``"rllab"``, the environments Finn et al. ran
     (rllab's, in cbfinn/maml_rl), and ``"v5"``, Gymnasium's v5 robots with the same rewards.
 
-    :param variant: ``"rllab"`` or ``"v5"``.
+    :param variant: ``"rllab"`` (velocity: the torso subtree's centre-of-mass velocity after the step) or
+        ``"v5"`` (velocity: the change of the robot position over the step, divided by its duration).
     :param xml_file: model file among Gymnasium's MuJoCo assets (edited as below for ``"rllab"``).
     :param frame_skip: simulator steps per env step.
     :param timestep: simulator timestep replacing the file's (None: the file's).
@@ -120,11 +121,9 @@ class Robot:
     :param init_qpos_numeric: start from the model's ``init_qpos`` numeric instead of ``qpos0``.
     :param qpos_noise: reset noise on ``qpos``: ``"uniform"`` on ``[-scale, scale]`` or ``"normal"``.
     :param qpos_noise_scale: its scale; ``qvel`` gets ``qvel_noise_scale * N(0, 1)``.
-    :param velocity: ``"subtree"`` (the torso subtree's centre-of-mass velocity after the step) or
-        ``"finite_difference"`` (change of the robot position over the step, divided by its duration).
     :param position_dims: coordinates of the robot position and velocity used by the tasks.
     :param position_body: body whose ``xpos`` is the robot position (None: ``qpos[:position_dims]``
-        for ``"finite_difference"``, the torso subtree's centre of mass for ``"subtree"``).
+        for ``"v5"``; ``"rllab"`` robots use the torso subtree's centre of mass).
     :param skipped_qpos: leading ``qpos`` entries left out of the observation.
     :param contact_bodies: observe the clipped contact forces of bodies ``contact_bodies..`` (None: not observed).
     :param torso_frame: observe the torso's rotation matrix (9 numbers).
@@ -142,7 +141,6 @@ class Robot:
     variant: str
     xml_file: str
     frame_skip: int
-    velocity: str
     position_dims: int
     skipped_qpos: int
     ctrl_cost_weight: float
@@ -210,11 +208,11 @@ class Robot:
 
 
 HALF_CHEETAH_V5 = Robot(
-    name="half_cheetah_v5", variant="v5", xml_file="half_cheetah.xml", frame_skip=5, velocity="finite_difference",
+    name="half_cheetah_v5", variant="v5", xml_file="half_cheetah.xml", frame_skip=5,
     position_dims=1, skipped_qpos=1, ctrl_cost_weight=0.05,
 )
 ANT_V5 = Robot(
-    name="ant_v5", variant="v5", xml_file="ant.xml", frame_skip=5, velocity="finite_difference", position_dims=2,
+    name="ant_v5", variant="v5", xml_file="ant.xml", frame_skip=5, position_dims=2,
     position_body=1, skipped_qpos=2, contact_bodies=1, ctrl_cost_weight=0.005, contact_cost_weight=0.0005,
     survive_reward=0.05, healthy_z_range=(0.2, 1.0),
 )
@@ -223,14 +221,14 @@ ANT_V5_WITH_POSITION = replace(ANT_V5, name="ant_v5_with_position", skipped_qpos
 # rllab's MujocoEnv: one simulator step per env step (no frame_skip numeric in either model file), reset
 # to init_qpos + N(0, 0.01^2) and N(0, 0.1^2) velocities, observations after mj_forward at the new state.
 HALF_CHEETAH = replace(
-    HALF_CHEETAH_V5, name="half_cheetah", variant="rllab", frame_skip=1, velocity="subtree", qpos_noise="normal",
+    HALF_CHEETAH_V5, name="half_cheetah", variant="rllab", frame_skip=1, qpos_noise="normal",
     qpos_noise_scale=0.01, torso_com=True, preferred_batch_size=128,
 )
 # rllab's ant.xml is Gymnasium's with a 0.02 s timestep and softer contacts; its motors (gear 1, range +/-150,
 # behind rllab's action normalisation) are Gymnasium's (gear 150, range +/-1).
 ANT = replace(
     ANT_V5, name="ant", variant="rllab", frame_skip=1, timestep=0.02, geom_solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
-    init_qpos_numeric=True, qpos_noise="normal", qpos_noise_scale=0.01, velocity="subtree", position_body=None,
+    init_qpos_numeric=True, qpos_noise="normal", qpos_noise_scale=0.01, position_body=None,
     skipped_qpos=0, contact_bodies=0, torso_frame=True, torso_com=True, preferred_batch_size=400,
 )
 ROBOTS = ("rllab", "v5")

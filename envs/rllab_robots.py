@@ -27,7 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Task, _check_horizon
+from envs.base import Task
 from envs.locomotion import DEFAULT_HORIZON, LocomotionTask, Robot, require_mujoco, step_outcome
 
 require_mujoco()
@@ -211,7 +211,6 @@ class LocomotionEnv(gym.Env):
     def __init__(self, robot: Robot, task_definition: LocomotionTask, task: Task | None = None,
                  horizon: int = DEFAULT_HORIZON, oracle: bool = False, render_mode: str | None = None,
                  threads: int = 1) -> None:
-        _check_horizon(horizon)
         if not isinstance(oracle, bool):
             raise ValueError(f"oracle must be true or false, got {oracle!r}")
         if render_mode not in (None, *self.metadata["render_modes"]):

@@ -105,22 +105,18 @@ class FunctionalPolicy(nn.Module):
         return lambda t, obs: self.act(params, obs, noise[t])
 
 
-BatchedLayer = tuple[Tensor, Tensor] | Callable[[Tensor], Tensor]
-# The activations' functions, called without nn.Module's per-call overhead (the sampler applies the
-# layers every time step); the same kernels as the modules.
-ACTIVATION_FUNCTIONS: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
-    nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.ELU: nn.functional.elu}
+BatchedLayer = tuple[Tensor, Tensor] | nn.Module
 
 
 def _batched_layers(net: nn.Sequential, prefix: str, params: Params) -> list[BatchedLayer]:
     """The layers of ``net`` for task-batched ``params``: ``(bias (B, 1, out), weight (B, in, out))``
-    for a linear layer, the function of an activation."""
+    for a linear layer, the module itself for an activation."""
     layers: list[BatchedLayer] = []
     for i, layer in enumerate(net):
         if isinstance(layer, nn.Linear):
             layers.append((params[f"{prefix}.{i}.bias"].unsqueeze(1), params[f"{prefix}.{i}.weight"].transpose(1, 2)))
         else:
-            layers.append(ACTIVATION_FUNCTIONS.get(type(layer), layer))
+            layers.append(layer)
     return layers
 
 

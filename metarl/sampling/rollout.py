@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
     (flat indices into the B x M rows, in the env's order) are stepped."""
     horizon, B, M = noise.shape[:3]
     obs = env.reset(reset_seeds)
-    obs_buf, observe = _observation_buffer(horizon, B, M, obs.shape[-1], dtype)
+    obs_buf = _observation_buffer(horizon, B, M, obs.shape[-1], dtype)  # (T, B, M, obs_dim)
     rew_buf = np.zeros((horizon, B * M))
     alive_buf = np.zeros((horizon, B * M), dtype=bool)
     logp_buf = torch.zeros((horizon, B, M), dtype=dtype)
@@ -170,7 +170,7 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
     act = policy.actor(params, noise)  # params are detached: nothing here records a graph
     steps = 0
     for t in range(horizon):
-        obs_t = observe(t)
+        obs_t = torch.from_numpy(obs_buf[t])
         with torch.no_grad():
             actions, log_probs = act(t, obs_t)
         if act_buf is None:
@@ -188,16 +188,14 @@ def _run(env: BatchedTaskEnv, policy: Policy, params: Params, noise: Tensor, res
             break
     assert act_buf is not None
     mask = torch.from_numpy(alive_buf[:steps]).to(dtype).view(steps, B, M)
-    observations = torch.stack([observe(t) for t in range(steps)]) * mask.unsqueeze(-1)
+    observations = torch.from_numpy(obs_buf[:steps]) * mask.unsqueeze(-1)
     act_buf = act_buf[:steps] * (mask.unsqueeze(-1) if act_buf.dim() == 4 else mask.long())
     rewards = torch.from_numpy(rew_buf[:steps]).view(steps, B, M).to(dtype)
     return Episodes(observations, act_buf, rewards, mask, logp_buf[:steps] * mask)
 
 
-def _observation_buffer(horizon: int, B: int, M: int, obs_dim: int,
-                        dtype: torch.dtype) -> tuple[np.ndarray, Callable[[int], Tensor]]:
-    """A (T, B, M, obs_dim) NumPy array to write observations into, and ``observe(t)``: step t's as a
-    (B, M, obs_dim) tensor sharing its memory.
+def _observation_buffer(horizon: int, B: int, M: int, obs_dim: int, dtype: torch.dtype) -> np.ndarray:
+    """A zeroed (T, B, M, obs_dim) array to write observations into (``torch.from_numpy`` views it as is).
 
     Each task's block of M rows starts on a 16-byte boundary (blocks are padded to a multiple of four
     numbers): MKL's matrix products round differently at other alignments, and a task's block would
@@ -209,7 +207,5 @@ def _observation_buffer(horizon: int, B: int, M: int, obs_dim: int,
     padded = -(-block // 4) * 4
     storage = np.zeros((horizon, B, padded), dtype=torch.empty((), dtype=dtype).numpy().dtype)
     item = storage.itemsize
-    array = np.lib.stride_tricks.as_strided(
+    return np.lib.stride_tricks.as_strided(
         storage, (horizon, B, M, obs_dim), (storage.strides[0], padded * item, obs_dim * item, item))
-    tensor = torch.from_numpy(storage)
-    return array, lambda t: torch.as_strided(tensor[t], (B, M, obs_dim), (padded, obs_dim, 1))
