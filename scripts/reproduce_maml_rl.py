@@ -50,24 +50,28 @@ PUBLISHED = {
     "navigation": {"maml": [-40.4, -11.7, -3.3, -3.2], "pretrained": [-40.8, -19.7, -11.7, -8.5],
                    "random": [-82.7, -58.0, -53.8, -46.8], "oracle": [-2.3]},
     "halfcheetah-vel": {"maml": [-129.5, -78.6, -66.6, -60.8], "pretrained": [-158.0, -135.4, -128.5, -133.6],
-                        "oracle": [-54.5]},
+                        "random": [-254.8, -254.3, -246.8, -230.8], "oracle": [-54.5]},
     "halfcheetah-dir": {"maml": [-50.7, 293.2, 313.5, 315.7], "pretrained": [-43.0, -24.8, -12.9, 19.6],
-                        "oracle": [442.7]},
+                        "random": [-35.7, 21.8, 62.3, 86.2], "oracle": [442.7]},
     "ant-vel": {"maml": [30.6, 96.7, 100.1, 101.4], "pretrained": [-1.8, 6.1, 8.5, 9.5], "oracle": [107.9]},
     "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
     "ant-goal": {},
 }
 # The two evaluations of every run: as the published values were measured, and unbiased.
 EVALUATIONS = ("published", "unbiased")
-TASK_SETS = {"navigation": "finn2017"}  # the authors' test tasks, where a family has them
-# The authors' test scripts (maml_examples/test_maml_*.py) take every step after the first at half its size.
+# The authors' test tasks, where a family has them (maml_examples/test_maml_*.py; none for the Ant goal).
+TASK_SETS = {family: "finn2017" for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
+# Their tests take every step after the first at half its size; the Ant direction's at a hundredth
+# (test_maml_ant_direc.py: learning_rate 0.01 * step_size).
+LATER_STEP_SCALES = {"ant-dir": 0.01}
 PUBLISHED_LATER_STEP_SCALE = 0.5
 
 
 def evaluation_settings(family: str, evaluation: str) -> dict[str, str | float | None]:
     """``protocol``, ``task_set`` and ``later_step_scale`` of one of the :data:`EVALUATIONS`."""
     if evaluation == "published":
-        return {"protocol": "steps", "task_set": TASK_SETS.get(family), "later_step_scale": PUBLISHED_LATER_STEP_SCALE}
+        return {"protocol": "steps", "task_set": TASK_SETS.get(family),
+                "later_step_scale": LATER_STEP_SCALES.get(family, PUBLISHED_LATER_STEP_SCALE)}
     return {"protocol": "episodes", "task_set": None, "later_step_scale": 1.0}
 
 

@@ -210,3 +210,25 @@ def test_ratio_replay_accepts_steps_on_long_locomotion_episodes_where_dice_overf
         assert all(r["accepted"] and 0 < r["kl"] <= 0.01 for r in records)
     else:
         assert not any(r["accepted"] for r in records)
+
+
+@pytest.mark.parametrize("family", ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"])
+def test_shipped_locomotion_estimator_takes_accepted_steps_that_move_the_policy(family):
+    """The shipped locomotion configs (Finn et al.'s estimator, 200-step episodes): every outer step is
+    accepted within the KL bound, improves the measured surrogate, and changes the pre-adaptation
+    policy. A surrogate that cannot improve (DiCE's forward value, or its overflowing replay) fails here."""
+    pytest.importorskip("mujoco")
+    from pathlib import Path
+
+    from metarl.config import load_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / f"{family}-maml.yaml"
+    config = load_config(path, ["meta.batch_tasks=2", "meta.episodes_per_task=3", "policy.hidden_sizes=[32,32]",
+                                "train.iterations=3", "env.kwargs.threads=1"])
+    trainer = MetaTrainer(config)
+    for _ in range(3):
+        before, _, _, record = captured_step(trainer)
+        assert record["accepted"] is True
+        assert 0 < record["kl"] <= config.outer.max_kl
+        assert record["improvement"] > 0
+        assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
