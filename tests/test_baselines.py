@@ -83,3 +83,31 @@ def test_plot_draws_an_unadapted_run_as_a_level(tmp_path):
     path = plot_adaptation({"maml": maml, "oracle": oracle}, tmp_path / "curves.png")
     figure = matplotlib.pyplot.gcf()  # closed by plot_adaptation: a fresh, empty figure
     assert path.stat().st_size > 5000 and not figure.axes
+
+
+LOCOMOTION = ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"]
+
+
+@pytest.mark.parametrize("family", LOCOMOTION)
+def test_every_locomotion_family_ships_the_three_baselines(family):
+    """pretrained trains without adaptation, random never trains, oracle sees the task and is not
+    adapted; all three share the MAML config's environment and evaluation tasks."""
+    maml = load_config(ROOT / f"configs/{family}-maml.yaml")
+    pretrained, random, oracle = (load_config(ROOT / f"configs/{family}-{m}.yaml")
+                                  for m in ("pretrained", "random", "oracle"))
+    assert pretrained.meta.method == "pretrain" and pretrained.train.iterations > 0
+    assert random.train.iterations == 0 and random.policy == maml.policy
+    assert oracle.env.kwargs["oracle"] is True and oracle.evaluation.steps == 0
+    for baseline in (pretrained, random, oracle):
+        assert baseline.env.family == maml.env.family
+        assert baseline.evaluation.seed == maml.evaluation.seed and baseline.evaluation.tasks == maml.evaluation.tasks
+
+
+def test_locomotion_oracle_observes_the_task():
+    pytest.importorskip("mujoco")
+    config = load_config(ROOT / "configs/halfcheetah-vel-oracle.yaml",
+                         ["meta.batch_tasks=2", "meta.episodes_per_task=2", "env.kwargs={horizon: 10, oracle: true}",
+                          "policy.hidden_sizes=[8]"])
+    trainer = MetaTrainer(config)
+    assert trainer.params["mean_net.0.weight"].shape[1] == 21  # the 20 observations and the target velocity
+    assert trainer.step()["accepted"] is True
