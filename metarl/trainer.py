@@ -125,6 +125,8 @@ class MetaTrainer:
             "return_post": estimate.outer_batch.episodes.mean_return(),
             "meta_grad_norm": grad_norm,
         }
+        if "log_std" in self.params:  # Gaussian policies: the sampling policy's std, mean over actions
+            record["policy_std"] = float(self.params["log_std"].exp().mean())
         if np.isfinite(grad_norm):
             max_norm = self.config.outer.max_grad_norm
             if max_norm is not None and grad_norm > max_norm:

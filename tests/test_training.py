@@ -112,6 +112,8 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
         assert all(t >= 0 for t in phases) and sum(phases) <= r["time_s"]
     assert load_config(run_dir / "config.yaml").train.iterations == 2
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
+    assert records[0]["policy_std"] == pytest.approx(load_config(run_dir / "config.yaml").policy.init_std)
+    assert records[1]["policy_std"] > 0
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["steps"] == [0, 1, 2] and evaluation["num_tasks"] == 4
     assert len(evaluation["mean_return"]) == len(evaluation["stderr"]) == 3
