@@ -226,7 +226,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
               format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
                            markdown=True), "", f"![adaptation curves]({page}.png)", ""]
     plot_adaptation({LABELS[m]: results["published"][(m, seeds[0])] for m in methods}, out / f"{page}.png",
-                    title=f"{TITLES[family]}, seed {seeds[0]}, {first.num_tasks} held-out tasks, evaluated as published")
+                    title=f"{TITLES[family]}, seed {seeds[0]}\n{first.num_tasks} held-out tasks, evaluated as published")
     return "\n".join(lines)
 
 
