@@ -124,7 +124,7 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     assert again.returncode == 0 and (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns == stamp
 
 
-def test_locomotion_reproduction_writes_its_page_and_rejects_methods_without_a_config(tmp_path):
+def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp_path):
     import subprocess
 
     pytest.importorskip("mujoco")
@@ -132,9 +132,9 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_methods_without_a_c
     base = [sys.executable, str(SCRIPTS / "reproduce_maml_rl.py"), "--family", "halfcheetah-vel", "--seeds", "1",
             "--runs", str(runs), "--out", str(out), "--page", "tiny"]
     environment = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS.parent)}
-    missing = subprocess.run([*base, "--methods", "maml", "random"], capture_output=True, text=True,
+    unknown = subprocess.run([*base, "--methods", "maml", "reptile"], capture_output=True, text=True,
                              env=environment, timeout=60)
-    assert missing.returncode != 0 and "configs/halfcheetah-vel-random.yaml missing" in missing.stderr
+    assert unknown.returncode == 2 and "invalid choice: 'reptile'" in unknown.stderr
     done = subprocess.run([*base, "--methods", "maml", "--set", "train.iterations=1", "meta.batch_tasks=2",
                            "meta.episodes_per_task=2", "evaluation.tasks=2", "evaluation.steps=1",
                            "env.kwargs.horizon=5", "policy.hidden_sizes=[8]"],
