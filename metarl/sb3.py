@@ -16,12 +16,19 @@ SB3's ``predict(obs, deterministic=True)`` returns the Gaussian's mean *clipped*
 space's bounds; metarl's ``policy.mode(params, obs)`` is the unclipped mean (the environments clip
 actions themselves), so the two agree on the clipped mean.
 
-Stable-Baselines3 is optional and imported only here, when a function needs it.
+Reading a model file unpickles nothing (SB3's loader would, so a crafted file could run code): the
+architecture comes from plain JSON fields of its ``data`` entry, the weights from a weights-only
+``torch.load``, and Stable-Baselines3 need not be installed. Exporting needs it; it is optional and
+imported only here, when a function needs it.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
+import json
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -41,10 +48,12 @@ from metarl.trainer import PARAMS_FILE, load_params
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
-    from stable_baselines3.common.policies import ActorCriticPolicy
 
 SB3_INSTALL = 'pip install -e ".[sb3]" (in the checkout) or pip install stable-baselines3'
 ACTIVATION_NAMES = {module: name for name, module in ACTIVATIONS.items()}
+SB3_POLICIES_MODULE = "stable_baselines3.common.policies"  # ActorCriticPolicy's module, as SB3's data records it
+SB3_DEFAULT_ACTIVATION = "<class 'torch.nn.modules.activation.Tanh'>"  # MlpPolicy's when policy_kwargs has none
+MAX_SB3_ENTRY_BYTES = 1 << 30
 
 
 def require_sb3() -> ModuleType:
@@ -112,46 +121,55 @@ def to_sb3(policy: Policy, params: Params, env: gym.Env, seed: int | None = None
     return model
 
 
-def load_sb3_policy(path: str | Path) -> ActorCriticPolicy:
-    """The policy of an SB3 model file (``PPO``, ``A2C``, any algorithm with an actor-critic policy)."""
-    require_sb3()
-    from stable_baselines3.common.policies import ActorCriticPolicy
-    from stable_baselines3.common.save_util import load_from_zip_file
+def read_sb3_model(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The ``data`` JSON and the policy weights (``policy.pth``) of an SB3 model file.
 
+    Nothing is unpickled: SB3's own loader unpickles (cloudpickle) the ``:serialized:`` entries of
+    ``data``, so a crafted file could run code. Here ``data`` is read as plain JSON and the weights
+    with ``torch.load(weights_only=True)``; Stable-Baselines3 need not be installed.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"SB3 model {str(path)!r} does not exist")
     try:
-        data, state, _ = load_from_zip_file(path, device="cpu")
+        with zipfile.ZipFile(path) as archive:
+            for name in ("data", "policy.pth"):
+                if archive.getinfo(name).file_size > MAX_SB3_ENTRY_BYTES:
+                    raise ValueError(f"its {name} entry is larger than {MAX_SB3_ENTRY_BYTES} bytes")
+            data = json.loads(archive.read("data"))
+            weights = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file fails in many ways
         raise ValueError(f"{str(path)!r} is not a readable SB3 model: {error}") from None
-    policy_class = data.get("policy_class") if data else None
-    if not (isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy)):
-        raise ValueError(f"SB3 model {str(path)!r}: its policy {policy_class!r} is not an actor-critic policy "
-                         "(PPO or A2C with MlpPolicy)")
-    with torch.random.fork_rng():  # its initialisation is overwritten; leave the caller's RNG alone
-        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0,
-                              **data.get("policy_kwargs", {}))
-    policy.load_state_dict(state["policy"])
-    return policy
+    if not (isinstance(data, dict) and isinstance(weights, dict)
+            and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise ValueError(f"{str(path)!r} is not a readable SB3 model: unexpected contents")
+    return data, weights
 
 
-def sb3_architecture(sb3_policy: ActorCriticPolicy) -> tuple[list[int], str]:
-    """The actor's hidden sizes and activation name of an SB3 ``MlpPolicy``; ``ValueError`` for
-    what a metarl policy cannot represent."""
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    if getattr(sb3_policy, "use_sde", False) or sb3_policy.squash_output:
-        raise ValueError("SB3 policies with gSDE or squashed actions are not supported")
-    if not isinstance(sb3_policy.pi_features_extractor, FlattenExtractor):
-        raise ValueError(f"the SB3 policy's features extractor {type(sb3_policy.pi_features_extractor).__name__} "
-                         "is not supported (MlpPolicy's FlattenExtractor only)")
-    activation = ACTIVATION_NAMES.get(sb3_policy.activation_fn)
+def sb3_actor(path: str | Path) -> tuple[list[int], str, dict[str, torch.Tensor]]:
+    """Hidden sizes, activation name and weights of the actor of an SB3 ``MlpPolicy`` model file
+    (``PPO``, ``A2C``), from its plain JSON fields and weights only (see :func:`read_sb3_model`);
+    ``ValueError`` for what a metarl policy cannot represent."""
+    data, weights = read_sb3_model(path)
+    where = f"SB3 model {str(path)!r}"
+    policy_class = data.get("policy_class")
+    module = policy_class.get("__module__") if isinstance(policy_class, dict) else None
+    if module != SB3_POLICIES_MODULE or "action_net.weight" not in weights:
+        raise ValueError(f"{where}: its policy is not an actor-critic policy (PPO or A2C with MlpPolicy)")
+    kwargs = data.get("policy_kwargs") if isinstance(data.get("policy_kwargs"), dict) else {}
+    if data.get("use_sde") is not False or str(kwargs.get("squash_output", False)) != "False":
+        raise ValueError(f"{where}: SB3 policies with gSDE or squashed actions are not supported")
+    if any(name.startswith(("features_extractor.", "pi_features_extractor.")) for name in weights):
+        raise ValueError(f"{where}: its features extractor is not supported (MlpPolicy's FlattenExtractor only)")
+    activation_fn = str(kwargs.get("activation_fn", SB3_DEFAULT_ACTIVATION))
+    activation = next((name for name, module in ACTIVATIONS.items() if activation_fn.endswith(f".{module.__name__}'>")),
+                      None)
     if activation is None:
-        raise ValueError(f"the SB3 policy's activation {sb3_policy.activation_fn.__name__} is not supported; "
-                         f"allowed: {', '.join(m.__name__ for m in ACTIVATION_NAMES)}")
-    hidden = [layer.out_features for layer in sb3_policy.mlp_extractor.policy_net if isinstance(layer, nn.Linear)]
-    return hidden, activation
+        raise ValueError(f"{where}: its activation {activation_fn} is not supported; allowed: "
+                         f"{', '.join(module.__name__ for module in ACTIVATIONS.values())}")
+    layers = sorted((int(m.group(1)), tensor) for name, tensor in weights.items()
+                    if (m := re.fullmatch(r"mlp_extractor\.policy_net\.(\d+)\.weight", name)))
+    return [tensor.shape[0] for _, tensor in layers], activation, weights
 
 
 def actor_params(path: str | Path, policy: Policy) -> Params:
@@ -160,24 +178,24 @@ def actor_params(path: str | Path, policy: Policy) -> Params:
     The SB3 actor must have the hidden sizes and activation of ``policy`` (the config's
     ``policy.hidden_sizes`` and ``policy.activation``) and the task family's spaces.
     """
-    sb3_policy = load_sb3_policy(path)
-    found, expected = sb3_architecture(sb3_policy), architecture(policy)
-    if found != expected:
+    hidden, activation, weights = sb3_actor(path)
+    expected = architecture(policy)
+    if (hidden, activation) != expected:
         raise ValueError(
-            f"policy.init_from = {str(path)!r}: the SB3 actor has hidden sizes {found[0]} and activation "
-            f"{found[1]!r}, the config has policy.hidden_sizes = {expected[0]} and policy.activation = "
+            f"policy.init_from = {str(path)!r}: the SB3 actor has hidden sizes {hidden} and activation "
+            f"{activation!r}, the config has policy.hidden_sizes = {expected[0]} and policy.activation = "
             f"{expected[1]!r}; set them to the SB3 model's"
         )
-    sb3_state = sb3_policy.state_dict()
     params = {}
     for name, sb3_name in sb3_names(policy).items():
         reference = policy.get_parameter(name)
-        if sb3_name not in sb3_state or sb3_state[sb3_name].shape != reference.shape:
+        if sb3_name not in weights or weights[sb3_name].shape != reference.shape:
+            found = tuple(weights[sb3_name].shape) if sb3_name in weights else "missing"
             raise ValueError(
-                f"policy.init_from = {str(path)!r}: the SB3 policy (observations {sb3_policy.observation_space}, "
-                f"actions {sb3_policy.action_space}) does not fit the task family's spaces ({sb3_name})"
+                f"policy.init_from = {str(path)!r}: the SB3 policy does not fit the task family's spaces "
+                f"({sb3_name}: {found}, the family's policy needs {tuple(reference.shape)})"
             )
-        params[name] = sb3_state[sb3_name].detach().clone().to(reference.dtype)
+        params[name] = weights[sb3_name].detach().clone().to(reference.dtype)
     return params
 
 

@@ -1,6 +1,10 @@
 """Stable-Baselines3 interoperability: export an adapted policy as a PPO model, meta-train from an SB3 actor."""
 
+import base64
+import json
 import sys
+import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +22,7 @@ from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, run_training, 
 from tests.test_training import ROOT, TINY, metarl, tiny
 
 try:
+    import cloudpickle
     from stable_baselines3 import A2C, PPO
 except ImportError:
     A2C = PPO = None
@@ -223,12 +228,57 @@ def test_sb3_models_that_do_not_fit_are_reported(tmp_path):
         MetaTrainer(sb3_config(tmp_path / "junk.zip"))
 
 
-def test_missing_sb3_says_what_to_install(run_dir, tmp_path, monkeypatch):
+def test_missing_sb3_says_what_to_install_for_export_and_is_not_needed_to_read_a_model(run_dir, tmp_path,
+                                                                                         monkeypatch):
+    if PPO is not None:
+        model, path = saved_sb3_model(tmp_path)
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
-    for call in (lambda: export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip"),
-                 lambda: MetaTrainer(sb3_config(tmp_path / "model.zip"))):
-        with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
-            call()
+    with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
+        export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
+    if PPO is not None:
+        params = MetaTrainer(sb3_config(path)).params
+        assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name]) for name, sb3_name in SB3_NAMES.items())
+
+
+class Exploit:
+    """Unpickling this touches ``marker``: what a crafted SB3 file could do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@needs_sb3
+def test_a_crafted_sb3_model_runs_no_code(tmp_path):
+    """SB3's loader unpickles the ``:serialized:`` entries of the model's ``data``; metarl must not."""
+    model, path = saved_sb3_model(tmp_path)
+    marker = tmp_path / "pwned"
+    payload = base64.b64encode(cloudpickle.dumps(Exploit(marker))).decode()
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(entries["data"])
+    for key in ("policy_class", "policy_kwargs", "observation_space", "action_space", "lr_schedule"):
+        data[key][":serialized:"] = payload
+    entries["data"] = json.dumps(data).encode()
+    crafted = tmp_path / "crafted.zip"
+    with zipfile.ZipFile(crafted, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    from stable_baselines3.common.save_util import load_from_zip_file
+    load_from_zip_file(tmp_path / "crafted.zip", device="cpu")  # the payload is live: SB3's loader runs it
+    assert marker.exists()
+    marker.unlink()
+    params = MetaTrainer(sb3_config(crafted)).params  # the weights are read, nothing runs
+    assert not marker.exists()
+    assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name]) for name, sb3_name in SB3_NAMES.items())
+    data["use_sde"] = True
+    with zipfile.ZipFile(crafted, "w") as archive:
+        for name, content in {**entries, "data": json.dumps(data).encode()}.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match="gSDE"):
+        MetaTrainer(sb3_config(crafted))
 
 
 def test_export_format_other_than_sb3_is_rejected(capsys):
