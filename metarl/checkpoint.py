@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -41,6 +41,26 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
+def atomic_save(value: Any, path: str | Path) -> Path:
+    """``torch.save(value)`` to ``path`` through a temporary file, flushed, then renamed into place.
+
+    A failure (disk full, ...) removes the temporary file and raises ``OSError`` naming ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as file:
+            torch.save(value, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch's writer reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise OSError(getattr(error, "errno", None), f"could not write {path} ({reason})") from None
+    return path
+
+
 def save_checkpoint(run_dir: str | Path, iteration: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as the checkpoint of ``iteration`` (completed iterations) and keep the newest ``keep``.
 
@@ -53,25 +73,56 @@ def save_checkpoint(run_dir: str | Path, iteration: int, state: dict[str, Any], 
         raise ValueError(f"iteration {iteration}: the parameters hold NaN or Inf; no checkpoint written")
     path = checkpoint_path(run_dir, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    atomic_save(state, path)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_latest_checkpoint(run_dir: str | Path) -> tuple[int, dict[str, Any]] | None:
-    """The newest checkpoint that can be read, as (iteration, state); ``None`` if there is none.
+class LoadedCheckpoint(NamedTuple):
+    """The checkpoint a run continues from, and the newer ones that could not be used (path, why)."""
 
-    A damaged newest file (for example from a disk error) is skipped in favour of the one before.
+    iteration: int
+    state: dict[str, Any]
+    path: Path
+    damaged: list[tuple[Path, str]]
+
+
+def _problem(state: Any, required: tuple[str, ...]) -> str | None:
+    """Why ``state`` is not a usable checkpoint, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint's dict"
+    missing = [key for key in required if key not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    params = state.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+        return "its params are not a dict of tensors"
+    if not _all_finite(params):
+        return "its parameters hold NaN or Inf"
+    return None
+
+
+def load_latest_checkpoint(run_dir: str | Path, required: tuple[str, ...] = ()) -> LoadedCheckpoint | None:
+    """The newest usable checkpoint (readable, a dict with the ``required`` keys, finite parameters);
+    ``None`` if the run has no checkpoint file at all.
+
+    Damaged newer files (a disk error, an edit) are skipped in favour of older ones and listed in
+    ``damaged``; ``ValueError`` naming every file and its problem when none is usable.
     """
-    for iteration, path in reversed(list_checkpoints(run_dir)):
+    damaged: list[tuple[Path, str]] = []
+    found = list_checkpoints(run_dir)
+    for iteration, path in reversed(found):
         try:
-            return iteration, torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # torch raises many kinds for a damaged file
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a damaged file
+            damaged.append((path, f"unreadable: {str(error).splitlines()[0] if str(error) else type(error).__name__}"))
             continue
+        problem = _problem(state, required)
+        if problem is None:
+            return LoadedCheckpoint(iteration, state, path, damaged)
+        damaged.append((path, problem))
+    if found:
+        details = "; ".join(f"{path.name}: {why}" for path, why in damaged)
+        raise ValueError(f"{str(run_dir)!r} holds {len(found)} checkpoint(s) and none is usable ({details})")
     return None

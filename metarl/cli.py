@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from metarl.signals import exit_status, signal_name, stop_on_signals
+
 
 def _train(args: argparse.Namespace) -> None:
     from metarl.config import ConfigError, load_config
@@ -24,6 +26,10 @@ def _train(args: argparse.Namespace) -> None:
         config = load_config(run_dir / "config.yaml")
     elif args.config is None:
         raise ConfigError("give a config file, or --resume RUN_DIR")
+    elif Path(args.config).is_dir():
+        hint = (f"; to continue the run in it: metarl train --resume {args.config}"
+                if (Path(args.config) / "config.yaml").is_file() else "")
+        raise ConfigError(f"{args.config!r} is a directory, not a config file{hint}")
     else:
         config = load_config(args.config, args.overrides)
     run_dir, result = run_training(config, progress=not args.quiet, resume=args.resume,
@@ -167,24 +173,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    try:  # from here on, Ctrl-C or a stop signal is a message and an exit status, even while importing torch
+        with stop_on_signals():
+            return _run(args)
+    except KeyboardInterrupt as interrupt:  # outside training (which saves and says more): nothing to save
+        print(f"metarl: stopped by {signal_name(interrupt)}", file=sys.stderr)
+        return exit_status(interrupt)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; a known kind of failure is a one-line message and exit status 2."""
     from metarl.config import ConfigError
+    from metarl.run_lock import RunDirectoryInUse
     from metarl.sampling import WorkerError
     from metarl.trainer import Interrupted, NonFiniteError
 
     try:
         args.run(args)
-    except (ConfigError, NonFiniteError, ValueError, WorkerError) as error:
+    except (ConfigError, NonFiniteError, ValueError, WorkerError, RunDirectoryInUse) as error:
         print(f"metarl: error: {error}", file=sys.stderr)
         return 2
     except Interrupted as error:
         print(f"metarl: {error}", file=sys.stderr)
-        return 130
+        return error.exit_status
     except OSError as error:  # run directory not creatable, disk full, ...
-        detail = f"{error.strerror}: {error.filename}" if error.strerror else str(error)
-        print(f"metarl: error: {detail}", file=sys.stderr)
+        detail = error.strerror or str(error)
+        print(f"metarl: error: {detail}" + (f": {error.filename}" if error.filename else ""), file=sys.stderr)
         return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

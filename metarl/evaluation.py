@@ -175,6 +175,8 @@ def evaluate(
         raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
     if not 0 <= seed < 2**63 or seed == config.seed:
         raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
+    if not all(bool(torch.isfinite(v).all()) for v in params.values()):
+        raise ValueError("the parameters hold NaN or Inf: there is nothing to evaluate")
     if config.train.reuse_freed_memory:
         reuse_freed_memory()
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task

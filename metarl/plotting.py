@@ -44,6 +44,7 @@ def plot_adaptation(results: dict[str, EvaluationResult], path: str | Path, titl
         axes.set_title(title)
     figure.tight_layout()
     path = Path(path)
+    path = path if path.suffix else path.with_suffix(".png")  # what matplotlib would write; say so
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path

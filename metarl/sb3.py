@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -256,14 +257,18 @@ def export_sb3(run_dir: str | Path, task: Task | None = None, steps: int = 1, pa
     family set to the task.
     """
     require_sb3()  # before the adaptation, which may take a while
+    path = Path(path)
+    path = path if path.suffix else path.with_suffix(".zip")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; give the model file to write")
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"{str(path)!r} is a symbolic link to a missing file ({os.readlink(path)}); give another path")
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml")
     family = build_family(config)
     task = check_task(family, draw_task(family, task, task_seed))
     policy = build_policy(config, family)
     params = adapt_to_task(config, load_params(run_dir / PARAMS_FILE), task, steps, seed)
-    path = Path(path)
-    path = path if path.suffix else path.with_suffix(".zip")
     env = family.make_env(task)
     try:
         to_sb3(policy, params, env, seed=config.seed).save(path)

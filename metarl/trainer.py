@@ -8,8 +8,11 @@ meta-parameters with the outer optimiser on the average.
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -20,15 +23,17 @@ from tqdm.auto import tqdm
 
 from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
-from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.checkpoint import atomic_save, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
-from metarl.evaluation import EvaluationResult, evaluate, save_evaluation
+from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks, save_evaluation
 from metarl.logging import MetricsWriter
 from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
 from metarl.outer import AdaptiveSGD
 from metarl.plotting import plot_adaptation
 from metarl.policies import Params
+from metarl.run_lock import LOCK_FILE, lock_holder, locked_run_dir
+from metarl.signals import exit_status, signal_name, signals_ignored, stop_on_signals
 from metarl.tracking import Tracker, WandbSettings, make_tracker
 
 TRAINING_TASK_STREAM = 0
@@ -36,6 +41,9 @@ TRAINING_ROLLOUT_STREAM = 1
 STEP_SIZE_TASK_STREAM = 4
 STEP_SIZE_ROLLOUT_STREAM = 5
 PARAMS_FILE = "params.pt"
+STATE_KEYS = ("params", "outer", "iteration", "env_steps", "nonfinite_in_a_row", "torch_rng")
+# An update that leaves a parameter beyond this in absolute value has diverged: it is undone, like a NaN.
+PARAMETER_LIMIT = 1e6
 
 
 class NonFiniteError(RuntimeError):
@@ -67,6 +75,9 @@ class MetaTrainer:
         self.iteration = 0
         self.env_steps = 0
         self.nonfinite_in_a_row = 0
+        self._in_progress: dict[str, Any] | None = None  # the state before the iteration train() is running
+        # evaluation.task_set and evaluation.tasks are checked now, not after the whole run
+        held_out_tasks(config, config.evaluation.tasks, config.evaluation.seed)
         # Last: a worker back-end starts its workers here, and close() stops them.
         self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
 
@@ -105,6 +116,7 @@ class MetaTrainer:
     def step(self) -> dict[str, Any]:
         """One meta-iteration; returns its metrics."""
         start = time.perf_counter()
+        before = copy.deepcopy(self.state_dict())
         meta = self.config.meta
         tasks = self.sample_tasks(self.iteration)
         oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
@@ -135,6 +147,9 @@ class MetaTrainer:
             stats = self.outer.step(self.params, direction, estimate)
             record.update(stats, skipped=bool(stats.pop("skipped", False)))
             record["time_update_s"] = time.perf_counter() - update_start
+            if not record["skipped"] and _diverged(self.params):
+                self._restore(before)
+                record.update(skipped=True, diverged=True)
         else:
             record.update(step_size=0.0, skipped=True, time_update_s=0.0)
         self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if record["skipped"] else 0
@@ -161,12 +176,21 @@ class MetaTrainer:
             "config": dump_config(self.config),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.check_params(state["params"], "the checkpoint's parameters")
+    def committed_state(self) -> dict[str, Any]:
+        """The state after the last iteration that :meth:`train` completed and handed on: an iteration
+        interrupted part-way leaves nothing of itself (its update, its metrics) in it."""
+        return self._in_progress if self._in_progress is not None else self.state_dict()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """The parameters and the outer optimiser's state of ``state``."""
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
         self.outer.load_state_dict(state["outer"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.check_params(state["params"], "the checkpoint's parameters")
+        self._restore(state)
         self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
         torch.set_rng_state(state["torch_rng"])
@@ -176,7 +200,8 @@ class MetaTrainer:
         if self.nonfinite_in_a_row >= self.config.outer.max_nonfinite:
             raise NonFiniteError(
                 f"NaN or Inf in the meta-gradient or the outer step in {self.nonfinite_in_a_row} iterations in a row "
-                f"(last: iteration {self.iteration - 1}); lower meta.inner_lr or outer.lr"
+                f"(last: iteration {self.iteration - 1}; updates with NaN, Inf or a parameter beyond "
+                f"{PARAMETER_LIMIT:g} are skipped); lower meta.inner_lr or outer.lr"
             )
 
     def train(self, iterations: int | None = None, on_metrics: Callable[[dict[str, Any]], None] | None = None,
@@ -190,11 +215,14 @@ class MetaTrainer:
         first, end = self.iteration, self.iteration + total
         report_every, start, steps_at_start = max(1, -(-total // 10)), time.perf_counter(), self.env_steps
         for _ in bar:
+            self._in_progress = copy.deepcopy(self.state_dict())
             record = self.step()
             if on_metrics is not None:
                 on_metrics(record)
+            self._in_progress = None
             if record["skipped"]:
-                tqdm.write(f"iteration {record['iteration']}: NaN or Inf (meta-gradient or outer step), update skipped")
+                cause = "parameters beyond " + f"{PARAMETER_LIMIT:g}" if record.get("diverged") else "NaN or Inf"
+                tqdm.write(f"iteration {record['iteration']}: {cause} (meta-gradient or outer step), update skipped")
             self.check_finite()
             elapsed = max(time.perf_counter() - start, 1e-9)
             steps_per_s = (self.env_steps - steps_at_start) / elapsed
@@ -209,13 +237,35 @@ class MetaTrainer:
         return self.params
 
 
+def _diverged(params: Params) -> bool:
+    """Whether a parameter is NaN, Inf or beyond :data:`PARAMETER_LIMIT` in absolute value."""
+    return not all(bool((v.abs() <= PARAMETER_LIMIT).all()) for v in params.values())  # NaN compares False
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """``run.dir`` must be new or empty (but for the lock): metarl never writes into other files."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise FileExistsError(f"run.dir {str(run_dir)!r} exists and is not a directory")
+    if (run_dir / "config.yaml").exists():
+        holder = lock_holder(run_dir)
+        raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run" +
+                              (f", in use by {holder}" if holder else "") + "; choose another run.dir, or "
+                              f"continue it with: metarl train --resume {run_dir}")
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    if others:
+        raise FileExistsError(f"run.dir {str(run_dir)!r} exists and is not empty ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); a run is written only into a new or empty "
+                              "directory")
+
+
 def create_run_dir(config: Config) -> Path:
-    """A new run directory: ``run.dir`` if given (it may exist but must not hold a run), else a
-    fresh ``runs/<name>-<time>`` (suffixed ``-2``, ``-3``, ... when runs start in the same second)."""
+    """A new run directory: ``run.dir`` if given (it may exist but must be empty), else a fresh
+    ``runs/<name>-<time>`` (suffixed ``-2``, ``-3``, ... when runs start in the same second)."""
     if config.run.dir:
         run_dir = Path(config.run.dir)
-        if (run_dir / "metrics.jsonl").exists():
-            raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; choose another run.dir")
+        _check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     base = Path("runs") / f"{config.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -232,10 +282,7 @@ def create_run_dir(config: Config) -> Path:
 
 def save_params(params: Params, path: str | Path) -> None:
     """Write parameters atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in params.items()}, tmp)
-    tmp.replace(path)
+    atomic_save({k: v.detach().cpu() for k, v in params.items()}, path)
 
 
 def load_params(path: str | Path) -> Params:
@@ -249,48 +296,74 @@ def load_params(path: str | Path) -> Params:
 
 
 class Interrupted(RuntimeError):
-    """Training was interrupted (Ctrl-C); the parameters so far were saved."""
+    """Training was stopped by Ctrl-C, SIGTERM or SIGUSR1 (:mod:`metarl.signals`); what it reached was
+    saved. ``exit_status``: what the command exits with (128 + the signal's number)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def run_training(config: Config, progress: bool = True, resume: str | Path | None = None,
                  on_run_dir: Callable[[Path], None] | None = None) -> tuple[Path, EvaluationResult | None]:
     """Train as the config says into a new run directory, or continue the run in ``resume`` from
-    its newest checkpoint; evaluate at the end if asked.
+    its newest usable checkpoint; evaluate at the end if asked.
 
     The run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
     (every ``checkpoint.every`` iterations and at the end), ``params.pt``, after evaluation
-    ``evaluation.json`` and ``adaptation.png``, and the W&B run (``wandb/``) unless disabled. On
-    Ctrl-C the parameters reached so far are saved and :class:`Interrupted` is raised. A resumed
-    run continues exactly where the checkpoint left off: ``metrics.jsonl`` loses the records after
-    it and gets them again, with the same numbers, and W&B continues the same run.
+    ``evaluation.json`` and ``adaptation.png``, the W&B run (``wandb/``) unless disabled, and
+    ``run.lock``: the run holds the directory's lock throughout, so a second run on it fails at once.
+    On Ctrl-C, SIGTERM or SIGUSR1 the last completed iteration is checkpointed, its parameters
+    saved and :class:`Interrupted` raised. A resumed run continues exactly where the checkpoint
+    left off: ``metrics.jsonl`` loses the records after it and gets them again, with the same
+    numbers, and W&B continues the same run.
     ``on_run_dir(run_dir)`` is called once the run directory is known, before training starts.
     """
-    resume_id, logged, latest = None, [], None
-    if resume is not None:
-        latest = load_latest_checkpoint(Path(resume))
+    with stop_on_signals(), ExitStack() as stack:
+        resume_id, logged, latest = None, [], None
+        if resume is not None:
+            stack.enter_context(locked_run_dir(resume))
+            latest = _resume_point(Path(resume))
+        # Built before anything is written, so that a bad setting fails first; on resume, from the
+        # checkpoint's parameters, not policy.init_from (the SB3 file may be gone). Leaving the block
+        # stops the sampler's workers, however the run ends.
+        trainer = stack.enter_context(MetaTrainer(config, None if latest is None else latest.state["params"]))
         if latest is None:
-            raise ValueError(f"{str(resume)!r} holds no checkpoint to resume from")
-    # Built before anything is written, so that a bad setting fails first; on resume, from the
-    # checkpoint's parameters, not policy.init_from (the SB3 file may be gone). Leaving the block
-    # stops the sampler's workers, however the run ends.
-    with MetaTrainer(config, None if latest is None else latest[1]["params"]) as trainer:
-        if resume is None or latest is None:
             run_dir = create_run_dir(config)
+            stack.enter_context(locked_run_dir(run_dir))
+            _check_new_run_dir(run_dir)  # again, under the lock: another run may have written meanwhile
             (run_dir / "config.yaml").write_text(dump_config(config))
         else:
             run_dir = Path(resume)
-            trainer.load_state_dict(latest[1])
-            resume_id = latest[1].get("wandb_run_id")
+            try:
+                trainer.load_state_dict(latest.state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(f"checkpoint {latest.path} does not fit the run's config.yaml: {error!r}") from None
+            resume_id = latest.state.get("wandb_run_id")
             logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
         if on_run_dir is not None:
             on_run_dir(run_dir)
         settings = WandbSettings(**config.logging.wandb.model_dump())
-        with make_tracker(settings, run_dir, config.model_dump(mode="json"), resume_id=resume_id) as tracker:
-            # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
-            # (the tracker skips the steps already in the run).
-            for record in logged:
-                tracker.log_metrics(record)
-            return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+        tracker = stack.enter_context(make_tracker(settings, run_dir, config.model_dump(mode="json"),
+                                                   resume_id=resume_id))
+        # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
+        # (the tracker skips the steps already in the run).
+        for record in logged:
+            tracker.log_metrics(record)
+        return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+
+
+def _resume_point(run_dir: Path) -> Any:
+    """The newest usable checkpoint of ``run_dir``, saying which damaged files it passed over."""
+    latest = load_latest_checkpoint(run_dir, STATE_KEYS)
+    if latest is None:
+        raise ValueError(f"{str(run_dir)!r} holds no checkpoint to resume from (a run writes one every "
+                         "checkpoint.every iterations, at the end and when stopped)")
+    for path, why in latest.damaged:
+        print(f"checkpoint {path} is damaged ({why}); passed over", file=sys.stderr, flush=True)
+    if latest.damaged:
+        print(f"resuming from {latest.path} (iteration {latest.iteration})", file=sys.stderr, flush=True)
+    return latest
 
 
 def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, progress: bool
@@ -303,39 +376,55 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
         writer.write(metrics)
         tracker.log_metrics(metrics)
         if trainer.iteration % every == 0 and trainer.iteration < config.train.iterations:
-            _checkpoint(trainer, run_dir, keep, tracker.run_id)
+            _checkpoint(trainer.state_dict(), run_dir, keep, tracker.run_id)
 
     try:
         params = trainer.train(on_metrics=record, progress=progress)
-    except KeyboardInterrupt:
-        save_params(trainer.params, run_dir / PARAMS_FILE)
-        latest = list_checkpoints(run_dir)
-        resume_hint = (f"; continue from the checkpoint of iteration {latest[-1][0]} with: metarl train --resume {run_dir}"
-                       if latest else "")
-        raise Interrupted(
-            f"interrupted after {trainer.iteration} iterations; parameters saved in {run_dir / PARAMS_FILE}{resume_hint}"
-        ) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a stop signal (metarl.signals.Stopped)
+        raise _save_stopped_run(trainer, run_dir, keep, tracker.run_id, interrupt) from None
     finally:
         writer.close()
         trainer.close()  # before evaluation starts workers of its own
-    final = _checkpoint(trainer, run_dir, keep, tracker.run_id)
+    final = _checkpoint(trainer.state_dict(), run_dir, keep, tracker.run_id)
     save_params(params, run_dir / PARAMS_FILE)
     if final is not None:
         tracker.log_checkpoint(final, trainer.iteration)
     if not config.evaluation.at_end:
         return None
-    result = evaluate(config, params, progress=progress)
+    try:
+        result = evaluate(config, params, progress=progress)
+    except KeyboardInterrupt as interrupt:
+        raise Interrupted(f"training finished ({trainer.iteration} iterations, parameters in {run_dir / PARAMS_FILE}); "
+                          f"its evaluation was stopped by {signal_name(interrupt)}; evaluate it with: metarl evaluate "
+                          f"{run_dir}", exit_status(interrupt)) from None
     save_evaluation(result, run_dir)
     plot = plot_adaptation({config.name: result}, run_dir / "adaptation.png", title=config.name)
     tracker.log_evaluation(result, plot)
     return result
 
 
-def _checkpoint(trainer: MetaTrainer, run_dir: Path, keep: int, wandb_run_id: str | None = None) -> Path | None:
-    """Checkpoint unless the parameters are non-finite (then the previous checkpoint stays the newest)."""
+def _save_stopped_run(trainer: MetaTrainer, run_dir: Path, keep: int, wandb_run_id: str | None,
+                      interrupt: BaseException) -> Interrupted:
+    """Checkpoint the last completed iteration of a stopped run and save its parameters."""
+    state = trainer.committed_state()
+    with signals_ignored():  # a second signal must not cut these writes short
+        _checkpoint(state, run_dir, keep, wandb_run_id)
+        save_params(state["params"], run_dir / PARAMS_FILE)
+    latest = list_checkpoints(run_dir)
+    resume = (f"; continue from the checkpoint of iteration {latest[-1][0]} with: metarl train --resume {run_dir}"
+              if latest else "")
+    return Interrupted(f"stopped by {signal_name(interrupt)} after {state['iteration']} iterations; parameters saved "
+                       f"in {run_dir / PARAMS_FILE}{resume}", exit_status(interrupt))
+
+
+def _checkpoint(state: dict[str, Any], run_dir: Path, keep: int, wandb_run_id: str | None = None) -> Path | None:
+    """Checkpoint ``state`` unless its last update was skipped or its parameters are non-finite: the
+    newest checkpoint then stays the one before, and a run of skipped updates never rotates it out."""
+    if state["nonfinite_in_a_row"] > 0:
+        tqdm.write(f"checkpoint of iteration {state['iteration']} not written: its update was skipped")
+        return None
     try:
-        state = {**trainer.state_dict(), "wandb_run_id": wandb_run_id}
-        return save_checkpoint(run_dir, trainer.iteration, state, keep=keep)
+        return save_checkpoint(run_dir, state["iteration"], {**state, "wandb_run_id": wandb_run_id}, keep=keep)
     except ValueError as error:
         tqdm.write(f"checkpoint skipped: {error}")
         return None

@@ -1,11 +1,12 @@
 """Checkpoints, crash safety and exact resume."""
 
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
-from metarl.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.checkpoint import checkpoint_path, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.logging import read_metrics
 from metarl.trainer import MetaTrainer
 from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
@@ -28,8 +29,8 @@ def test_the_newest_k_are_kept_and_the_newest_is_loaded(tmp_path):
     for i in range(1, 5):
         save_checkpoint(tmp_path, i, state(i), keep=2)
     assert [i for i, _ in list_checkpoints(tmp_path)] == [3, 4]
-    iteration, loaded = load_latest_checkpoint(tmp_path)
-    assert iteration == 4 and torch.equal(loaded["params"]["w"], torch.full((3,), 4.0))
+    latest = load_latest_checkpoint(tmp_path)
+    assert latest.iteration == 4 and torch.equal(latest.state["params"]["w"], torch.full((3,), 4.0))
     assert load_latest_checkpoint(tmp_path / "elsewhere") is None
 
 
@@ -46,15 +47,36 @@ def test_a_write_interrupted_midway_leaves_the_previous_checkpoint_usable(tmp_pa
         save_checkpoint(tmp_path, 2, state(2))
     monkeypatch.setattr(torch, "save", real_save)
     assert [i for i, _ in list_checkpoints(tmp_path)] == [1]  # the half-written file has no checkpoint name
-    iteration, loaded = load_latest_checkpoint(tmp_path)
-    assert iteration == 1 and torch.equal(loaded["params"]["w"], torch.ones(3))
+    latest = load_latest_checkpoint(tmp_path)
+    assert latest.iteration == 1 and torch.equal(latest.state["params"]["w"], torch.ones(3))
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_says_why(tmp_path):
+    save_checkpoint(tmp_path, 1, {**state(1), "iteration": 1})
+    wrong = save_checkpoint(tmp_path, 2, state(2))  # readable, but not what the caller needs
+    garbage = save_checkpoint(tmp_path, 3, state(3))
+    garbage.write_bytes(b"garbage")
+    latest = load_latest_checkpoint(tmp_path, required=("params", "iteration"))
+    assert latest.iteration == 1
+    assert [(path, why.split(":")[0]) for path, why in latest.damaged] == [(garbage, "unreadable"),
+                                                                          (wrong, "it lacks iteration")]
+    checkpoint_path(tmp_path, 1).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"holds 3 checkpoint\(s\) and none is usable \(checkpoint-00000003.pt: "
+                                         r"unreadable.*checkpoint-00000002.pt: it lacks iteration; "
+                                         r"checkpoint-00000001.pt: unreadable"):
+        load_latest_checkpoint(tmp_path, required=("params", "iteration"))
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_names_the_file(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full (a device that is always full) on this system")
     save_checkpoint(tmp_path, 1, state(1))
-    newest = save_checkpoint(tmp_path, 2, state(2))
-    newest.write_bytes(b"garbage")
-    assert load_latest_checkpoint(tmp_path)[0] == 1
+    target = checkpoint_path(tmp_path, 2)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.symlink_to("/dev/full")  # the write goes to a device that reports ENOSPC
+    with pytest.raises(OSError, match=r"could not write .*checkpoint-00000002.pt \(No space left on device\)"):
+        save_checkpoint(tmp_path, 2, state(2))
+    assert not tmp.is_symlink() and [i for i, _ in list_checkpoints(tmp_path)] == [1]
 
 
 def test_no_checkpoint_from_a_non_finite_state(tmp_path):
@@ -73,7 +95,7 @@ def test_trainer_state_round_trips(tmp_path, outer):
         assert trainer.outer.state_dict()["kl_scale"] != 1.0  # the line search's warm start is state
     save_checkpoint(tmp_path, trainer.iteration, trainer.state_dict())
     restored = MetaTrainer(config)
-    restored.load_state_dict(load_latest_checkpoint(tmp_path)[1])
+    restored.load_state_dict(load_latest_checkpoint(tmp_path).state)
     assert (restored.iteration, restored.env_steps) == (trainer.iteration, trainer.env_steps)
     if outer["kind"] == "trpo":
         assert restored.outer.state_dict() == trainer.outer.state_dict()
@@ -122,7 +144,7 @@ def test_training_never_checkpoints_non_finite_parameters(tmp_path, capsys):
 
     trainer = MetaTrainer(tiny())
     trainer.params["log_std"].fill_(float("nan"))
-    _checkpoint(trainer, tmp_path, keep=3)
+    _checkpoint(trainer.state_dict(), tmp_path, keep=3)
     assert list_checkpoints(tmp_path) == []
     captured = capsys.readouterr()
     assert "checkpoint skipped" in captured.out + captured.err

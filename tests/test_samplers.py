@@ -402,5 +402,5 @@ def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(tmp_path,
     monkeypatch.setenv(*marker.split("="))
     _, returncode, _, stderr = interrupt_long_run(tmp_path, "sampler.kind=subprocess", after_records=1)
     assert returncode == 130, stderr
-    assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert "stopped by Ctrl-C after" in stderr and "Traceback" not in stderr
     assert not still_running(processes_with_env(marker), seconds=5)

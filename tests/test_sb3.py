@@ -285,3 +285,14 @@ def test_export_format_other_than_sb3_is_rejected(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["export", "run", "--task", "{goal: [0, 0]}", "--format", "onnx", "--out", "m.onnx"])
     assert exit_info.value.code == 2 and "invalid choice: 'onnx'" in capsys.readouterr().err
+
+
+@needs_sb3
+def test_export_to_a_dangling_symlink_or_a_directory_is_refused(run_dir, tmp_path, capsys):
+    link = tmp_path / "link.zip"
+    link.symlink_to(tmp_path / "missing" / "model.zip")
+    (tmp_path / "folder.zip").mkdir()
+    for out, problem in ((link, "is a symbolic link to a missing file"), (tmp_path / "folder.zip", "is a directory")):
+        args = ["export", str(run_dir), "--task", "{goal: [0.3, -0.2]}", "--format", "sb3", "--out", str(out)]
+        assert main(args) == 2
+        assert problem in capsys.readouterr().err

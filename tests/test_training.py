@@ -374,7 +374,7 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     run_dir, returncode, stdout, stderr = interrupt_long_run(tmp_path, "checkpoint.every=1", after_records=2)
     assert returncode == 130, stderr
     assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
-    assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert "stopped by Ctrl-C after" in stderr and "Traceback" not in stderr
     assert f"metarl train --resume {run_dir}" in stderr
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
 

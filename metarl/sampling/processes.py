@@ -22,6 +22,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Sequence
 
 from metarl.policies import Policy
+from metarl.signals import STOP_SIGNALS
 from metarl.sampling.pool import Fault, WorkerPool, WorkerPoolSampler, check_pool_settings
 from metarl.sampling.shards import ShardRunner, WorkerSpec
 
@@ -31,7 +32,8 @@ STOP_GRACE_S = 1.0  # an idle worker told to stop is killed if it has not exited
 
 def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """A worker's life: build, report ready (its pid), run jobs until told to stop or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, *STOP_SIGNALS):  # the main process stops its workers itself
+        signal.signal(signum, signal.SIG_IGN)
     try:
         runner = ShardRunner(spec)
     except Exception:

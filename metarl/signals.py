@@ -1,0 +1,69 @@
+"""Stopping on the signals schedulers send, as on Ctrl-C.
+
+SIGTERM is what SLURM, Kubernetes and most schedulers send before a kill; SIGUSR1 is SLURM's
+pre-emption warning (``sbatch --signal=USR1@60``). Within :func:`stop_on_signals`, either raises
+:class:`Stopped` in the main thread: a ``KeyboardInterrupt``, so every path that handles Ctrl-C (a
+final checkpoint, workers shut down) handles them too. The exit status is ``128 + signal``
+(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), as a shell reports a process the signal killed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread when a stop signal arrives."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def signal_name(interrupt: BaseException) -> str:
+    """``"SIGTERM"`` for a :class:`Stopped`, ``"Ctrl-C"`` for any other ``KeyboardInterrupt``."""
+    return signal.Signals(interrupt.signum).name if isinstance(interrupt, Stopped) else "Ctrl-C"
+
+
+def exit_status(interrupt: BaseException) -> int:
+    """``128 + signal number`` of the signal behind ``interrupt`` (SIGINT for a plain Ctrl-C)."""
+    return 128 + (interrupt.signum if isinstance(interrupt, Stopped) else signal.SIGINT)
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGUSR1 raise :class:`Stopped` (in the main thread only: Python
+    runs signal handlers there; elsewhere the block changes nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Within the block, Ctrl-C and the stop signals are ignored, so that a second signal does not cut
+    a stopping run's final writes short (they take a second at most). Main thread only, else no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
