@@ -57,9 +57,11 @@ class MetaTrainer:
         config: the validated experiment config.
         params: starting meta-parameters (default: the actor of the SB3 model ``policy.init_from``
             when set, else the policy's seeded initialisation).
+        params_source: what ``params`` are, for the error when they do not fit the policy.
     """
 
-    def __init__(self, config: Config, params: Params | None = None) -> None:
+    def __init__(self, config: Config, params: Params | None = None,
+                 params_source: str | None = None) -> None:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         if config.train.reuse_freed_memory:
@@ -68,7 +70,7 @@ class MetaTrainer:
         self.family, self.policy = build_family_and_policy(config)
         dtype = next(self.policy.parameters()).dtype
         initial = initial_params(config, self.policy) if params is None else params
-        self.policy.check_params(initial, "the starting parameters")
+        self.policy.check_params(initial, params_source or "the starting parameters")
         self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
         self.outer = build_outer(config, self.params, self.independent_tasks)
         self._independent_oracles: list[PolicyGradientOracle] = []
@@ -327,7 +329,8 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         # Built before anything is written, so that a bad setting fails first; on resume, from the
         # checkpoint's parameters, not policy.init_from (the SB3 file may be gone). Leaving the block
         # stops the sampler's workers, however the run ends.
-        trainer = stack.enter_context(MetaTrainer(config, None if latest is None else latest.state["params"]))
+        trainer = stack.enter_context(MetaTrainer(config, None if latest is None else latest.state["params"],
+                                                  None if latest is None else f"the parameters of {latest.path}"))
         if latest is None:
             run_dir = create_run_dir(config)
             stack.enter_context(locked_run_dir(run_dir))

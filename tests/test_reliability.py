@@ -265,3 +265,15 @@ def test_the_run_lock_file_records_its_holder(tmp_path):
     run_training(tiny(run={"dir": str(run_dir)}, train={"iterations": 0}, evaluation={"at_end": False}), progress=False)
     info = json.loads((run_dir / "run.lock").read_text())
     assert set(info) == {"pid", "host", "since"}
+
+
+def test_resume_from_a_checkpoint_of_another_config_is_an_error(tmp_path, capsys):
+    small, large = tmp_path / "small", tmp_path / "large"
+    for run_dir, hidden in ((small, [8]), (large, [16])):
+        run_training(tiny(run={"dir": str(run_dir)}, policy={"hidden_sizes": hidden}, evaluation={"at_end": False}),
+                     progress=False)
+    (_, theirs), = list_checkpoints(large)
+    (_, mine), = list_checkpoints(small)
+    mine.write_bytes(theirs.read_bytes())
+    assert main(["train", "--resume", str(small), "--quiet"]) == 2
+    assert f"the parameters of {mine} do not fit the config's policy" in capsys.readouterr().err
