@@ -223,7 +223,7 @@ class MetaTrainer:
                 on_metrics(record)
             self._in_progress = None
             if record["skipped"]:
-                cause = "parameters beyond " + f"{PARAMETER_LIMIT:g}" if record.get("diverged") else "NaN or Inf"
+                cause = f"parameters beyond {PARAMETER_LIMIT:g}" if record.get("diverged") else "NaN or Inf"
                 tqdm.write(f"iteration {record['iteration']}: {cause} (meta-gradient or outer step), update skipped")
             self.check_finite()
             elapsed = max(time.perf_counter() - start, 1e-9)
