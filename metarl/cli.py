@@ -202,5 +202,6 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
