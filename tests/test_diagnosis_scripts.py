@@ -1,0 +1,30 @@
+"""The diagnosis scripts run end to end on a tiny run and print what they promise."""
+
+import re
+import subprocess
+import sys
+
+from metarl.trainer import run_training
+from tests.test_training import ROOT, checkout_env, tiny
+
+
+def script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=300, env=checkout_env())
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
+    page = tmp_path / "sweep.md"
+    out = script("inner_step_sweep.py", str(run_dir), "--inner-lr", "0.1", "1", "--episodes", "2", "--tasks", "3",
+                 "--out", str(page))
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| 0.1 |") or line.startswith("| 1 |")]
+    assert len(rows) == 2 and "inner_step_sweep.py" in page.read_text() and "| gain |" in out
+    before = {row.split("|")[3] for row in rows}
+    assert len(before) == 1  # the same rollouts before the step, whatever its size
+    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3")
+    assert re.fullmatch(r"3 tasks: first-order part \S+, second-order part \S+ \(\S+x\), cosine\(MAML, first-order\) "
+                        r"-?[0-9.]+\n", out), out
