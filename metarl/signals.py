@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, ContextManager
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -40,30 +41,26 @@ def _raise_stopped(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGUSR1 raise :class:`Stopped` (in the main thread only: Python
-    runs signal handlers there; elsewhere the block changes nothing)."""
+def _handlers(signums: tuple[int, ...], handler: Any) -> Iterator[None]:
+    """``handler`` for ``signums`` within the block, the previous ones restored after it (in the main
+    thread only: Python runs signal handlers there; elsewhere the block changes nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
-@contextmanager
-def signals_ignored() -> Iterator[None]:
+def stop_on_signals() -> ContextManager[None]:
+    """Within the block, SIGTERM and SIGUSR1 raise :class:`Stopped`."""
+    return _handlers(STOP_SIGNALS, _raise_stopped)
+
+
+def signals_ignored() -> ContextManager[None]:
     """Within the block, Ctrl-C and the stop signals are ignored, so that a second signal does not cut
-    a stopping run's final writes short (they take a second at most). Main thread only, else no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, *STOP_SIGNALS)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    a stopping run's final writes short (they take a second at most)."""
+    return _handlers((signal.SIGINT, *STOP_SIGNALS), signal.SIG_IGN)

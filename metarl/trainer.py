@@ -118,7 +118,7 @@ class MetaTrainer:
     def step(self) -> dict[str, Any]:
         """One meta-iteration; returns its metrics."""
         start = time.perf_counter()
-        before = copy.deepcopy(self.state_dict())
+        before = self._model_state()  # to undo a diverging update
         meta = self.config.meta
         tasks = self.sample_tasks(self.iteration)
         oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
@@ -177,6 +177,11 @@ class MetaTrainer:
             "torch_rng": torch.get_rng_state(),
             "config": dump_config(self.config),
         }
+
+    def _model_state(self) -> dict[str, Any]:
+        """Copies of the parameters and the outer optimiser's state (what :meth:`_restore` takes)."""
+        return {"params": {k: v.detach().clone() for k, v in self.params.items()},
+                "outer": copy.deepcopy(self.outer.state_dict())}
 
     def committed_state(self) -> dict[str, Any]:
         """The state after the last iteration that :meth:`train` completed and handed on: an iteration
