@@ -5,6 +5,11 @@ pre-emption warning (``sbatch --signal=USR1@60``). Within :func:`stop_on_signals
 :class:`Stopped` in the main thread: a ``KeyboardInterrupt``, so every path that handles Ctrl-C (a
 final checkpoint, workers shut down) handles them too. The exit status is ``128 + signal``
 (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), as a shell reports a process the signal killed.
+
+Ctrl-C raises :class:`Stopped` too, not Python's own ``KeyboardInterrupt``: CPython 3.11 records an
+exact ``KeyboardInterrupt`` raised inside source run by ``exec``/``eval`` (``dataclasses`` and
+``namedtuple`` do so while torch imports) as unhandled even once caught, and ``python -m metarl``
+then kills itself by SIGINT on exit instead of returning 130.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ class Stopped(KeyboardInterrupt):
 
 
 def signal_name(interrupt: BaseException) -> str:
-    """``"SIGTERM"`` for a :class:`Stopped`, ``"Ctrl-C"`` for any other ``KeyboardInterrupt``."""
-    return signal.Signals(interrupt.signum).name if isinstance(interrupt, Stopped) else "Ctrl-C"
+    """``"SIGTERM"`` or ``"SIGUSR1"`` for those signals, ``"Ctrl-C"`` for SIGINT and any other
+    ``KeyboardInterrupt``."""
+    if isinstance(interrupt, Stopped) and interrupt.signum != signal.SIGINT:
+        return signal.Signals(interrupt.signum).name
+    return "Ctrl-C"
 
 
 def exit_status(interrupt: BaseException) -> int:
@@ -56,8 +64,10 @@ def _handlers(signums: tuple[int, ...], handler: Any) -> Iterator[None]:
 
 
 def stop_on_signals() -> ContextManager[None]:
-    """Within the block, SIGTERM and SIGUSR1 raise :class:`Stopped`."""
-    return _handlers(STOP_SIGNALS, _raise_stopped)
+    """Within the block, SIGTERM, SIGUSR1 and Ctrl-C raise :class:`Stopped`; a SIGINT that was ignored
+    (a background job of a script) stays ignored."""
+    sigint = () if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else (signal.SIGINT,)
+    return _handlers((*sigint, *STOP_SIGNALS), _raise_stopped)
 
 
 def signals_ignored() -> ContextManager[None]:

@@ -136,6 +136,37 @@ def test_ctrl_c_during_metarl_evaluate_is_a_message(tmp_path):
     assert process.returncode == 130 and stderr.strip() == "metarl: stopped by Ctrl-C", stderr
 
 
+def test_ctrl_c_inside_exec_source_exits_130_under_python_m(tmp_path):
+    """A Ctrl-C raised inside exec'd source (torch's imports run dataclasses' and namedtuple's) and
+    then handled must not make ``python -m`` kill itself by SIGINT on exit (CPython flags an exact
+    KeyboardInterrupt from exec'd source as unhandled)."""
+    (tmp_path / "ctrl_c_in_exec.py").write_text(
+        "import os, signal, sys\n"
+        "from metarl.signals import exit_status, stop_on_signals\n"
+        "try:\n"
+        "    with stop_on_signals():\n"
+        "        exec('os.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**7): pass')\n"
+        "except KeyboardInterrupt as interrupt:\n"
+        "    sys.exit(exit_status(interrupt))\n")
+    env = checkout_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    result = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], capture_output=True, text=True, env=env,
+                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 130, result.stderr
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """A script's background job (``metarl train ... &``) inherits an ignored SIGINT: keep it so."""
+    from metarl.signals import stop_on_signals
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # ---------------------------------------------------------------- the run directory
 
 
