@@ -1,19 +1,25 @@
-"""How much of a run's MAML meta-gradient is its second-order part.
+"""How much of a run's MAML meta-gradient is its second-order part, and how much of each part is noise.
 
 From a finished run's parameters, the MAML and the first-order MAML directions (mean over one
-meta-batch of the run's family, both on the same rollouts: the same sampler keys) and the norm of
-their difference, the second-order part ``alpha * H^T u``, beside the first-order part. Example::
+meta-batch of the run's family, both on the same rollouts: the same sampler keys) and their
+difference, the second-order part ``alpha * H^T u``, beside the first-order part. With
+``--batches R`` (R >= 2) each is estimated on R independent batches of rollouts of the same tasks:
+the mean cosine between two batches' estimates of a part is about ``|g|^2 / (|g|^2 + noise)``, near 1
+for a part the batch size measures and near 0 for one that is mostly noise. The last table splits
+the second-order part's squared norm over the policy's parameters. Example::
 
-    python scripts/meta_gradient_parts.py runs/reproduce-halfcheetah-dir/maml-seed1 --tasks 20
+    python scripts/meta_gradient_parts.py runs/reproduce-halfcheetah-dir/maml-seed1 --batches 4
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -22,8 +28,27 @@ from metarl.build import build_oracle  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.meta import estimate_meta_gradient  # noqa: E402
 from metarl.oracles import stack_params  # noqa: E402
+from metarl.policies import Params  # noqa: E402
 from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, load_params  # noqa: E402
 from metarl.trpo import flatten  # noqa: E402
+
+KEY_OFFSET = 10**6  # rollouts no training iteration used
+
+
+def cosine(a: Tensor, b: Tensor) -> float:
+    return float(torch.dot(a, b) / (a.norm() * b.norm()))
+
+
+def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...]) -> dict[str, Params]:
+    """The first-order part, the MAML direction and their difference on one batch of rollouts."""
+    config, directions = trainer.config, {}
+    for method in ("fomaml", "maml"):
+        oracle = build_oracle(config, trainer.sampler, tasks, key)
+        estimate = estimate_meta_gradient(method, oracle, stack_params(trainer.params, len(tasks)),
+                                          inner_lr=config.meta.inner_lr, inner_steps=config.meta.inner_steps)
+        directions[method] = {k: v.mean(0) for k, v in estimate.direction.items()}
+    second = {k: directions["maml"][k] - directions["fomaml"][k] for k in directions["maml"]}
+    return {"first-order": directions["fomaml"], "second-order": second, "MAML": directions["maml"]}
 
 
 def main() -> None:
@@ -31,22 +56,33 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--tasks", type=int, default=None, help="meta-batch size (default: the run's)")
     parser.add_argument("--iteration", type=int, default=7, help="whose meta-batch of tasks to draw")
+    parser.add_argument("--batches", type=int, default=1, help="independent batches of rollouts of the same tasks")
     args = parser.parse_args()
+    if args.batches < 1:
+        parser.error("--batches must be at least 1")
     torch.set_num_threads(1)
     config = load_config(args.run_dir / "config.yaml", [f"meta.batch_tasks={args.tasks}"] if args.tasks else [])
     with MetaTrainer(config, load_params(args.run_dir / PARAMS_FILE)) as trainer:
         tasks = trainer.sample_tasks(args.iteration)
-        directions = {}
-        for method in ("fomaml", "maml"):
-            oracle = build_oracle(config, trainer.sampler, tasks, (TRAINING_ROLLOUT_STREAM, 10**6 + args.iteration))
-            estimate = estimate_meta_gradient(method, oracle, stack_params(trainer.params, len(tasks)),
-                                              inner_lr=config.meta.inner_lr, inner_steps=config.meta.inner_steps)
-            directions[method] = flatten({k: v.mean(0) for k, v in estimate.direction.items()})
-    first, maml = directions["fomaml"], directions["maml"]
-    second = maml - first
-    cosine = float(torch.dot(maml, first) / (maml.norm() * first.norm()))
+        key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)
+        batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch)) for batch in range(args.batches)]
+    first, second, maml = (flatten(batches[0][name]) for name in ("first-order", "second-order", "MAML"))
     print(f"{len(tasks)} tasks: first-order part {first.norm():.4g}, second-order part {second.norm():.4g} "
-          f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine:.3f}")
+          f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine(maml, first):.3f}")
+    if args.batches < 2:
+        return
+    print(f"\n{args.batches} independent batches of {config.meta.episodes_per_task} episodes per task\n")
+    print("| part | mean norm | cosine between batches (mean over pairs) |\n| --- | --- | --- |")
+    for name in batches[0]:
+        vectors = [flatten(batch[name]) for batch in batches]
+        pairs = [cosine(a, b) for a, b in itertools.combinations(vectors, 2)]
+        print(f"| {name} | {sum(float(v.norm()) for v in vectors) / len(vectors):.4g} | "
+              f"{sum(pairs) / len(pairs):.3f} |")
+    print("\n| parameter | share of the second-order part's squared norm |\n| --- | --- |")
+    total = sum(float(flatten(batch["second-order"]).square().sum()) for batch in batches)
+    for key in batches[0]["second-order"]:
+        share = sum(float(batch["second-order"][key].square().sum()) for batch in batches) / total
+        print(f"| {key} | {share:.3f} |")
 
 
 if __name__ == "__main__":

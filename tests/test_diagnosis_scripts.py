@@ -28,3 +28,12 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3")
     assert re.fullmatch(r"3 tasks: first-order part \S+, second-order part \S+ \(\S+x\), cosine\(MAML, first-order\) "
                         r"-?[0-9.]+\n", out), out
+    single = out
+    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--batches", "3")
+    lines = out.splitlines()
+    assert lines[0] == single.strip() and "3 independent batches" in out  # batch 0: the same rollouts
+    rows = {cells[1].strip(): cells[2:4] for cells in (line.split("|") for line in lines) if len(cells) == 5}
+    cosines = [float(rows[part][1]) for part in ("first-order", "second-order", "MAML")]
+    assert all(-1 <= c < 1 for c in cosines), out  # independent batches differ
+    shares = [float(line.split("|")[2]) for line in lines[lines.index("| --- | --- |") + 1:]]
+    assert len(shares) >= 2 and abs(sum(shares) - 1) < 1e-3, out
