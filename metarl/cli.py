@@ -120,7 +120,10 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from metarl import __version__
+
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning with MAML, FO-MAML and HF-MAML.")
+    parser.add_argument("--version", action="version", version=f"metarl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="meta-train as a config file says")
     train.add_argument("config", nargs="?", help="YAML config file, for example configs/navigation-maml.yaml")

@@ -236,8 +236,9 @@ class MetaTrainer:
             bar.set_postfix(pre=f"{record['return_pre']:.1f}", post=f"{record['return_post']:.1f}",
                             steps_per_s=f"{steps_per_s:.0f}")
             done = self.iteration - first
-            if progress and bar.disable and (done % report_every == 0 or self.iteration == end):
-                # Off a terminal (logs, CI) the bar is silent: a plain line every tenth of the run.
+            if progress and bar.disable and (done == 1 or done % report_every == 0 or self.iteration == end):
+                # Off a terminal (logs, CI) the bar is silent: a plain line after the first iteration and
+                # every tenth of the run.
                 print(f"iteration {self.iteration}/{end}: return {record['return_pre']:.1f} -> "
                       f"{record['return_post']:.1f} after adaptation, {steps_per_s:.0f} env steps/s, "
                       f"{elapsed / done * (end - self.iteration):.0f} s left", flush=True)

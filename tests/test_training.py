@@ -1,5 +1,6 @@
 """End to end: the trainer, evaluation and the ``metarl`` command on tiny navigation runs."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -93,6 +94,8 @@ def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
     assert "has no attribute 'nothing'" in probed.stdout
     result = metarl("--help", cwd=tmp_path)
     assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
+    version = metarl("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"metarl {importlib.metadata.version('metarl')}"
 
 
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
@@ -379,11 +382,11 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
 
 
-def test_progress_off_a_terminal_is_a_line_every_tenth_of_the_run(capsys):
-    trainer = MetaTrainer(tiny(train={"iterations": 4}))
+def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_tenth_of_the_run(capsys):
+    trainer = MetaTrainer(tiny(train={"iterations": 20}))
     trainer.train(progress=True)  # stderr is not a terminal under pytest: the bar is silent
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iteration ")]
-    assert [line.split(":")[0] for line in lines] == [f"iteration {i}/4" for i in (1, 2, 3, 4)]
+    assert [line.split(":")[0] for line in lines] == [f"iteration {i}/20" for i in (1, *range(2, 21, 2))]
     assert all("env steps/s" in line and "s left" in line for line in lines)
     MetaTrainer(tiny()).train(progress=False)
     assert capsys.readouterr().out == ""
