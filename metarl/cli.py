@@ -37,7 +37,7 @@ def _train(args: argparse.Namespace) -> None:
     if any((run_dir / "wandb").glob("offline-run-*")):
         print(f"W&B run logged offline; upload it with: wandb sync {run_dir / 'wandb'}")
     if result is not None:
-        print(f"\nheld-out adaptation ({result.num_tasks} tasks, {config.name}):")
+        print(f"\nheld-out adaptation of {config.name} ({result.describe()}):")
         print(result.table())
 
 
@@ -84,10 +84,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         results[label] = result
     if len(results) == 1:
         result = next(iter(results.values()))
-        print(f"held-out adaptation ({result.num_tasks} tasks, {configs[0].name}):")
+        print(f"held-out adaptation of {configs[0].name} ({result.describe()}):")
         print(result.table())
     else:
-        print(f"held-out adaptation, mean return +/- standard error ({results[label].num_tasks} tasks):")
+        print(f"held-out adaptation, mean return +/- standard error ({results[label].describe()}):")
         print(side_by_side(results))
 
 

@@ -62,6 +62,15 @@ class EvaluationResult:
     task_set: str | None = None
     later_step_scale: float = 1.0
 
+    def describe(self) -> str:
+        """How the result was measured, for a table's heading: tasks, collection, step sizes."""
+        tasks = (f"{self.num_tasks} tasks drawn with seed {self.seed}" if self.task_set is None
+                 else f"the first {self.num_tasks} tasks of set {self.task_set!r}")
+        collection = (f"{self.episodes_per_task} independent episodes per task and step" if self.protocol == "episodes"
+                      else f"{self.episodes_per_task} x horizon steps per task and step ('steps' protocol)")
+        later = "" if self.later_step_scale == 1.0 else f", steps after the first at {self.later_step_scale:g}x"
+        return f"{tasks}, {collection}{later}"
+
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
         return format_table(["steps", "mean return", "stderr"], rows)

@@ -105,6 +105,8 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
                     f"run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "mean return" in result.stdout and "stderr" in result.stdout
+    assert ("held-out adaptation of navigation-maml (4 tasks drawn with seed 20171, 2 independent episodes per task "
+            "and step):") in result.stdout
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1]
     for key in ("iteration", "env_steps", "return_pre", "return_post", "meta_grad_norm", "time_s"):
@@ -134,17 +136,20 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
 
     result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "1", "--protocol", "steps", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "(3 tasks drawn with seed 20171, 2 x horizon steps per task and step ('steps' protocol))" in result.stdout
     steps_protocol = EvaluationResult.load(run_dir / "evaluation-3tasks-1steps-2episodes-seed20171-stepsprotocol.json")
     assert steps_protocol.protocol == "steps" and steps_protocol.steps == [0, 1]
     result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "(the first 2 tasks of set 'finn2017', 2 independent episodes per task and step)" in result.stdout
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-seed20171-finn2017tasks.json").task_set == "finn2017"
     result = metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
     assert result.returncode == 2 and "has no task set 'finn2018'" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "2", "--later-step-scale", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "steps after the first at 0.5x" in result.stdout
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-seed20171-laterstep0.5.json").later_step_scale == 0.5
     result = metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
     assert result.returncode == 2 and "evaluation.later_step_scale" in result.stderr
