@@ -101,22 +101,53 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path}: SB3 PPO model of the run's policy after {args.steps} adaptation step(s)")
 
 
+def _run_names(run_dirs: list[Path]) -> list[str]:
+    """Each run's ``name`` from its config.yaml, with its seed where names repeat, with its directory
+    where those repeat too (a directory without a readable config is named by its path)."""
+    from metarl.config import ConfigError, load_yaml
+
+    def read(run_dir: Path) -> tuple[str, str]:
+        try:
+            config = load_yaml((run_dir / "config.yaml").read_text(), str(run_dir / "config.yaml"))
+            return str(config["name"]), f"{config['name']} seed {config['seed']}"
+        except (OSError, ConfigError, KeyError, TypeError):
+            return str(run_dir), str(run_dir)
+
+    names, seeded = zip(*map(read, run_dirs)) if run_dirs else ((), ())
+    labels = [name if names.count(name) == 1 else with_seed for name, with_seed in zip(names, seeded)]
+    return [label if labels.count(label) == 1 else f"{label} ({d})" for label, d in zip(labels, run_dirs)]
+
+
 def _plot(args: argparse.Namespace) -> None:
     from metarl.config import ConfigError
     from metarl.evaluation import LATEST_EVALUATION, EvaluationResult
-    from metarl.plotting import plot_adaptation
+    from metarl.logging import read_metrics
+    from metarl.plotting import plot_adaptation, plot_training_curves
 
     run_dirs = [Path(path) for path in args.run_dirs]
-    results = {}
-    for label, run_dir in zip(_labels(run_dirs), run_dirs):
+    for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    figure = "curves.png" if args.curves else "adaptation.png"
+    if args.out is None and len(run_dirs) > 1:
+        raise ConfigError(f"give --out FILE for a figure of {len(run_dirs)} runs (one run's goes to RUN_DIR/{figure})")
+    out = args.out if args.out is not None else run_dirs[0] / figure
+    labels = _run_names(run_dirs)
+    if args.curves:
+        metrics = {}
+        for label, run_dir in zip(labels, run_dirs):
+            if not (run_dir / "metrics.jsonl").is_file():
+                raise ConfigError(f"{str(run_dir)!r} has no metrics.jsonl: is it a run directory?")
+            metrics[label] = read_metrics(run_dir / "metrics.jsonl")
+        print(f"wrote {plot_training_curves(metrics, out, x=args.x, title=args.title)}")
+        return
+    results = {}
+    for label, run_dir in zip(labels, run_dirs):
         path = run_dir / LATEST_EVALUATION
         if not path.is_file():
             raise ConfigError(f"{str(run_dir)!r} has no {LATEST_EVALUATION}: run 'metarl evaluate {run_dir}' first")
         results[label] = EvaluationResult.load(path)
-    out = plot_adaptation(results, args.out, title=args.title)
-    print(f"wrote {out}")
+    print(f"wrote {plot_adaptation(results, out, title=args.title)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,9 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["sb3"], help="sb3: a Stable-Baselines3 PPO model (.zip)")
     export.add_argument("--out", required=True, help="file to write, for example model.zip")
     export.set_defaults(run=_export)
-    plot = commands.add_parser("plot", help="return against adaptation steps for several evaluated runs (PNG)")
-    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding evaluation.json")
-    plot.add_argument("--out", default="adaptation.png", help="PNG file to write (default: adaptation.png)")
+    plot = commands.add_parser("plot", help="return against adaptation steps of evaluated runs, or their training "
+                                             "curves (PNG)")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (holding evaluation.json, "
+                                                                      "or metrics.jsonl with --curves)")
+    plot.add_argument("--curves", action="store_true",
+                      help="training curves from metrics.jsonl: returns before and after adaptation, the outer "
+                           "step's KL and norm, the policy's std")
+    plot.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
+                      help="x axis of --curves (default: iteration)")
+    plot.add_argument("--out", default=None,
+                      help="PNG file to write (default for one run: RUN_DIR/adaptation.png, RUN_DIR/curves.png with "
+                           "--curves; required for several)")
     plot.add_argument("--title", default=None, help="figure title")
     plot.set_defaults(run=_plot)
     return parser

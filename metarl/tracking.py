@@ -82,6 +82,9 @@ class Tracker(Protocol):
     def log_checkpoint(self, path: Path, iteration: int) -> None:
         """A checkpoint file as an artifact of type ``model``."""
 
+    def log_figure(self, key: str, path: Path) -> None:
+        """A PNG file as an image under ``key``."""
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (idempotent)."""
 
@@ -112,6 +115,9 @@ class NullTracker(_ContextManager):
         pass
 
     def log_checkpoint(self, path: Path, iteration: int) -> None:
+        pass
+
+    def log_figure(self, key: str, path: Path) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -161,6 +167,10 @@ class WandbTracker(_ContextManager):
         else:
             artifact.add_file(str(path), name=path.name)
         self._run.log_artifact(artifact, aliases=["latest", f"iteration-{iteration}"])
+
+    def log_figure(self, key: str, path: Path) -> None:
+        """``path`` as a ``wandb.Image`` under ``key``, at the step last logged by this tracker."""
+        self._run.log({key: self._wandb.Image(str(path))}, step=self.first_step if self._last_step is None else self._last_step)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run with ``exit_code`` and, unless another W&B run is active in this

@@ -26,11 +26,11 @@ from metarl.build import build_family_and_policy, build_oracle, build_outer, bui
 from metarl.checkpoint import atomic_save, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config
 from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks, save_evaluation
-from metarl.logging import MetricsWriter
+from metarl.logging import MetricsWriter, read_metrics
 from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
 from metarl.outer import AdaptiveSGD
-from metarl.plotting import plot_adaptation
+from metarl.plotting import plot_adaptation, plot_training_curves
 from metarl.policies import Params
 from metarl.run_lock import LOCK_FILE, lock_holder, locked_run_dir
 from metarl.signals import exit_status, signal_name, signals_ignored, stop_on_signals
@@ -398,6 +398,10 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
     save_params(params, run_dir / PARAMS_FILE)
     if final is not None:
         tracker.log_checkpoint(final, trainer.iteration)
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    if records:
+        curves = plot_training_curves({config.name: records}, run_dir / "curves.png", title=config.name)
+        tracker.log_figure("training/curves", curves)
     if not config.evaluation.at_end:
         return None
     try:

@@ -9,6 +9,8 @@ for a part the batch size measures and near 0 for one that is mostly noise. The 
 the second-order part's squared norm over the policy's parameters. Example::
 
     python scripts/meta_gradient_parts.py runs/reproduce-halfcheetah-dir/maml-seed1 --batches 4
+    python scripts/meta_gradient_parts.py runs/reproduce-halfcheetah-dir/maml-seed1 --batches 4 \
+        --params runs/reproduce-halfcheetah-dir/random-seed1/params.pt
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=None, help="meta-batch size (default: the run's)")
     parser.add_argument("--iteration", type=int, default=7, help="whose meta-batch of tasks to draw")
     parser.add_argument("--batches", type=int, default=1, help="independent batches of rollouts of the same tasks")
+    parser.add_argument("--params", type=Path, default=None,
+                        help="parameters to estimate at (default: the run's params.pt), e.g. another run's initial ones")
     args = parser.parse_args()
     if args.batches < 1:
         parser.error("--batches must be at least 1")
     torch.set_num_threads(1)
     config = load_config(args.run_dir / "config.yaml", [f"meta.batch_tasks={args.tasks}"] if args.tasks else [])
-    with MetaTrainer(config, load_params(args.run_dir / PARAMS_FILE)) as trainer:
+    with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)
         batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch)) for batch in range(args.batches)]

@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import torch
+
 from metarl.trainer import run_training
 from tests.test_training import ROOT, checkout_env, tiny
 
@@ -37,3 +39,7 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     assert all(-1 <= c < 1 for c in cosines), out  # independent batches differ
     shares = [float(line.split("|")[2]) for line in lines[lines.index("| --- | --- |") + 1:]]
     assert len(shares) >= 2 and abs(sum(shares) - 1) < 1e-3, out
+    other = tmp_path / "other.pt"
+    torch.save({k: torch.zeros_like(v) for k, v in torch.load(run_dir / "params.pt").items()}, other)
+    elsewhere = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--params", str(other))
+    assert elsewhere != single  # estimated at the given parameters

@@ -286,6 +286,9 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert run.summary["evaluation/return_step_1"] == pytest.approx(evaluation["mean_return"][1])
     assert (run_dir / "adaptation.png").is_file()
+    curves = run.summary["training/curves"]  # the training curves as an image, also in the run directory
+    assert curves["_type"] == "image-file" and curves["format"] == "png"
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [a["metadata"]["iteration"] for a in run.artifacts if a["type"] == "model"] == [3]
     assert run.exit_code == 0
 

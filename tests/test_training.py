@@ -161,7 +161,7 @@ def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
         result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"meta.method={method}",
                         "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    result = metarl("plot", *map(str, runs), cwd=tmp_path)
+    result = metarl("plot", *map(str, runs), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
     assert result.returncode == 2 and "no evaluation.json" in result.stderr and "metarl evaluate" in result.stderr
 
     result = metarl("evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", cwd=tmp_path)
@@ -174,10 +174,42 @@ def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
         assert f"{saved['fomaml'].mean_return[k]:.2f} +/- {saved['fomaml'].stderr[k]:.2f}" in row
     assert saved["maml"].seed == saved["fomaml"].seed  # the same held-out tasks
 
-    out = tmp_path / "curves.png"
+    result = metarl("plot", *map(str, runs), cwd=tmp_path)
+    assert result.returncode == 2 and "give --out FILE for a figure of 2 runs" in result.stderr
+    out = tmp_path / "adaptation.png"
     result = metarl("plot", *map(str, runs), "--out", str(out), "--title", "tiny", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    assert png_size(out) == (660, 480)
+    result = metarl("plot", str(runs[0]), cwd=tmp_path)  # one run: its figure goes into its directory
+    assert result.returncode == 0 and result.stdout.strip() == f"wrote {runs[0] / 'adaptation.png'}", result.stderr
+
+    for x in ("iteration", "env_steps"):
+        result = metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert png_size(tmp_path / f"curves-{x}.png") == (1320, 864)  # 2 x 2 panels
+    result = metarl("plot", str(runs[1]), "--curves", cwd=tmp_path)
+    assert result.returncode == 0 and (runs[1] / "curves.png").is_file(), result.stderr
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG file (its IHDR chunk)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_run_names_label_runs_by_config_name_then_seed_then_directory(tmp_path):
+    from metarl.cli import _run_names
+
+    def run(name: str, seed: int, directory: str) -> Path:
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "config.yaml").write_text(f"name: {name}\nseed: {seed}\n")
+        return tmp_path / directory
+
+    runs = [run("maml", 1, "a"), run("fomaml", 1, "b"), run("fomaml", 2, "c"), run("hf", 3, "d"), run("hf", 3, "e")]
+    assert _run_names([*runs, tmp_path / "missing"]) == [
+        "maml", "fomaml seed 1", "fomaml seed 2", f"hf seed 3 ({runs[3]})", f"hf seed 3 ({runs[4]})",
+        str(tmp_path / "missing")]
 
 
 def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
