@@ -15,15 +15,22 @@ from metarl.signals import exit_status, signal_name, stop_on_signals
 
 def _train(args: argparse.Namespace) -> None:
     from metarl.config import ConfigError, load_config
-    from metarl.trainer import run_training
+    from metarl.trainer import RESUME_OVERRIDES, run_training
 
     if args.resume is not None:
-        if args.config is not None or args.overrides:
-            raise ConfigError("--resume continues a run with its own config.yaml: give no config file or overrides")
+        overrides = args.overrides
+        if args.config is not None and "=" in args.config:  # the first override, taken for the config file
+            overrides = [args.config, *overrides]
+        elif args.config is not None:
+            raise ConfigError("--resume continues a run with its own config.yaml: give no config file")
+        refused = [text.partition("=")[0] for text in overrides if text.partition("=")[0] not in RESUME_OVERRIDES]
+        if refused:
+            raise ConfigError(f"--resume keeps the run's config.yaml; only {', '.join(RESUME_OVERRIDES)} may change "
+                              f"(not {', '.join(refused)})")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a run directory: config.yaml is missing")
-        config = load_config(run_dir / "config.yaml")
+        config = load_config(run_dir / "config.yaml", overrides)
     elif args.config is None:
         raise ConfigError("give a config file, or --resume RUN_DIR")
     elif Path(args.config).is_dir():
@@ -161,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, for example meta.inner_lr=0.05")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
-                       help="continue the run in RUN_DIR from its newest checkpoint")
+                       help="continue the run in RUN_DIR from its newest checkpoint; train.iterations=N trains a "
+                            "finished run further")
     train.set_defaults(run=_train)
     evaluation = commands.add_parser("evaluate", help="adapt trained runs to held-out tasks, side by side")
     evaluation.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'metarl train'")

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
 from metarl.checkpoint import atomic_save, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from metarl.config import Config, dump_config
-from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks, save_evaluation
+from metarl.config import Config, dump_config, load_config
+from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, held_out_tasks, save_evaluation
 from metarl.logging import MetricsWriter, read_metrics
 from metarl.meta import estimate_meta_gradient, policy_gradient_estimate, tree_norm
 from metarl.oracles import PolicyGradientOracle, stack_params
@@ -41,6 +41,9 @@ TRAINING_ROLLOUT_STREAM = 1
 STEP_SIZE_TASK_STREAM = 4
 STEP_SIZE_ROLLOUT_STREAM = 5
 PARAMS_FILE = "params.pt"
+# What ``metarl train --resume RUN key=value`` may change: a run continued with them is the run it
+# would have been had it been started with them (an Adam step size annealed over train.iterations is not).
+RESUME_OVERRIDES = ("train.iterations", "checkpoint.every", "checkpoint.keep", "evaluation.at_end")
 STATE_KEYS = ("params", "outer", "iteration", "env_steps", "nonfinite_in_a_row", "torch_rng")
 # An update that leaves a parameter beyond this in absolute value has diverged: it is undone, like a NaN.
 PARAMETER_LIMIT = 1e6
@@ -348,6 +351,8 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
                 trainer.load_state_dict(latest.state)
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"checkpoint {latest.path} does not fit the run's config.yaml: {error!r}") from None
+            if not _continue_with(config, run_dir, trainer.iteration):
+                return run_dir, None
             resume_id = latest.state.get("wandb_run_id")
             logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
         if on_run_dir is not None:
@@ -360,6 +365,26 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         for record in logged:
             tracker.log_metrics(record)
         return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
+
+
+def _continue_with(config: Config, run_dir: Path, done: int) -> bool:
+    """Check the resumed run's (possibly changed) config against its checkpoint and record it in
+    ``config.yaml``; ``False`` when the run has nothing left to do (said on stderr)."""
+    iterations = config.train.iterations
+    if iterations < done:
+        raise ValueError(f"train.iterations={iterations} is below the {done} iterations the run has done")
+    stored = load_config(run_dir / "config.yaml")
+    if iterations != stored.train.iterations and config.outer.kind == "adam" and config.outer.anneal:
+        raise ValueError("train.iterations cannot change on resume with outer.anneal: Adam's step size is annealed "
+                         "over the run's planned iterations")
+    complete = (run_dir / PARAMS_FILE).exists() and (not config.evaluation.at_end or (run_dir / LATEST_EVALUATION).exists())
+    if iterations == done and complete:
+        print(f"the run in {run_dir} has finished its {done} iterations; to train it further: metarl train --resume "
+              f"{run_dir} train.iterations=N", file=sys.stderr, flush=True)
+        return False
+    if config != stored:
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    return True
 
 
 def _resume_point(run_dir: Path) -> Any:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metarl.checkpoint import checkpoint_path, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.config import load_config
 from metarl.logging import read_metrics
 from metarl.trainer import MetaTrainer
 from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
@@ -122,6 +123,30 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     for k in final_whole:
         assert torch.equal(final_killed[k], final_whole[k]), k
     assert [i for i, _ in list_checkpoints(killed)] == [ITERATIONS - 2, ITERATIONS]  # keep = 2, the final one included
+
+
+def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(tmp_path):
+    short, whole = tmp_path / "short", tmp_path / "whole"
+    common = [CONFIG, *RUN[:-3], "evaluation.at_end=false", "checkpoint.every=2", "--quiet"]
+    assert metarl("train", *common, "train.iterations=3", f"run.dir={short}", cwd=tmp_path).returncode == 0
+    result = metarl("train", "--resume", str(short), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0 and f"has finished its 3 iterations; to train it further: metarl train --resume " \
+        f"{short} train.iterations=N" in result.stderr, result.stderr
+    assert len(read_metrics(short / "metrics.jsonl")) == 3  # nothing done again
+
+    result = metarl("train", "--resume", str(short), "train.iterations=5", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert metarl("train", *common, "train.iterations=5", f"run.dir={whole}", cwd=tmp_path).returncode == 0
+    assert without_times(read_metrics(short / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
+    assert load_config(short / "config.yaml").train.iterations == 5
+    for k, v in torch.load(whole / "params.pt").items():
+        assert torch.equal(torch.load(short / "params.pt")[k], v), k
+
+    result = metarl("train", "--resume", str(short), "meta.inner_lr=0.5", "train.iterations=6", cwd=tmp_path)
+    assert result.returncode == 2 and "only train.iterations" in result.stderr and "(not meta.inner_lr)" in result.stderr
+    result = metarl("train", "--resume", str(short), "train.iterations=4", cwd=tmp_path)
+    assert result.returncode == 2 and "train.iterations=4 is below the 5 iterations the run has done" in result.stderr
+    assert load_config(short / "config.yaml").train.iterations == 5  # refused changes leave config.yaml alone
 
 
 def test_resume_errors_name_the_problem(tmp_path):
