@@ -62,11 +62,16 @@ def mujoco_warnings_as_python_warnings() -> Iterator[None]:
     """Route MuJoCo's warnings to Python's ``warnings`` while the block runs.
 
     MuJoCo otherwise prints each one and appends it to ``MUJOCO_LOG.TXT`` in the working
-    directory: MuJoCo 4 warns about ``settotalmass`` in Gymnasium's ``half_cheetah.xml`` on
-    every model compilation, that is once per env. As a Python warning it is shown once.
+    directory. As a Python warning each is shown once per process. MuJoCo 4's deprecation of
+    ``settotalmass`` in Gymnasium's ``half_cheetah.xml`` (on every compilation; the masses are
+    unchanged) is dropped: it would be shown by every sampling worker and says nothing to a user.
     """
+    def warn(message: str) -> None:
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=3)
+
     previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2))
+    mujoco.set_mju_user_warning(warn)
     try:
         yield
     finally:

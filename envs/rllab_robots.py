@@ -58,7 +58,7 @@ def build_model(robot: Robot) -> mujoco.MjModel:
         spec.add_sensor(name="torso_acceleration", type=mujoco.mjtSensor.mjSENS_FRAMELINACC, objtype=body,
                         objname=TORSO)
     with warnings.catch_warnings(), mujoco_warnings_as_python_warnings():
-        # MuJoCo 4 deprecates Gymnasium's half_cheetah.xml 'settotalmass'; the masses it gives are unchanged.
+        # MjSpec's compiler warns of Gymnasium's half_cheetah.xml 'settotalmass' itself; the masses are unchanged.
         warnings.filterwarnings("ignore", message=".*settotalmass.*")
         return spec.compile()
 
