@@ -24,8 +24,11 @@ from envs.locomotion import (
     HalfCheetahVel,
     LocomotionFamily,
     MissingDependencyError,
+    headless_rendering_default,
 )
 from envs.navigation import Navigation2D, Navigation2DBatch, Navigation2DEnv
+
+headless_rendering_default()  # before anything imports MuJoCo: it picks its rendering back-end then
 
 __all__ = [
     "FAMILIES",

@@ -67,7 +67,9 @@ run on with non-finite states and terminated (the Ant) or not (the HalfCheetah).
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -90,8 +92,17 @@ class MissingDependencyError(ImportError, ValueError):
     """
 
 
+def headless_rendering_default() -> None:
+    """Without a display, MuJoCo's default back-end (GLFW) cannot render: choose EGL where its library
+    is installed, unless ``MUJOCO_GL`` says otherwise. Only takes effect before MuJoCo is imported."""
+    if ("MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+            and ctypes.util.find_library("EGL")):
+        os.environ["MUJOCO_GL"] = "egl"
+
+
 def require_mujoco() -> None:
     """Raise :class:`MissingDependencyError` unless MuJoCo and Gymnasium's MuJoCo envs import."""
+    headless_rendering_default()
     try:
         importlib.import_module("mujoco")
         importlib.import_module("gymnasium.envs.mujoco.mujoco_env")

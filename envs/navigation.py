@@ -67,11 +67,17 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
 
     :param task: ``{"goal": array of shape (2,)}``; goal ``(0, 0)`` when ``None``.
     :param horizon: steps before the episode is truncated.
+    :param render_mode: ``None`` or ``"rgb_array"``: :meth:`render` draws the square
+        ``[-RENDER_EXTENT, RENDER_EXTENT]^2`` with the goal (red), the path so far (grey) and the agent (blue).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, task: Task | None = None, horizon: int = 100, oracle: bool = False) -> None:
+    def __init__(self, task: Task | None = None, horizon: int = 100, oracle: bool = False,
+                 render_mode: str | None = None) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
         _check_horizon(horizon)
         self.horizon = int(horizon)
         self.oracle = _check_oracle(oracle)
@@ -79,6 +85,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = _action_space()
         self._goal = np.array(DEFAULT_GOAL, dtype=np.float64) if task is None else _goal_from_task(task)
         self._position = np.zeros(2, dtype=np.float64)
+        self._path = [self._position.copy()]
         self._steps = 0
         self._needs_reset = True
 
@@ -98,6 +105,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         if options is not None and "task" in options:
             self.set_task(options["task"])
         self._position = np.zeros(2, dtype=np.float64)
+        self._path = [self._position.copy()]
         self._steps = 0
         self._needs_reset = False
         return self._observe(), {"goal": self._goal.copy()}
@@ -115,6 +123,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         if action.shape != (2,):
             raise ValueError(f"action must have shape (2,), got {action.shape}")
         self._position = self._position + _displacement(action)
+        self._path.append(self._position.copy())
         d = self._position - self._goal
         # Explicit sqrt of the sum (not np.linalg.norm) so the batched version matches bit for bit.
         reward = -np.sqrt(d[0] * d[0] + d[1] * d[1])
@@ -122,6 +131,32 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps += 1
         truncated = self._steps >= self.horizon
         return self._observe(), float(reward), terminated, truncated, {"goal": self._goal.copy()}
+
+
+    def render(self) -> np.ndarray | None:
+        """A ``RENDER_SIZE`` x ``RENDER_SIZE`` RGB image (``render_mode="rgb_array"``), else None."""
+        if self.render_mode is None:
+            return None
+        image = np.full((RENDER_SIZE, RENDER_SIZE, 3), 255, dtype=np.uint8)
+        image[RENDER_SIZE // 2, :] = image[:, RENDER_SIZE // 2] = 225  # the axes through the origin
+        _disk(image, self._goal, 7, (214, 39, 40))
+        for point in self._path[:-1]:
+            _disk(image, point, 2, (150, 150, 150))
+        _disk(image, self._position, 5, (31, 119, 180))
+        return image
+
+
+RENDER_SIZE = 256
+RENDER_EXTENT = 0.6  # half the side of the square drawn; goals lie in [-0.5, 0.5]^2
+
+
+def _disk(image: np.ndarray, point: np.ndarray, radius: int, color: tuple[int, int, int]) -> None:
+    """Paint a disk of ``radius`` pixels at ``point`` (world coordinates; y up); off-image parts are dropped."""
+    size = image.shape[0]
+    column = (point[0] + RENDER_EXTENT) / (2 * RENDER_EXTENT) * (size - 1)
+    row = (RENDER_EXTENT - point[1]) / (2 * RENDER_EXTENT) * (size - 1)
+    rows, columns = np.ogrid[:size, :size]
+    image[(rows - row) ** 2 + (columns - column) ** 2 <= radius**2] = color
 
 
 class Navigation2DBatch:

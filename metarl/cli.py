@@ -1,4 +1,4 @@
-"""The ``metarl`` command: ``train``, ``evaluate``, ``export`` and ``plot``.
+"""The ``metarl`` command: ``train``, ``evaluate``, ``export``, ``plot`` and ``video``.
 
 Each command imports what it needs when it runs: torch, Gymnasium and MuJoCo take seconds to load,
 and ``metarl --help`` should not wait for them.
@@ -131,6 +131,11 @@ def _plot(args: argparse.Namespace) -> None:
     from metarl.logging import read_metrics
     from metarl.plotting import plot_adaptation, plot_training_curves
 
+    if args.curves and args.paths:
+        raise ConfigError("give --curves or --paths, not both")
+    if args.paths:
+        _plot_paths(args)
+        return
     run_dirs = [Path(path) for path in args.run_dirs]
     for run_dir in run_dirs:
         if not run_dir.is_dir():
@@ -155,6 +160,43 @@ def _plot(args: argparse.Namespace) -> None:
             raise ConfigError(f"{str(run_dir)!r} has no {LATEST_EVALUATION}: run 'metarl evaluate {run_dir}' first")
         results[label] = EvaluationResult.load(path)
     print(f"wrote {plot_adaptation(results, out, title=args.title)}")
+
+
+def _plot_paths(args: argparse.Namespace) -> None:
+    from metarl.config import ConfigError, load_config
+    from metarl.evaluation import held_out_tasks
+    from metarl.pictures import navigation_paths
+    from metarl.plotting import plot_navigation_paths
+    from metarl.trainer import PARAMS_FILE, load_params
+
+    if len(args.run_dirs) != 1:
+        raise ConfigError("--paths draws one run")
+    run_dir = finished_run(args.run_dirs[0])
+    config = load_config(run_dir / "config.yaml")
+    seed = config.evaluation.seed if args.seed is None else args.seed
+    tasks = held_out_tasks(config, args.tasks, seed)
+    paths = navigation_paths(config, load_params(run_dir / PARAMS_FILE), tasks, steps=args.steps, seed=seed)
+    out = plot_navigation_paths(paths, args.out or run_dir / "paths.png", title=args.title or config.name)
+    print(f"wrote {out}: {len(tasks)} held-out goals, {len(paths.positions[0][0])} episodes each before adaptation "
+          f"and after 1..{args.steps} steps")
+
+
+def _video(args: argparse.Namespace) -> None:
+    from metarl.config import load_config, load_yaml
+    from metarl.pictures import write_video
+    from metarl.sb3 import check_task, draw_task
+    from metarl.build import build_family
+    from metarl.trainer import PARAMS_FILE, load_params
+
+    run_dir = finished_run(args.run_dir)
+    config = load_config(run_dir / "config.yaml")
+    family = build_family(config)
+    given = None if args.task is None else load_yaml(args.task, f"--task {args.task!r}")
+    task = check_task(family, draw_task(family, given, args.task_seed))
+    seed = config.evaluation.seed if args.seed is None else args.seed
+    out = write_video(config, load_params(run_dir / PARAMS_FILE), task, args.out or run_dir / "video.gif",
+                      steps=args.steps, seed=seed)
+    print(f"wrote {out}: the policy before adaptation and after 1..{args.steps} steps on task {task}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--curves", action="store_true",
                       help="training curves from metrics.jsonl: returns before and after adaptation, the outer "
                            "step's KL and norm, the policy's std")
+    plot.add_argument("--paths", action="store_true",
+                      help="2D navigation: paths sampled before adaptation and after each step, for a few held-out "
+                           "goals (default out: RUN_DIR/paths.png)")
+    plot.add_argument("--tasks", type=int, default=4, help="held-out goals drawn by --paths (default: 4)")
+    plot.add_argument("--steps", type=int, default=2, help="adaptation steps drawn by --paths (default: 2)")
+    plot.add_argument("--seed", type=int, default=None,
+                      help="seed of --paths' goals and rollouts (default: the run config's evaluation.seed)")
     plot.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
                       help="x axis of --curves (default: iteration)")
     plot.add_argument("--out", default=None,
@@ -213,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "--curves; required for several)")
     plot.add_argument("--title", default=None, help="figure title")
     plot.set_defaults(run=_plot)
+    video = commands.add_parser("video", help="a GIF of a trained run's policy on one task, before and after adaptation")
+    video.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'metarl train'")
+    video_task = video.add_mutually_exclusive_group(required=True)
+    video_task.add_argument("--task", help="the task's parameters as a YAML or JSON mapping, e.g. '{direction: -1}'")
+    video_task.add_argument("--task-seed", type=int, default=None, metavar="N",
+                            help="draw the task from the run's family with seed N")
+    video.add_argument("--steps", type=int, default=1, help="adaptation steps shown beside the policy before (default: 1)")
+    video.add_argument("--seed", type=int, default=None,
+                       help="seed of the adaptation rollouts and the episode shown (default: the run config's "
+                            "evaluation.seed)")
+    video.add_argument("--out", default=None, help="GIF file to write (default: RUN_DIR/video.gif)")
+    video.set_defaults(run=_video)
     return parser
 
 

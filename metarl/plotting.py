@@ -101,3 +101,33 @@ def plot_training_curves(metrics: dict[str, Sequence[dict[str, Any]]], path: str
         figure.suptitle(title)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_navigation_paths(paths: Any, path: str | Path, title: str | None = None) -> Path:
+    """One panel per goal of :class:`metarl.pictures.NavigationPaths`: the paths sampled before
+    adaptation and after each step (colour by step), the goal (star) and the start (the origin)."""
+    plt = pyplot()
+    tasks, steps = len(paths.goals), len(paths.positions)
+    columns = min(4, tasks)
+    rows = -(-tasks // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows + 0.5), squeeze=False)
+    colors = plt.get_cmap("viridis")([k / max(1, steps - 1) for k in range(steps)])
+    for i, ax in enumerate(axes.flat):
+        if i >= tasks:
+            ax.set_visible(False)
+            continue
+        for k in range(steps):
+            for j, points in enumerate(paths.positions[k][i]):
+                label = ("before adaptation" if k == 0 else f"after {k} step{'s' * (k > 1)}") if j == 0 else None
+                ax.plot(points[:, 0], points[:, 1], color=colors[k], lw=1.2, alpha=0.8, label=label)
+        ax.plot(*paths.goals[i], marker="*", color="tab:red", markersize=14, linestyle="none")
+        ax.plot(0, 0, marker="o", color="black", markersize=4)
+        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", xticks=[-0.5, 0, 0.5], yticks=[-0.5, 0, 0.5])
+        ax.set_title(f"goal ({paths.goals[i][0]:.2f}, {paths.goals[i][1]:.2f})", fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(steps, 4), fontsize=8, frameon=False)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.5 / (3.2 * rows + 0.5), 1, 1))
+    return _save(figure, path)

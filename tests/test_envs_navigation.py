@@ -375,3 +375,25 @@ def test_finn2017_task_set_is_the_authors_test_goals():
     np.testing.assert_array_equal(goals, np.array([t["goal"] for t in family.task_set("finn2017")]))
     with pytest.raises(ValueError, match=r"no task set 'finn2018' \(its task sets: finn2017\)"):
         family.task_set("finn2018")
+
+
+def test_render_draws_the_goal_the_path_and_the_agent():
+    from envs.navigation import RENDER_EXTENT, RENDER_SIZE
+
+    def pixel(point):  # world (x, y) -> (row, column)
+        scale = (RENDER_SIZE - 1) / (2 * RENDER_EXTENT)
+        return round((RENDER_EXTENT - point[1]) * scale), round((point[0] + RENDER_EXTENT) * scale)
+
+    env = Navigation2DEnv({"goal": np.array([0.3, -0.2])}, render_mode="rgb_array")
+    env.reset()
+    for _ in range(4):
+        env.step(np.array([-1.0, 1.0]))
+    image = env.render()
+    assert image.shape == (RENDER_SIZE, RENDER_SIZE, 3) and image.dtype == np.uint8
+    assert tuple(image[pixel((0.3, -0.2))]) == (214, 39, 40)  # goal
+    assert tuple(image[pixel((-0.4, 0.4))]) == (31, 119, 180)  # the agent after four moves of (-0.1, 0.1)
+    assert tuple(image[pixel((-0.2, 0.2))]) == (150, 150, 150)  # its path
+    assert tuple(image[pixel((0.4, 0.4))]) == (255, 255, 255)
+    assert Navigation2DEnv().render() is None
+    with pytest.raises(ValueError, match="render_mode must be None or 'rgb_array'"):
+        Navigation2DEnv(render_mode="human")

@@ -427,3 +427,37 @@ def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_t
     assert all("env steps/s" in line and "s left" in line for line in lines)
     MetaTrainer(tiny()).train(progress=False)
     assert capsys.readouterr().out == ""
+
+
+def test_plot_paths_draws_navigation_goals_before_and_after_adaptation(tmp_path):
+    run_dir = tmp_path / "run"
+    assert metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "evaluation.at_end=false",
+                  f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
+    result = metarl("plot", str(run_dir), "--paths", "--tasks", "3", "--steps", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"wrote {run_dir / 'paths.png'}: 3 held-out goals, 2 episodes each before "
+                                     "adaptation and after 1..2 steps")  # TINY: 2 episodes per task and step
+    assert png_size(run_dir / "paths.png") == (1152, 444)  # three panels in a row, a legend below
+    result = metarl("plot", str(run_dir), str(run_dir), "--paths", cwd=tmp_path)
+    assert result.returncode == 2 and "--paths draws one run" in result.stderr
+
+
+def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    assert metarl("train", str(ROOT / "configs/halfcheetah-dir-maml.yaml"), "train.iterations=0", "evaluation.at_end=false",
+                  "env.kwargs={horizon: 10}", "evaluation.episodes_per_task=2", "policy.hidden_sizes=[16]",
+                  "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
+    result = metarl("video", str(run_dir), "--task", "{direction: -1}", "--steps", "2", "--out", str(tmp_path / "v"),
+                    cwd=tmp_path)
+    if result.returncode != 0 and "OpenGL" in result.stderr:
+        pytest.skip(f"no OpenGL back-end here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    assert "before adaptation and after 1..2 steps on task {'direction': -1}" in result.stdout
+    video = Image.open(tmp_path / "v.gif")
+    assert video.size == (3 * 320, 240) and video.n_frames == 10 // 2 + 1  # the first frame, then every second step
+    result = metarl("video", str(run_dir), "--task", "{direction: 2}", cwd=tmp_path)
+    assert result.returncode == 2 and "direction" in result.stderr
+    result = metarl("video", str(run_dir), "--task-seed", "1", "--out", str(tmp_path / "v.mp4"), cwd=tmp_path)
+    assert result.returncode == 2 and "give a .gif file" in result.stderr
