@@ -35,6 +35,15 @@ from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, lo
 from metarl.trpo import flatten  # noqa: E402
 
 KEY_OFFSET = 10**6  # rollouts no training iteration used
+PAGE_HEADER = """# Parts of the MAML meta-gradient
+
+Each section below was written by `scripts/meta_gradient_parts.py --out` (its command is the
+heading): the first-order part of the MAML meta-gradient (the FO-MAML direction) and its
+second-order part (MAML minus FO-MAML, on the same rollouts), mean over one meta-batch of tasks.
+On several independent batches of rollouts of the same tasks, the mean cosine between two
+batches' estimates of a part tells how much of it the batch size measures (near 1) and how much is
+noise (near 0).
+"""
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
@@ -59,6 +68,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=None, help="meta-batch size (default: the run's)")
     parser.add_argument("--iteration", type=int, default=7, help="whose meta-batch of tasks to draw")
     parser.add_argument("--batches", type=int, default=1, help="independent batches of rollouts of the same tasks")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also append the tables, under the command that made them, to this markdown page")
     parser.add_argument("--params", type=Path, default=None,
                         help="parameters to estimate at (default: the run's params.pt), e.g. another run's initial ones")
     args = parser.parse_args()
@@ -70,23 +81,36 @@ def main() -> None:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)
         batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch)) for batch in range(args.batches)]
+    text = report(batches, len(tasks), config.meta.episodes_per_task)
+    print(text)
+    if args.out is not None:
+        command = " ".join(["python", "scripts/meta_gradient_parts.py", *sys.argv[1:]])
+        if not args.out.exists():
+            args.out.write_text(PAGE_HEADER)
+        with args.out.open("a") as page:
+            page.write(f"\n## `{command}`\n\n{text}\n")
+
+
+def report(batches: list[dict[str, Params]], num_tasks: int, episodes: int) -> str:
+    """The first line (batch 0) and, for several batches, the two tables."""
     first, second, maml = (flatten(batches[0][name]) for name in ("first-order", "second-order", "MAML"))
-    print(f"{len(tasks)} tasks: first-order part {first.norm():.4g}, second-order part {second.norm():.4g} "
-          f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine(maml, first):.3f}")
-    if args.batches < 2:
-        return
-    print(f"\n{args.batches} independent batches of {config.meta.episodes_per_task} episodes per task\n")
-    print("| part | mean norm | cosine between batches (mean over pairs) |\n| --- | --- | --- |")
+    lines = [f"{num_tasks} tasks: first-order part {first.norm():.4g}, second-order part {second.norm():.4g} "
+             f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine(maml, first):.3f}"]
+    if len(batches) < 2:
+        return "\n".join(lines)
+    lines += ["", f"{len(batches)} independent batches of {episodes} episodes per task", "",
+              "| part | mean norm | cosine between batches (mean over pairs) |", "| --- | --- | --- |"]
     for name in batches[0]:
         vectors = [flatten(batch[name]) for batch in batches]
         pairs = [cosine(a, b) for a, b in itertools.combinations(vectors, 2)]
-        print(f"| {name} | {sum(float(v.norm()) for v in vectors) / len(vectors):.4g} | "
-              f"{sum(pairs) / len(pairs):.3f} |")
-    print("\n| parameter | share of the second-order part's squared norm |\n| --- | --- |")
+        lines.append(f"| {name} | {sum(float(v.norm()) for v in vectors) / len(vectors):.4g} | "
+                     f"{sum(pairs) / len(pairs):.3f} |")
+    lines += ["", "| parameter | share of the second-order part's squared norm |", "| --- | --- |"]
     total = sum(float(flatten(batch["second-order"]).square().sum()) for batch in batches)
     for key in batches[0]["second-order"]:
         share = sum(float(batch["second-order"][key].square().sum()) for batch in batches) / total
-        print(f"| {key} | {share:.3f} |")
+        lines.append(f"| {key} | {share:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     assert re.fullmatch(r"3 tasks: first-order part \S+, second-order part \S+ \(\S+x\), cosine\(MAML, first-order\) "
                         r"-?[0-9.]+\n", out), out
     single = out
-    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--batches", "3")
+    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--batches", "3", "--out", str(tmp_path / "p.md"))
+    assert f"## `python scripts/meta_gradient_parts.py {run_dir} --tasks 3 --batches 3 --out" in (tmp_path / "p.md").read_text()
+    assert out.strip() in (tmp_path / "p.md").read_text()
     lines = out.splitlines()
     assert lines[0] == single.strip() and "3 independent batches" in out  # batch 0: the same rollouts
     rows = {cells[1].strip(): cells[2:4] for cells in (line.split("|") for line in lines) if len(cells) == 5}
