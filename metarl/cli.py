@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from metarl.signals import exit_status, signal_name, stop_on_signals
 
@@ -182,10 +183,10 @@ def _plot_paths(args: argparse.Namespace) -> None:
 
 
 def _video(args: argparse.Namespace) -> None:
-    from metarl.config import load_config, load_yaml
-    from metarl.pictures import write_video
-    from metarl.sb3 import check_task, draw_task
     from metarl.build import build_family
+    from metarl.config import load_config, load_yaml
+    from metarl.evaluation import check_task, draw_task
+    from metarl.pictures import write_video
     from metarl.trainer import PARAMS_FILE, load_params
 
     run_dir = finished_run(args.run_dir)
@@ -197,6 +198,19 @@ def _video(args: argparse.Namespace) -> None:
     out = write_video(config, load_params(run_dir / PARAMS_FILE), task, args.out or run_dir / "video.gif",
                       steps=args.steps, seed=seed)
     print(f"wrote {out}: the policy before adaptation and after 1..{args.steps} steps on task {task}")
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--paths", action="store_true",
                       help="2D navigation: paths sampled before adaptation and after each step, for a few held-out "
                            "goals (default out: RUN_DIR/paths.png)")
-    plot.add_argument("--tasks", type=int, default=4, help="held-out goals drawn by --paths (default: 4)")
-    plot.add_argument("--steps", type=int, default=2, help="adaptation steps drawn by --paths (default: 2)")
+    plot.add_argument("--tasks", type=_at_least(1), default=4, help="held-out goals drawn by --paths (default: 4)")
+    plot.add_argument("--steps", type=_at_least(1), default=2, help="adaptation steps drawn by --paths (default: 2)")
     plot.add_argument("--seed", type=int, default=None,
                       help="seed of --paths' goals and rollouts (default: the run config's evaluation.seed)")
     plot.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
@@ -268,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     video_task.add_argument("--task", help="the task's parameters as a YAML or JSON mapping, e.g. '{direction: -1}'")
     video_task.add_argument("--task-seed", type=int, default=None, metavar="N",
                             help="draw the task from the run's family with seed N")
-    video.add_argument("--steps", type=int, default=1, help="adaptation steps shown beside the policy before (default: 1)")
+    video.add_argument("--steps", type=_at_least(1), default=1,
+                       help="adaptation steps shown beside the policy before (default: 1)")
     video.add_argument("--seed", type=int, default=None,
                        help="seed of the adaptation rollouts and the episode shown (default: the run config's "
                             "evaluation.seed)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from envs import Task
+from envs import Task, TaskFamily
 from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler
 from metarl.config import Config
@@ -114,6 +115,34 @@ def held_out_tasks(config: Config, num_tasks: int, seed: int) -> list[Task]:
         return tasks[:num_tasks]
     stream = np.random.SeedSequence(seed, spawn_key=(EVALUATION_TASK_STREAM,))
     return family.sample_tasks(num_tasks, np.random.default_rng(stream))
+
+
+def check_task(family: TaskFamily, task: Any) -> Task:
+    """``task`` as a task of ``family``: exactly the keys of the family's tasks, values of the same
+    shapes, and accepted by the family's environments; ``ValueError`` naming the problem otherwise."""
+    template = family.sample_tasks(1, np.random.default_rng(0))[0]
+    keys = sorted(template)
+    if not isinstance(task, Mapping):
+        raise ValueError(f"a task of family {family.name!r} is a mapping with keys {keys}, got {task!r}")
+    unknown, missing = sorted(set(task) - set(template)), sorted(set(template) - set(task))
+    if unknown or missing:
+        problems = [f"{what} keys {names}" for what, names in (("unknown", unknown), ("missing", missing)) if names]
+        raise ValueError(f"task {dict(task)!r} for family {family.name!r}: {', '.join(problems)} "
+                         f"(its tasks have keys {keys})")
+    for key, value in template.items():
+        if np.shape(task[key]) != np.shape(value):
+            raise ValueError(f"task[{key!r}] = {task[key]!r}: family {family.name!r} needs shape {np.shape(value)}")
+    family.make_env(dict(task)).close()  # the family's own checks (finite numbers, allowed values)
+    return dict(task)
+
+
+def draw_task(family: TaskFamily, task: Task | None, task_seed: int | None) -> Any:
+    """``task``, or the task of ``family`` drawn with ``task_seed``: exactly one must be given."""
+    if (task is None) == (task_seed is None):
+        raise ValueError("give a task or a task seed (exactly one)")
+    if task is not None:
+        return task
+    return family.sample_tasks(1, np.random.default_rng(task_seed))[0]
 
 
 def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, steps: int, seed: int,

@@ -3,8 +3,8 @@ bands, and training curves (returns, trust-region step, policy std) from ``metri
 
 from __future__ import annotations
 
-from pathlib import Path
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from metarl.evaluation import EvaluationResult

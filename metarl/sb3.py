@@ -30,20 +30,18 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 
-from envs import MissingDependencyError, Task, TaskFamily
+from envs import MissingDependencyError, Task
 from metarl.build import build_family, build_policy
 from metarl.config import Config, load_config
-from metarl.evaluation import adapt_to_tasks
+from metarl.evaluation import adapt_to_tasks, check_task, draw_task
 from metarl.policies import ACTIVATIONS, CategoricalMLPPolicy, Params, Policy
 from metarl.trainer import PARAMS_FILE, load_params
 
@@ -200,25 +198,6 @@ def actor_params(path: str | Path, policy: Policy) -> Params:
     return params
 
 
-def check_task(family: TaskFamily, task: Any) -> Task:
-    """``task`` as a task of ``family``: exactly the keys of the family's tasks, values of the same
-    shapes, and accepted by the family's environments; ``ValueError`` naming the problem otherwise."""
-    template = family.sample_tasks(1, np.random.default_rng(0))[0]
-    keys = sorted(template)
-    if not isinstance(task, Mapping):
-        raise ValueError(f"a task of family {family.name!r} is a mapping with keys {keys}, got {task!r}")
-    unknown, missing = sorted(set(task) - set(template)), sorted(set(template) - set(task))
-    if unknown or missing:
-        problems = [f"{what} keys {names}" for what, names in (("unknown", unknown), ("missing", missing)) if names]
-        raise ValueError(f"task {dict(task)!r} for family {family.name!r}: {', '.join(problems)} "
-                         f"(its tasks have keys {keys})")
-    for key, value in template.items():
-        if np.shape(task[key]) != np.shape(value):
-            raise ValueError(f"task[{key!r}] = {task[key]!r}: family {family.name!r} needs shape {np.shape(value)}")
-    family.make_env(dict(task)).close()  # the family's own checks (finite numbers, allowed values)
-    return dict(task)
-
-
 def adapt_to_task(config: Config, params: Params, task: Task, steps: int, seed: int | None = None) -> Params:
     """``params`` after ``steps`` policy-gradient steps on ``task``, as ``metarl evaluate`` adapts
     (the run's inner step, ``evaluation.episodes_per_task`` episodes per step, rollouts drawn from
@@ -230,15 +209,6 @@ def adapt_to_task(config: Config, params: Params, task: Task, steps: int, seed: 
     seed = config.evaluation.seed if seed is None else seed
     thetas, _ = adapt_to_tasks(config, params, [task], steps=steps, seed=seed)
     return {k: v[0] for k, v in thetas[-1].items()}
-
-
-def draw_task(family: TaskFamily, task: Task | None, task_seed: int | None) -> Any:
-    """``task``, or the task of ``family`` drawn with ``task_seed``: exactly one must be given."""
-    if (task is None) == (task_seed is None):
-        raise ValueError("give a task or a task seed (exactly one)")
-    if task is not None:
-        return task
-    return family.sample_tasks(1, np.random.default_rng(task_seed))[0]
 
 
 def export_sb3(run_dir: str | Path, task: Task | None = None, steps: int = 1, path: str | Path = "model.zip", *,

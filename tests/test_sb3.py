@@ -13,11 +13,12 @@ import torch
 
 from envs import MissingDependencyError
 from metarl.build import build_family, build_policy
-from metarl.cli import build_parser, main
 from metarl.checkpoint import list_checkpoints
+from metarl.cli import build_parser, main
 from metarl.config import dump_config, load_config
+from metarl.evaluation import check_task
 from metarl.policies import CategoricalMLPPolicy
-from metarl.sb3 import actor_params, adapt_to_task, check_task, export_sb3, to_sb3
+from metarl.sb3 import actor_params, adapt_to_task, export_sb3, to_sb3
 from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, run_training, save_params
 from tests.test_training import ROOT, TINY, metarl, tiny
 

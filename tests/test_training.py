@@ -461,3 +461,10 @@ def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
     assert result.returncode == 2 and "direction" in result.stderr
     result = metarl("video", str(run_dir), "--task-seed", "1", "--out", str(tmp_path / "v.mp4"), cwd=tmp_path)
     assert result.returncode == 2 and "give a .gif file" in result.stderr
+
+
+def test_picture_commands_check_their_numbers(tmp_path):
+    for args in (["plot", "run", "--paths", "--steps", "0"], ["plot", "run", "--paths", "--tasks", "-1"],
+                 ["video", "run", "--task-seed", "1", "--steps", "x"]):
+        result = metarl(*args, cwd=tmp_path)
+        assert result.returncode == 2 and ("is below 1" in result.stderr or "is not an integer" in result.stderr), args
