@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from metarl.config import load_config
@@ -180,6 +181,18 @@ def returns_table(results: dict[tuple[str, int], EvaluationResult], family: str,
     return format_table(["method", *[f"{k} steps" for k in steps], "published (0 / 1 / 2 / 3)"], rows, markdown=True)
 
 
+def over_seeds(results: dict[tuple[str, int], EvaluationResult], method: str, seeds: list[int]) -> EvaluationResult:
+    """One method's result as the plot shows it: the mean over seeds at each step, +/- the standard
+    error over seeds (over the held-out tasks with one seed)."""
+    runs = [results[(method, s)] for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    steps = [k for k in runs[0].steps if all(k in r.steps for r in runs)]
+    values = [[r.mean_return[r.steps.index(k)] for r in runs] for k in steps]
+    return replace(runs[0], steps=steps, mean_return=[statistics.mean(v) for v in values],
+                   stderr=[statistics.stdev(v) / len(v) ** 0.5 for v in values])
+
+
 def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
               out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
     results = {e: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), family, m, overrides, e))
@@ -225,8 +238,9 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     lines += ["## Time (this machine, one torch thread per run)", "",
               format_table(["method", "median s / meta-iteration", "minutes per run (train + evaluate)"], rows,
                            markdown=True), "", f"![adaptation curves]({page}.png)", ""]
-    plot_adaptation({LABELS[m]: results["published"][(m, seeds[0])] for m in methods}, out / f"{page}.png",
-                    title=f"{TITLES[family]}, seed {seeds[0]}\n{first.num_tasks} held-out tasks, evaluated as published")
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}"
+    plot_adaptation({LABELS[m]: over_seeds(results["published"], m, seeds) for m in methods}, out / f"{page}.png",
+                    title=f"{TITLES[family]}, {which}\n{first.num_tasks} held-out tasks, evaluated as published")
     return "\n".join(lines)
 
 
