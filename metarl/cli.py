@@ -95,7 +95,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"held-out adaptation of {configs[0].name} ({result.describe()}):")
         print(result.table())
     else:
-        print(f"held-out adaptation, mean return +/- standard error ({results[label].describe()}):")
+        described = {result.describe() for result in results.values()}
+        how = described.pop() if len(described) == 1 else "; ".join(f"{k}: {r.describe()}" for k, r in results.items())
+        print(f"held-out adaptation, mean return +/- standard error ({how}):")
         print(side_by_side(results))
 
 
@@ -151,7 +153,7 @@ def _plot(args: argparse.Namespace) -> None:
         for label, run_dir in zip(labels, run_dirs):
             if not (run_dir / "metrics.jsonl").is_file():
                 raise ConfigError(f"{str(run_dir)!r} has no metrics.jsonl: is it a run directory?")
-            metrics[label] = read_metrics(run_dir / "metrics.jsonl")
+            metrics[label] = read_metrics(run_dir / "metrics.jsonl", skip_damaged=True)  # a run may be writing it
         print(f"wrote {plot_training_curves(metrics, out, x=args.x, title=args.title)}")
         return
     results = {}

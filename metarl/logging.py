@@ -32,9 +32,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_metrics(path: str | Path, skip_damaged: bool = False) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file; with ``skip_damaged``, lines that are not a JSON object
+    (the half-written last line of a killed run) are left out instead of raising ``ValueError``."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if not skip_damaged:
+                raise
+            continue
+        if isinstance(record, dict) or not skip_damaged:
+            records.append(record)
+    return records
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -22,7 +23,7 @@ from metarl.evaluation import adapt_to_tasks
 from metarl.policies import Params
 
 FRAME_STRIDE = 2  # render every second env step
-PANEL_SIZE = (320, 240)  # width, height of each adaptation step's picture in a video
+PANEL_HEIGHT = 240  # pixels of each adaptation step's picture in a video (the width keeps the frame's aspect)
 
 
 @dataclass
@@ -79,17 +80,22 @@ def write_video(config: Config, params: Params, task: Task, path: str | Path, *,
     thetas, _ = adapt_to_tasks(config, params, [task], steps=steps, seed=seed)
     episodes, dt = [], 0.0
     for theta in thetas:
-        env = family.make_env(task, render_mode="rgb_array")
+        try:
+            env = family.make_env(task, render_mode="rgb_array")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"family {config.env.family!r} cannot render frames: {error}") from None
         dt = getattr(env, "dt", 0.02)  # seconds per env step
         episodes.append(_rendered_episode(env, policy, {k: v[0] for k, v in theta.items()}, seed))
+    height, width = episodes[0][0].shape[:2]
+    size = (round(PANEL_HEIGHT * width / height), PANEL_HEIGHT)
     frames = []
     for t in range(max(len(episode) for episode in episodes)):
-        row = Image.new("RGB", (PANEL_SIZE[0] * len(episodes), PANEL_SIZE[1]))
+        row = Image.new("RGB", (size[0] * len(episodes), size[1]))
         for k, episode in enumerate(episodes):
-            panel = Image.fromarray(episode[min(t, len(episode) - 1)]).resize(PANEL_SIZE)
+            panel = Image.fromarray(episode[min(t, len(episode) - 1)]).resize(size)
             ImageDraw.Draw(panel).text((8, 6), "before adaptation" if k == 0 else f"after {k} step{'s' * (k > 1)}",
                                        fill=(0, 0, 0))
-            row.paste(panel, (PANEL_SIZE[0] * k, 0))
+            row.paste(panel, (size[0] * k, 0))
         frames.append(row)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 * dt * FRAME_STRIDE)), loop=0)
     return path
@@ -100,14 +106,27 @@ def _rendered_episode(env, policy, params: Params, seed: int) -> list[np.ndarray
     dtype = next(policy.parameters()).dtype
     try:
         obs, _ = env.reset(seed=seed)
-        frames, done, t = [env.render()], False, 0
+        frames, done, t = [_frame(env)], False, 0
         while not done:
             with torch.no_grad():
-                action = policy.mode(params, torch.as_tensor(obs, dtype=dtype)).double().numpy()
+                mode = policy.mode(params, torch.as_tensor(obs, dtype=dtype))
+            action = int(mode) if isinstance(env.action_space, gym.spaces.Discrete) else mode.double().numpy()
             obs, _, terminated, truncated, _ = env.step(action)
             done, t = terminated or truncated, t + 1
             if t % FRAME_STRIDE == 0 or done:
-                frames.append(env.render())
+                frames.append(_frame(env))
         return frames
     finally:
         env.close()
+
+
+def _frame(env) -> np.ndarray:
+    """``env.render()`` as an RGB array, or a ``ValueError`` saying why there is none."""
+    try:
+        frame = env.render()
+    except Exception as error:  # noqa: BLE001  (MuJoCo's GL back-ends fail with several kinds of error)
+        hint = "" if "MUJOCO_GL" in str(error) else " (MuJoCo needs an OpenGL back-end: MUJOCO_GL=egl or osmesa)"
+        raise ValueError(f"cannot render: {error}{hint}") from None
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise ValueError(f"cannot render: the environment gave {type(frame).__name__}, not an RGB array")
+    return frame

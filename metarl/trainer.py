@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -351,7 +352,7 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
                 trainer.load_state_dict(latest.state)
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"checkpoint {latest.path} does not fit the run's config.yaml: {error!r}") from None
-            if not _continue_with(config, run_dir, trainer.iteration):
+            if not _continue_with(config, run_dir, trainer.iteration, latest.path):
                 return run_dir, None
             resume_id = latest.state.get("wandb_run_id")
             logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
@@ -367,24 +368,50 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
         return run_dir, _train_and_evaluate(trainer, run_dir, tracker, progress)
 
 
-def _continue_with(config: Config, run_dir: Path, done: int) -> bool:
+def _continue_with(config: Config, run_dir: Path, done: int, checkpoint: Path) -> bool:
     """Check the resumed run's (possibly changed) config against its checkpoint and record it in
     ``config.yaml``; ``False`` when the run has nothing left to do (said on stderr)."""
+    stored = load_config(run_dir / "config.yaml")
+    refused = [key for key in _changed_keys(stored.model_dump(mode="json"), config.model_dump(mode="json"))
+               if key not in RESUME_OVERRIDES]
+    if refused:
+        raise ValueError(f"a resumed run keeps its config.yaml; only {', '.join(RESUME_OVERRIDES)} may change "
+                         f"(not {', '.join(refused)})")
     iterations = config.train.iterations
     if iterations < done:
         raise ValueError(f"train.iterations={iterations} is below the {done} iterations the run has done")
-    stored = load_config(run_dir / "config.yaml")
     if iterations != stored.train.iterations and config.outer.kind == "adam" and config.outer.anneal:
         raise ValueError("train.iterations cannot change on resume with outer.anneal: Adam's step size is annealed "
                          "over the run's planned iterations")
-    complete = (run_dir / PARAMS_FILE).exists() and (not config.evaluation.at_end or (run_dir / LATEST_EVALUATION).exists())
+    params, evaluation = run_dir / PARAMS_FILE, run_dir / LATEST_EVALUATION
+    complete = _written_after(params, checkpoint) and (not config.evaluation.at_end or _written_after(evaluation, params))
     if iterations == done and complete:
         print(f"the run in {run_dir} has finished its {done} iterations; to train it further: metarl train --resume "
               f"{run_dir} train.iterations=N", file=sys.stderr, flush=True)
         return False
     if config != stored:
-        (run_dir / "config.yaml").write_text(dump_config(config))
+        with signals_ignored():  # a cut write would leave a run that cannot be resumed
+            tmp = run_dir / "config.yaml.tmp"
+            tmp.write_text(dump_config(config))
+            os.replace(tmp, run_dir / "config.yaml")
     return True
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested config dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix + key)
+    return changed
+
+
+def _written_after(path: Path, other: Path) -> bool:
+    """Whether ``path`` exists and was last written no earlier than ``other``."""
+    return path.exists() and path.stat().st_mtime >= other.stat().st_mtime
 
 
 def _resume_point(run_dir: Path) -> Any:
@@ -423,10 +450,14 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
     save_params(params, run_dir / PARAMS_FILE)
     if final is not None:
         tracker.log_checkpoint(final, trainer.iteration)
-    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    if records:
-        curves = plot_training_curves({config.name: records}, run_dir / "curves.png", title=config.name)
-        tracker.log_figure("training/curves", curves)
+    try:  # a figure must not cost the run its evaluation
+        metrics = run_dir / "metrics.jsonl"
+        records = read_metrics(metrics, skip_damaged=True) if metrics.exists() else []
+        if records:
+            tracker.log_figure("training/curves", plot_training_curves({config.name: records}, run_dir / "curves.png",
+                                                                       title=config.name))
+    except (ValueError, OSError) as error:
+        tqdm.write(f"training curves not drawn: {error}")
     if not config.evaluation.at_end:
         return None
     try:

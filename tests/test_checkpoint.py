@@ -1,5 +1,6 @@
 """Checkpoints, crash safety and exact resume."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from metarl.checkpoint import checkpoint_path, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import load_config
 from metarl.logging import read_metrics
-from metarl.trainer import MetaTrainer
+from metarl.trainer import MetaTrainer, run_training
 from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
@@ -142,11 +143,26 @@ def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(t
     for k, v in torch.load(whole / "params.pt").items():
         assert torch.equal(torch.load(short / "params.pt")[k], v), k
 
+    with pytest.raises(ValueError, match=r"only train.iterations.* \(not meta.inner_lr\)"):  # the Python API too
+        run_training(load_config(short / "config.yaml", ["meta.inner_lr=0.5"]), progress=False, resume=short)
     result = metarl("train", "--resume", str(short), "meta.inner_lr=0.5", "train.iterations=6", cwd=tmp_path)
     assert result.returncode == 2 and "only train.iterations" in result.stderr and "(not meta.inner_lr)" in result.stderr
     result = metarl("train", "--resume", str(short), "train.iterations=4", cwd=tmp_path)
     assert result.returncode == 2 and "train.iterations=4 is below the 5 iterations the run has done" in result.stderr
     assert load_config(short / "config.yaml").train.iterations == 5  # refused changes leave config.yaml alone
+
+
+def test_resume_evaluates_again_when_the_evaluation_is_older_than_the_parameters(tmp_path):
+    run_dir = tmp_path / "run"
+    assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=2", f"run.dir={run_dir}", "--quiet",
+                  cwd=tmp_path).returncode == 0
+    result = metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0 and "has finished its 2 iterations" in result.stderr, result.stderr
+    past = (run_dir / "params.pt").stat().st_mtime - 60  # as if its evaluation had been stopped after a longer run
+    os.utime(run_dir / "evaluation.json", (past, past))
+    result = metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0 and "has finished" not in result.stderr and "mean return" in result.stdout
+    assert (run_dir / "evaluation.json").stat().st_mtime > past + 60
 
 
 def test_resume_errors_name_the_problem(tmp_path):

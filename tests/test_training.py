@@ -187,6 +187,8 @@ def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
         result = metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert png_size(tmp_path / f"curves-{x}.png") == (1320, 864)  # 2 x 2 panels
+    with (runs[1] / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"iteration": 2, "return_p')  # the half-written line of a run being killed
     result = metarl("plot", str(runs[1]), "--curves", cwd=tmp_path)
     assert result.returncode == 0 and (runs[1] / "curves.png").is_file(), result.stderr
 
@@ -451,7 +453,7 @@ def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
                   "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
     result = metarl("video", str(run_dir), "--task", "{direction: -1}", "--steps", "2", "--out", str(tmp_path / "v"),
                     cwd=tmp_path)
-    if result.returncode != 0 and "OpenGL" in result.stderr:
+    if result.returncode != 0 and "cannot render" in result.stderr:
         pytest.skip(f"no OpenGL back-end here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     assert "before adaptation and after 1..2 steps on task {'direction': -1}" in result.stdout
