@@ -243,7 +243,8 @@ class MetaTrainer:
             if progress and bar.disable and (done == 1 or done % report_every == 0 or self.iteration == end):
                 # Off a terminal (logs, CI) the bar is silent: a plain line after the first iteration and
                 # every tenth of the run.
-                print(f"iteration {self.iteration}/{end}: return {record['return_pre']:.1f} -> "
+                # Counts completed iterations, as checkpoint names do; metrics.jsonl's "iteration" is the index (from 0).
+                print(f"{self.iteration}/{end} iterations done: return {record['return_pre']:.1f} -> "
                       f"{record['return_post']:.1f} after adaptation, {steps_per_s:.0f} env steps/s, "
                       f"{elapsed / done * (end - self.iteration):.0f} s left", flush=True)
         return self.params
