@@ -449,28 +449,35 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
         trainer.close()  # before evaluation starts workers of its own
     final = _checkpoint(trainer.state_dict(), run_dir, keep, tracker.run_id)
     save_params(params, run_dir / PARAMS_FILE)
-    if final is not None:
-        tracker.log_checkpoint(final, trainer.iteration)
-    try:  # a figure must not cost the run its evaluation
-        metrics = run_dir / "metrics.jsonl"
-        records = read_metrics(metrics, skip_damaged=True) if metrics.exists() else []
-        if records:
-            tracker.log_figure("training/curves", plot_training_curves({config.name: records}, run_dir / "curves.png",
-                                                                       title=config.name))
-    except (ValueError, OSError) as error:
-        tqdm.write(f"training curves not drawn: {error}")
-    if not config.evaluation.at_end:
-        return None
     try:
+        if final is not None:
+            tracker.log_checkpoint(final, trainer.iteration)
+        _draw_curves(run_dir, config.name, tracker)
+        if not config.evaluation.at_end:
+            return None
         result = evaluate(config, params, progress=progress)
-    except KeyboardInterrupt as interrupt:
+    except KeyboardInterrupt as interrupt:  # training is finished and saved: say so, and what is left
+        left = f"; evaluate it with: metarl evaluate {run_dir}" if config.evaluation.at_end else ""
         raise Interrupted(f"training finished ({trainer.iteration} iterations, parameters in {run_dir / PARAMS_FILE}); "
-                          f"its evaluation was stopped by {signal_name(interrupt)}; evaluate it with: metarl evaluate "
-                          f"{run_dir}", exit_status(interrupt)) from None
+                          f"stopped by {signal_name(interrupt)} before the end of the run{left}",
+                          exit_status(interrupt)) from None
     save_evaluation(result, run_dir)
     plot = plot_adaptation({config.name: result}, run_dir / "adaptation.png", title=config.name)
     tracker.log_evaluation(result, plot)
     return result
+
+
+def _draw_curves(run_dir: Path, name: str, tracker: Tracker) -> None:
+    """``curves.png`` from the run's metrics, also to W&B; a failure is said and passed over (a figure
+    must not cost the run its evaluation)."""
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        records = read_metrics(metrics, skip_damaged=True) if metrics.exists() else []
+        if records:
+            tracker.log_figure("training/curves", plot_training_curves({name: records}, run_dir / "curves.png",
+                                                                       title=name))
+    except (ValueError, OSError) as error:
+        tqdm.write(f"training curves not drawn: {error}")
 
 
 def _save_stopped_run(trainer: MetaTrainer, run_dir: Path, keep: int, wandb_run_id: str | None,
