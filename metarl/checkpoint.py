@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, Callable, NamedTuple
 
 import torch
 
@@ -46,11 +46,20 @@ def atomic_save(value: Any, path: str | Path) -> Path:
 
     A failure (disk full, ...) removes the temporary file and raises ``OSError`` naming ``path``.
     """
+    return _atomic_write(path, lambda file: torch.save(value, file))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """``text`` (UTF-8) to ``path`` as :func:`atomic_save` writes: a cut write never leaves half a file."""
+    return _atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as file:
-            torch.save(value, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)

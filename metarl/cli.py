@@ -16,7 +16,7 @@ from metarl.signals import exit_status, signal_name, stop_on_signals
 
 def _train(args: argparse.Namespace) -> None:
     from metarl.config import ConfigError, load_config
-    from metarl.trainer import RESUME_OVERRIDES, run_training
+    from metarl.trainer import run_training
 
     if args.resume is not None:
         overrides = args.overrides
@@ -24,10 +24,6 @@ def _train(args: argparse.Namespace) -> None:
             overrides = [args.config, *overrides]
         elif args.config is not None:
             raise ConfigError("--resume continues a run with its own config.yaml: give no config file")
-        refused = [text.partition("=")[0] for text in overrides if text.partition("=")[0] not in RESUME_OVERRIDES]
-        if refused:
-            raise ConfigError(f"--resume keeps the run's config.yaml; only {', '.join(RESUME_OVERRIDES)} may change "
-                              f"(not {', '.join(refused)})")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a run directory: config.yaml is missing")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from metarl.allocator import reuse_freed_memory
 from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
-from metarl.checkpoint import atomic_save, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.checkpoint import atomic_save, atomic_write_text, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config, load_config
 from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, held_out_tasks, save_evaluation
 from metarl.logging import MetricsWriter, read_metrics
@@ -241,9 +240,8 @@ class MetaTrainer:
                             steps_per_s=f"{steps_per_s:.0f}")
             done = self.iteration - first
             if progress and bar.disable and (done == 1 or done % report_every == 0 or self.iteration == end):
-                # Off a terminal (logs, CI) the bar is silent: a plain line after the first iteration and
-                # every tenth of the run.
-                # Counts completed iterations, as checkpoint names do; metrics.jsonl's "iteration" is the index (from 0).
+                # Off a terminal (logs, CI) the bar is silent: a plain line after the first iteration and every
+                # tenth of the run, counting completed iterations as checkpoint names do.
                 print(f"{self.iteration}/{end} iterations done: return {record['return_pre']:.1f} -> "
                       f"{record['return_post']:.1f} after adaptation, {steps_per_s:.0f} env steps/s, "
                       f"{elapsed / done * (end - self.iteration):.0f} s left", flush=True)
@@ -391,10 +389,7 @@ def _continue_with(config: Config, run_dir: Path, done: int, checkpoint: Path) -
               f"{run_dir} train.iterations=N", file=sys.stderr, flush=True)
         return False
     if config != stored:
-        with signals_ignored():  # a cut write would leave a run that cannot be resumed
-            tmp = run_dir / "config.yaml.tmp"
-            tmp.write_text(dump_config(config))
-            os.replace(tmp, run_dir / "config.yaml")
+        atomic_write_text(dump_config(config), run_dir / "config.yaml")
     return True
 
 
@@ -521,7 +516,5 @@ def _truncate_metrics(path: Path, iterations: int) -> list[dict[str, Any]]:
         if isinstance(record, dict) and record.get("iteration", iterations) < iterations:
             kept.append(line)
             records.append(record)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    atomic_write_text("".join(line + "\n" for line in kept), path)
     return records
