@@ -58,7 +58,8 @@ def _action_space() -> gym.spaces.Box:
     return gym.spaces.Box(low=-1.0, high=1.0, shape=(2,), dtype=np.float32)
 
 
-def _displacement(action: np.ndarray) -> np.ndarray:
+def displacement(action: np.ndarray) -> np.ndarray:
+    """The move an action makes: 0.1 times the action clipped to [-1, 1]."""
     return MAX_STEP * np.clip(action, -1.0, 1.0)
 
 
@@ -122,7 +123,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (2,):
             raise ValueError(f"action must have shape (2,), got {action.shape}")
-        self._position = self._position + _displacement(action)
+        self._position = self._position + displacement(action)
         self._path.append(self._position.copy())
         d = self._position - self._goal
         # Explicit sqrt of the sum (not np.linalg.norm) so the batched version matches bit for bit.
@@ -206,7 +207,7 @@ class Navigation2DBatch:
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions must have shape ({self.num_envs}, 2), got {actions.shape}")
         alive = ~(self._terminated | self._truncated)
-        moved = self._position + _displacement(actions)
+        moved = self._position + displacement(actions)
         self._position = np.where(alive[:, None], moved, self._position)
         d = self._position - self.goals
         reward = -np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from envs import Task
+from envs.navigation import displacement
 from metarl.build import build_family_and_policy
 from metarl.config import Config
 from metarl.evaluation import adapt_to_tasks
@@ -59,11 +60,9 @@ def navigation_paths(config: Config, params: Params, tasks: list[Task], *, steps
 
 def _with_last_move(observations: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """An episode's positions from the start to where its last action took it (T_e + 1, 2)."""
-    from envs.navigation import MAX_STEP
-
     length = int(mask.sum())
     path = observations[:length].double().numpy()
-    last = path[-1] + MAX_STEP * np.clip(actions[length - 1].double().numpy(), -1.0, 1.0)
+    last = path[-1] + displacement(actions[length - 1].double().numpy())
     return np.vstack([path, last])
 
 
