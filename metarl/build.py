@@ -104,7 +104,8 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
                     inner_steps, max_kl=outer.max_kl, cg_iterations=outer.cg_iterations,
                     cg_damping=outer.cg_damping, line_search_steps=outer.line_search_steps,
                     line_search_ratio=outer.line_search_ratio, metric=outer.metric,
-                    metric_episodes=outer.metric_episodes, replay=outer.replay)
+                    metric_episodes=outer.metric_episodes, replay=outer.replay,
+                    direction=outer.direction)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]

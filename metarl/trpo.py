@@ -47,6 +47,16 @@ Two metrics (``metric``), both products of second derivatives by double backward
 
 The Fisher part may use only the first ``metric_episodes`` episodes of each task (the metric is an
 average over states; OpenAI Baselines' TRPO subsamples it the same way).
+
+Two directions (``direction``):
+
+* ``"natural"`` (default): ``x = M^{-1} g`` by conjugate gradient, TRPO as Schulman et al. (2015,
+  https://arxiv.org/abs/1502.05477) define it.
+* ``"gradient"``: ``x = g``; the metric only sets the length, ``sqrt(2 max_kl / g^T M g)``, and the
+  same line search follows. This is the step Finn et al.'s code takes in effect: its metric product
+  is a finite difference of the KL's gradient with ``eps = 1e-8 / ||theta||`` on float32 parameters,
+  a perturbation below their resolution, so its conjugate gradient returns a multiple of ``g``
+  (``scripts/trpo_finite_difference.py`` measures it).
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ Metric = Literal["post", "adapted"]
 METRICS = ("post", "adapted")
 Replay = Literal["dice", "ratio"]
 REPLAYS = ("dice", "ratio")
+Direction = Literal["natural", "gradient"]
+DIRECTIONS = ("natural", "gradient")
 
 
 class RatioReplay:
@@ -204,16 +216,21 @@ class TRPO(OuterOptimizer):
         metric_episodes: episodes per task of D_out in the metric (None: all).
         replay: how the line search re-adapts a candidate, ``"dice"`` or ``"ratio"`` (see the module
             docstring).
+        direction: ``"natural"`` (``x = M^{-1} g`` by conjugate gradient) or ``"gradient"`` (``x = g``,
+            the metric only sets the step's length; see the module docstring).
     """
 
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
-                 metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice") -> None:
+                 metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
+                 direction: Direction = "natural") -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         if replay not in REPLAYS:
             raise ValueError(f"TRPO replay {replay!r} is unknown; allowed: {', '.join(REPLAYS)}")
-        self.replay = replay
+        if direction not in DIRECTIONS:
+            raise ValueError(f"TRPO direction {direction!r} is unknown; allowed: {', '.join(DIRECTIONS)}")
+        self.replay, self.direction = replay, direction
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_ratio = line_search_steps, line_search_ratio
@@ -226,7 +243,10 @@ class TRPO(OuterOptimizer):
         gradient = flatten(direction)
         metric = TrustRegionMetric(estimate.oracle, params, estimate, self.inner_lr, self.inner_steps,
                                    self.cg_damping, self.metric, self.metric_episodes)
-        search, product = conjugate_gradient(metric, gradient, self.cg_iterations)
+        if self.direction == "gradient":
+            search, product = gradient, metric(gradient)
+        else:
+            search, product = conjugate_gradient(metric, gradient, self.cg_iterations)
         curvature = search @ product
         if not torch.isfinite(curvature) or curvature <= 0:
             return self._rejected(0)

@@ -45,3 +45,19 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     torch.save({k: torch.zeros_like(v) for k, v in torch.load(run_dir / "params.pt").items()}, other)
     elsewhere = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--params", str(other))
     assert elsewhere != single  # estimated at the given parameters
+
+
+def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one(tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
+    page = tmp_path / "page.md"
+    out = script("trpo_finite_difference.py", str(run_dir), "--exact", "--iterations", "1", "2", "--out", str(page))
+    assert out.strip() in page.read_text() and "--iterations 1 2 --out" in page.read_text()
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
+    assert [(row[0], row[2]) for row in rows] == [("1", "finite difference, float32"), ("1", "exact"),
+                                                  ("2", "finite difference, float32"), ("2", "exact")], out
+    for iteration, norm, name, cos, ratio, curvature, moved in rows:
+        assert -1 <= float(cos) <= 1 and float(ratio) > 0 and float(curvature) > 0 and float(norm) > 0
+        shares = [float(s) for s in moved.split(",")] if name != "exact" else []
+        assert (1 <= len(shares) <= 11 if name != "exact" else not shares) and all(0 <= s <= 1 for s in shares), out
+    assert rows[0][3:6] != rows[1][3:6]  # the finite difference in float32 is not the exact product

@@ -129,6 +129,28 @@ def test_first_order_direction_is_accepted_only_within_the_bound(metric):
     assert any(r["accepted"] for r in records)
 
 
+@pytest.mark.parametrize("metric", ["post", "adapted"])
+def test_gradient_direction_steps_along_the_meta_gradient_within_the_bound(metric):
+    """``direction = gradient``: the step is a positive multiple of the meta-gradient, no longer than
+    the metric's quadratic model puts at max_kl, and obeys the line search's guarantees."""
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"},
+                                      outer={"metric": metric, "max_kl": 0.005, "direction": "gradient"}))
+    captured_step(trainer)
+    before, direction, estimate, record = captured_step(trainer)
+    assert record["accepted"] is True and 0 < record["kl"] <= 0.005 and record["improvement"] > 0
+    g = flatten(direction)
+    step = flatten(trainer.params) - flatten(before)
+    assert torch.nn.functional.cosine_similarity(step, g, dim=0) > 1 - 1e-9
+    model = TrustRegionMetric(estimate.oracle, before, estimate, trainer.outer.inner_lr, 1, trainer.outer.cg_damping,
+                              metric)
+    assert step.norm() <= (2 * 0.005 / (g @ model(g))).sqrt() * g.norm() * (1 + 1e-9)
+    natural = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": metric, "max_kl": 0.005}))
+    captured_step(natural)
+    before, direction, _, _ = captured_step(natural)
+    natural_step = flatten(natural.params) - flatten(before)
+    assert torch.nn.functional.cosine_similarity(natural_step, flatten(direction), dim=0) < 0.999
+
+
 def test_a_direction_that_increases_the_loss_is_rejected_and_parameters_stay():
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
     captured_step(trainer)
@@ -182,6 +204,10 @@ def test_trpo_options_are_validated():
         trpo_config(outer={"metric": "exact"})
     with pytest.raises(ValueError, match="line_search_ratio"):
         trpo_config(outer={"line_search_ratio": 1.5})
+    with pytest.raises(ValueError, match="direction"):
+        trpo_config(outer={"direction": "newton"})
+    with pytest.raises(ValueError, match="direction 'newton' is unknown"):
+        TRPO(0.1, direction="newton")
 
 
 def test_ratio_replay_has_the_oracle_gradient_at_the_sampling_parameters():
