@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from typing import Any, Sequence
 
 import gymnasium as gym
 import torch
@@ -80,6 +80,31 @@ def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int,
     if settings.kind == "subprocess":
         return SubprocessSampler(spec, policy, **pool)
     return RaySampler(spec, policy, address=settings.address, **pool)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a torch device: ``auto`` is CUDA where torch sees a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device = {name!r}, but this torch build sees no CUDA device "
+                             "(torch.cuda.is_available() is False); use 'cpu' or 'auto'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device = {name!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def on_device(tree: Any, device: torch.device) -> Any:
+    """``tree`` (nested dicts, lists and tuples) with every tensor moved to ``device``."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {k: on_device(v, device) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(on_device(v, device) for v in tree)
+    return tree
 
 
 def build_oracle(config: Config, sampler: Sampler, tasks: Sequence[Task], key: tuple[int, ...]) -> PolicyGradientOracle:

@@ -131,7 +131,15 @@ class TrainConfig(_Section):
     iterations: int = Field(200, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
     threads: Optional[int] = Field(None, ge=1)
+    device: str = "cpu"  # policy, meta-gradient and outer step: cpu, cuda, cuda:N or auto (rollouts stay on the CPU)
     reuse_freed_memory: bool = True  # keep freed tensor memory in the process (metarl.allocator; glibc only)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+            raise ValueError(f"train.device {value!r} is unknown; allowed: cpu, cuda, cuda:N, auto")
+        return value
 
 
 class EvaluationConfig(_Section):

@@ -86,8 +86,12 @@ class PolicyGradientOracle:
         self.env_steps = 0
 
     def sample(self, params: Params) -> PolicyGradientBatch:
-        """Roll out every task at its parameters and compute advantages with a fitted baseline."""
-        episodes = self.sampler.sample(self.tasks, params, (*self.key, self.draws))
+        """Roll out every task at its parameters and compute advantages with a fitted baseline.
+
+        Rollouts run on the CPU; the batch lives on the parameters' device."""
+        device = next(iter(params.values())).device
+        on_cpu = {k: v.detach().cpu() for k, v in params.items()}
+        episodes = self.sampler.sample(self.tasks, on_cpu, (*self.key, self.draws)).to(device=device)
         self.draws += 1
         self.env_steps += episodes.num_steps
         mask = episodes.mask
@@ -96,7 +100,7 @@ class PolicyGradientOracle:
         advantages = gae(episodes.rewards, values, mask, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             advantages = _standardise_per_task(advantages, mask)
-        discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype).view(-1, 1, 1)
+        discounts = discount_weights(episodes.horizon, self.gamma, episodes.rewards.dtype, device).view(-1, 1, 1)
         scale = per_step_scale(advantages, mask) if self.per_step_units else None
         counts = episodes.episode_counts()
         if bool((counts < episodes.episodes_per_task).any()):  # a collection dropped episodes: mean over the rest

@@ -61,8 +61,8 @@ def navigation_paths(config: Config, params: Params, tasks: list[Task], *, steps
 def _with_last_move(observations: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """An episode's positions from the start to where its last action took it (T_e + 1, 2)."""
     length = int(mask.sum())
-    path = observations[:length].double().numpy()
-    last = path[-1] + displacement(actions[length - 1].double().numpy())
+    path = observations[:length].double().cpu().numpy()
+    last = path[-1] + displacement(actions[length - 1].double().cpu().numpy())
     return np.vstack([path, last])
 
 
@@ -84,7 +84,7 @@ def write_video(config: Config, params: Params, task: Task, path: str | Path, *,
         except (TypeError, ValueError) as error:
             raise ValueError(f"family {config.env.family!r} cannot render frames: {error}") from None
         dt = getattr(env, "dt", 0.02)  # seconds per env step
-        episodes.append(_rendered_episode(env, policy, {k: v[0] for k, v in theta.items()}, seed))
+        episodes.append(_rendered_episode(env, policy, {k: v[0].cpu() for k, v in theta.items()}, seed))
     height, width = episodes[0][0].shape[:2]
     size = (round(PANEL_HEIGHT * width / height), PANEL_HEIGHT)
     frames = []

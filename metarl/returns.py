@@ -38,9 +38,10 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     return advantages
 
 
-def discount_weights(horizon: int, gamma: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def discount_weights(horizon: int, gamma: float, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu") -> Tensor:
     """``gamma^t`` for t = 0 .. horizon-1."""
-    return gamma ** torch.arange(horizon, dtype=torch.float64).to(dtype)
+    return (gamma ** torch.arange(horizon, dtype=torch.float64)).to(device=device, dtype=dtype)
 
 
 class LinearFeatureBaseline:
@@ -59,7 +60,7 @@ class LinearFeatureBaseline:
     def features(observations: Tensor, mask: Tensor) -> Tensor:
         """Features of shape (T, ..., 2 * obs_dim + 4); zero on padded steps."""
         T = observations.shape[0]
-        t = (torch.arange(T, dtype=observations.dtype) / 100.0).view(T, *([1] * (mask.dim() - 1)), 1)
+        t = (torch.arange(T, dtype=observations.dtype, device=observations.device) / 100.0).view(T, *([1] * (mask.dim() - 1)), 1)
         t = t.expand(*mask.shape, 1)
         obs = observations.clamp(-10, 10)
         feats = torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
@@ -86,7 +87,7 @@ class LinearFeatureBaseline:
         return values.to(returns.dtype) * mask
 
     def _ridge_solve(self, gram: Tensor, rhs: Tensor) -> Tensor:
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
         scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-8).view(-1, 1, 1)
         reg = self.reg_coeff
         for _ in range(self.max_tries):

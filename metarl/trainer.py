@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.allocator import reuse_freed_memory
-from metarl.build import build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params
+from metarl.build import (build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params, on_device,
+                          resolve_device)
 from metarl.checkpoint import atomic_save, atomic_write_text, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config, load_config
 from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, held_out_tasks, save_evaluation
@@ -74,7 +75,8 @@ class MetaTrainer:
         dtype = next(self.policy.parameters()).dtype
         initial = initial_params(config, self.policy) if params is None else params
         self.policy.check_params(initial, params_source or "the starting parameters")
-        self.params: Params = {k: v.detach().clone().to(dtype) for k, v in initial.items()}
+        self.device = resolve_device(config.train.device)
+        self.params: Params = {k: v.detach().clone().to(device=self.device, dtype=dtype) for k, v in initial.items()}
         self.outer = build_outer(config, self.params, self.independent_tasks)
         self._independent_oracles: list[PolicyGradientOracle] = []
         self.iteration = 0
@@ -172,8 +174,8 @@ class MetaTrainer:
         counters, the global RNG state (training draws its randomness from keyed streams) and the
         config (as YAML). The linear baseline is refitted on every batch, so it has no state."""
         return {
-            "params": {k: v.detach().clone() for k, v in self.params.items()},
-            "outer": self.outer.state_dict(),
+            "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
+            "outer": on_device(self.outer.state_dict(), torch.device("cpu")),
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
@@ -196,7 +198,7 @@ class MetaTrainer:
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
-        self.outer.load_state_dict(state["outer"])
+        self.outer.load_state_dict(on_device(state["outer"], self.device))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.check_params(state["params"], "the checkpoint's parameters")

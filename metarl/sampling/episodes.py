@@ -58,10 +58,10 @@ class Episodes:
         """Mean undiscounted episode return over all tasks and episodes."""
         return float(self.episode_returns().sum() / self.episode_counts().sum().clamp_min(1))
 
-    def to(self, dtype: torch.dtype) -> "Episodes":
-        """The same episodes with floating-point tensors cast to ``dtype``."""
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Episodes":
+        """The same episodes on ``device``, with floating-point tensors cast to ``dtype``."""
         cast = {f.name: getattr(self, f.name) for f in fields(self)}
-        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in cast.items()}
+        cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in cast.items()}
         return replace(self, **cast)
 
     def numpy(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,83 @@
+"""train.device: the policy, meta-gradient and outer step on a device, rollouts on the CPU."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from metarl.build import on_device, resolve_device
+from metarl.checkpoint import load_latest_checkpoint
+from metarl.config import ConfigError
+from metarl.logging import read_metrics
+from metarl.sampling import Episodes
+from metarl.trainer import MetaTrainer, load_params, run_training
+from tests.test_training import ROOT, checkout_env, tiny
+
+NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
+
+
+def without_times(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
+
+
+def trained(tmp_path, name: str, device: str | None) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    train = {"iterations": 3} if device is None else {"iterations": 3, "device": device}
+    run_dir = tmp_path / name
+    run_training(tiny(run={"dir": str(run_dir)}, train=train, outer={"kind": "trpo"},
+                      evaluation={"tasks": 4, "steps": 1}), progress=False)
+    return without_times(read_metrics(run_dir / "metrics.jsonl")), load_params(run_dir / "params.pt")
+
+
+def test_unknown_device_is_a_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match="train.device 'gpu' is unknown; allowed: cpu, cuda, cuda:N, auto"):
+        tiny(train={"device": "gpu"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_says_so_from_the_command_line(tmp_path):
+    with pytest.raises(ValueError, match="sees no CUDA device"):
+        MetaTrainer(tiny(train={"device": "cuda"}))
+    done = subprocess.run([sys.executable, "-m", "metarl", "train", str(ROOT / "configs" / "navigation-maml.yaml"),
+                           "train.device=cuda", f"run.dir={tmp_path / 'run'}", "logging.wandb.mode=disabled"],
+                          capture_output=True, text=True, timeout=120, env=checkout_env())
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "train.device = 'cuda', but this torch build sees no CUDA device" in done.stderr
+
+
+def test_cpu_and_auto_without_a_gpu_give_the_default_run_bit_for_bit(tmp_path):
+    """Where torch sees no GPU, 'auto' is the CPU; an explicit 'cpu' changes nothing either."""
+    default = trained(tmp_path, "default", None)
+    for device in ("cpu", "auto") if not torch.cuda.is_available() else ("cpu",):
+        metrics, params = trained(tmp_path, device, device)
+        assert metrics == default[0]
+        assert all(torch.equal(params[k], default[1][k]) for k in params)
+
+
+def test_device_helpers_move_every_tensor():
+    meta = torch.device("meta")  # a device without data: where each tensor goes is all that is checked
+    tree = {"a": torch.zeros(2), "b": [torch.ones(1), (torch.ones(3), 4)], "c": "text"}
+    moved = on_device(tree, meta)
+    assert moved["a"].device == meta and moved["b"][0].device == meta and moved["b"][1][0].device == meta
+    assert moved["b"][1][1] == 4 and moved["c"] == "text" and isinstance(moved["b"][1], tuple)
+    episodes = Episodes(torch.zeros(2, 1, 1, 3), torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), torch.ones(2, 1, 1),
+                        torch.zeros(2, 1, 1))
+    assert {t.device for t in vars(episodes.to(device=meta)).values()} == {meta}
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tmp_path):
+    """On a GPU: parameters live on it, files hold CPU tensors, and the run follows the CPU run
+    closely (not bit for bit: other kernels round differently)."""
+    metrics, params = trained(tmp_path, "cuda", "cuda")
+    cpu_metrics, cpu_params = trained(tmp_path, "cpu", "cpu")
+    assert all(v.device.type == "cpu" for v in params.values())
+    checkpoint = load_latest_checkpoint(tmp_path / "cuda")
+    assert all(v.device.type == "cpu" for v in checkpoint.state["params"].values())
+    assert [r["return_pre"] for r in metrics] == pytest.approx([r["return_pre"] for r in cpu_metrics], rel=1e-3)
+    with MetaTrainer(tiny(train={"device": "cuda"}), params) as trainer:
+        assert all(v.device.type == "cuda" for v in trainer.params.values())
+        trainer.step()
+    assert (tmp_path / "cuda" / "evaluation.json").exists()
