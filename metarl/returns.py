@@ -41,7 +41,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 def discount_weights(horizon: int, gamma: float, dtype: torch.dtype = torch.float32,
                      device: torch.device | str = "cpu") -> Tensor:
     """``gamma^t`` for t = 0 .. horizon-1."""
-    return (gamma ** torch.arange(horizon, dtype=torch.float64)).to(device=device, dtype=dtype)
+    return gamma ** torch.arange(horizon, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 class LinearFeatureBaseline:

@@ -1,6 +1,6 @@
 import torch
 
-from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
+from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
 
 
 def test_discounted_returns_and_gae_lambda_one():
@@ -46,3 +46,11 @@ def test_linear_baseline_survives_rank_deficient_data():
     assert torch.isfinite(one_step).all()
     all_padding = baseline.fit_predict(torch.zeros(4, 2, 2, 2), torch.zeros(4, 2, 2), torch.zeros(4, 2, 2))
     assert (all_padding == 0).all()
+
+
+def test_discount_weights_are_gamma_to_the_power_t_in_the_working_dtype():
+    """Pinned bit for bit: the power is taken in the working dtype (results of DiCE runs depend on it)."""
+    for dtype in (torch.float32, torch.float64):
+        weights = discount_weights(200, 0.99, dtype)
+        assert weights.dtype == dtype and torch.equal(weights, 0.99 ** torch.arange(200, dtype=dtype))
+    assert discount_weights(3, 0.5, torch.float32, "cpu").tolist() == [1.0, 0.5, 0.25]
