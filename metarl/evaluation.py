@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from envs import Task, TaskFamily
 from metarl.allocator import reuse_freed_memory
-from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler, resolve_device
+from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler
 from metarl.config import Config
 from metarl.logging import format_table
 from metarl.meta import adapt, inner_step_size
@@ -151,13 +151,14 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
     step, or as many environments with ``evaluation.protocol = "steps"``), the steps after the first
     scaled by ``evaluation.later_step_scale``; returns the task-batched parameters after 0..steps
-    steps and the batch drawn at each."""
+    steps and the batch drawn at each. The steps run on ``params``' device (a run's files hold CPU
+    tensors, so ``metarl evaluate`` works on any machine)."""
     family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
     policy.check_params(params)
-    dtype, device = next(policy.parameters()).dtype, resolve_device(config.train.device)
-    start = stack_params({k: v.to(device=device, dtype=dtype) for k, v in params.items()}, len(tasks))
+    dtype = next(policy.parameters()).dtype
+    start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
     with build_sampler(config, family, policy, seed, episodes) as sampler:
         if config.evaluation.protocol == "steps":
             sampler = StepBudgetSampler(sampler, family.horizon)

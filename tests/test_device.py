@@ -81,3 +81,24 @@ def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tmp_path):
         assert all(v.device.type == "cuda" for v in trainer.params.values())
         trainer.step()
     assert (tmp_path / "cuda" / "evaluation.json").exists()
+
+
+def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tmp_path):
+    """Run files hold CPU tensors and evaluation runs where the parameters are: a run whose config
+    says cuda is evaluated here, on the CPU, to the same numbers as its CPU twin."""
+    run_dir = tmp_path / "run"
+    run_training(tiny(run={"dir": str(run_dir)}, evaluation={"tasks": 4, "steps": 1, "at_end": False}), progress=False)
+    config = (run_dir / "config.yaml").read_text()
+    assert "device: cpu" in config
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in ("params.pt", "metrics.jsonl"):
+        (twin / name).write_bytes((run_dir / name).read_bytes())
+    (twin / "config.yaml").write_text(config.replace("device: cpu", "device: cuda"))
+    outputs = []
+    for directory in (run_dir, twin):
+        done = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(directory), "--quiet"],
+                              capture_output=True, text=True, timeout=120, env=checkout_env())
+        assert done.returncode == 0, done.stderr
+        outputs.append((directory / "evaluation.json").read_text())
+    assert outputs[0] == outputs[1]
