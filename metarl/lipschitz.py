@@ -86,7 +86,7 @@ class OnlineLipschitz:
         ``theta``); ``gradient`` is ``grad S(theta; batch)``, used for the probe when there is no
         usable previous point. Returns the updated (L, rho)."""
         task_axis = bool(getattr(oracle, "task_axis", False))
-        previous = self.previous
+        previous = None if self.previous is None else {k: v.to(theta[k].device) for k, v in self.previous.items()}
         if previous is None or _same_point(previous, theta):
             previous = self._probe_point(theta, gradient, task_axis)
         estimate = secants(oracle, theta, previous, batch)

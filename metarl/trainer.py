@@ -44,7 +44,7 @@ STEP_SIZE_ROLLOUT_STREAM = 5
 PARAMS_FILE = "params.pt"
 # What ``metarl train --resume RUN key=value`` may change: a run continued with them is the run it
 # would have been had it been started with them (an Adam step size annealed over train.iterations is not).
-RESUME_OVERRIDES = ("train.iterations", "checkpoint.every", "checkpoint.keep", "evaluation.at_end")
+RESUME_OVERRIDES = ("train.iterations", "train.device", "checkpoint.every", "checkpoint.keep", "evaluation.at_end")
 STATE_KEYS = ("params", "outer", "iteration", "env_steps", "nonfinite_in_a_row", "torch_rng")
 # An update that leaves a parameter beyond this in absolute value has diverged: it is undone, like a NaN.
 PARAMETER_LIMIT = 1e6
@@ -198,7 +198,7 @@ class MetaTrainer:
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
-        self.outer.load_state_dict(on_device(state["outer"], self.device))
+        self.outer.load_state_dict(state["outer"])  # Adam moves its moments to the parameters' device
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.check_params(state["params"], "the checkpoint's parameters")
@@ -452,7 +452,7 @@ def _train_and_evaluate(trainer: MetaTrainer, run_dir: Path, tracker: Tracker, p
         _draw_curves(run_dir, config.name, tracker)
         if not config.evaluation.at_end:
             return None
-        result = evaluate(config, params, progress=progress)
+        result = evaluate(config, {k: v.cpu() for k, v in params.items()}, progress=progress)  # as metarl evaluate
     except KeyboardInterrupt as interrupt:  # training is finished and saved: say so, and what is left
         left = f"; evaluate it with: metarl evaluate {run_dir}" if config.evaluation.at_end else ""
         raise Interrupted(f"training finished ({trainer.iteration} iterations, parameters in {run_dir / PARAMS_FILE}); "

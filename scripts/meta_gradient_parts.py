@@ -56,7 +56,9 @@ def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...]) -> dict[str, 
     for method in ("fomaml", "maml"):
         oracle = build_oracle(config, trainer.sampler, tasks, key)
         estimate = estimate_meta_gradient(method, oracle, stack_params(trainer.params, len(tasks)),
-                                          inner_lr=config.meta.inner_lr, inner_steps=config.meta.inner_steps)
+                                          inner_lr=config.meta.inner_lr, inner_steps=config.meta.inner_steps,
+                                          step_rule=config.meta.inner_step_rule,
+                                          hessian_batch=config.meta.hessian_batch)
         directions[method] = {k: v.mean(0) for k, v in estimate.direction.items()}
     second = {k: directions["maml"][k] - directions["fomaml"][k] for k in directions["maml"]}
     return {"first-order": directions["fomaml"], "second-order": second, "MAML": directions["maml"]}
@@ -76,7 +78,8 @@ def main() -> None:
     if args.batches < 1:
         parser.error("--batches must be at least 1")
     torch.set_num_threads(1)
-    config = load_config(args.run_dir / "config.yaml", [f"meta.batch_tasks={args.tasks}"] if args.tasks else [])
+    overrides = ["train.device=cpu"] + ([f"meta.batch_tasks={args.tasks}"] if args.tasks else [])
+    config = load_config(args.run_dir / "config.yaml", overrides)
     with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from metarl.build import build_oracle  # noqa: E402
 from metarl.config import load_config  # noqa: E402
-from metarl.meta import adapt_on, estimate_meta_gradient  # noqa: E402
+from metarl.meta import adapt_on, estimate_meta_gradient, inner_step_size  # noqa: E402
 from metarl.oracles import stack_params  # noqa: E402
 from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, load_params  # noqa: E402
 from metarl.trpo import conjugate_gradient, flatten, unflatten  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
                         help="also append the table, under the command that made it, to this markdown page")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config(args.run_dir / "config.yaml", ["train.dtype=float32"])  # as their parameters are
+    config = load_config(args.run_dir / "config.yaml", ["train.dtype=float32", "train.device=cpu"])  # as theirs were
     lines = ["| meta-batch | ||g|| | product | cos(x, g) | ||x|| / ||g|| | x^T M x | share of parameters moved |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
@@ -84,12 +84,14 @@ def main() -> None:
 def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool) -> list[str]:
     """The table rows of one meta-batch: each product's conjugate-gradient direction against g."""
     config = trainer.config
-    alpha, steps = config.meta.inner_lr, config.meta.inner_steps
+    meta = config.meta
+    alpha, steps = inner_step_size(meta.inner_lr, meta.inner_steps, meta.inner_step_rule), meta.inner_steps
     params = {k: v.detach().float() for k, v in trainer.params.items()}
     tasks = trainer.sample_tasks(iteration)
     oracle = build_oracle(config, trainer.sampler, tasks, (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + iteration))
-    estimate = estimate_meta_gradient(method, oracle, stack_params(params, len(tasks)), inner_lr=alpha,
-                                      inner_steps=steps)
+    estimate = estimate_meta_gradient(method, oracle, stack_params(params, len(tasks)), inner_lr=meta.inner_lr,
+                                      inner_steps=steps, step_rule=meta.inner_step_rule,
+                                      hessian_batch=meta.hessian_batch)
     gradient = flatten({k: v.mean(0) for k, v in estimate.direction.items()}).detach()
     with torch.no_grad():
         old = oracle.distributions(estimate.adapted, estimate.outer_batch)
