@@ -65,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_config(args.run_dir / "config.yaml", ["train.dtype=float32", "train.device=cpu"])  # as theirs were
-    lines = ["| meta-batch | ||g|| | product | cos(x, g) | ||x|| / ||g|| | x^T M x | share of parameters moved |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| meta-batch | ‖g‖ | product | cos(x, g) | ‖x‖ / ‖g‖ | x^T M x | share of parameters moved |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # ‖..‖: a plain || would split the cells
     print("\n".join(lines), flush=True)
     with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         for iteration in args.iterations:
@@ -76,8 +76,8 @@ def main() -> None:
     if args.out is not None:
         command = " ".join(["python", "scripts/trpo_finite_difference.py", *sys.argv[1:]])
         if not args.out.exists():
-            args.out.write_text(PAGE_HEADER)
-        with args.out.open("a") as page:
+            args.out.write_text(PAGE_HEADER, encoding="utf-8")
+        with args.out.open("a", encoding="utf-8") as page:
             page.write(f"\n## `{command}`\n\n" + "\n".join(lines) + "\n")
 
 

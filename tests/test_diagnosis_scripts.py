@@ -52,7 +52,8 @@ def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
     page = tmp_path / "page.md"
     out = script("trpo_finite_difference.py", str(run_dir), "--exact", "--iterations", "1", "2", "--out", str(page))
-    assert out.strip() in page.read_text() and "--iterations 1 2 --out" in page.read_text()
+    assert out.strip() in page.read_text(encoding="utf-8") and "--iterations 1 2 --out" in page.read_text(encoding="utf-8")
+    assert "| meta-batch | ‖g‖ | product |" in out  # no bare || to split the markdown cells
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
     assert [(row[0], row[2]) for row in rows] == [("1", "finite difference, float32"), ("1", "exact"),
                                                   ("2", "finite difference, float32"), ("2", "exact")], out
