@@ -18,8 +18,8 @@ published one, the per-seed numbers, the wall time, and a plot.
 ``--set`` applies config overrides to every run (``--page`` then names the variant's page and
 ``--runs`` its run directory).
 
-Runs and evaluations already finished under ``--runs`` are reused, so an
-interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
+Runs and evaluations already finished under ``--runs`` are reused, and a run stopped after a
+checkpoint resumes from it, so an interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
 with ``torch`` limited to one thread.
 """
 
@@ -103,21 +103,46 @@ def run_dir(runs: Path, method: str, seed: int) -> Path:
 
 
 def train(config: Path, directory: Path, seed: int, overrides: list[str]) -> float:
-    """Train and evaluate one run with the ``metarl`` command; returns its wall time in seconds."""
+    """Train and evaluate one run with the ``metarl`` command; returns its wall time in seconds.
+
+    A run that stopped after a checkpoint (or that finished fewer iterations than ``--set
+    train.iterations=N`` asks) continues from its newest checkpoint with ``metarl train --resume``,
+    which gives the numbers of an uninterrupted run; its wall time then counts the earlier
+    iterations' training time too.
+    """
     finished = directory / "wall_time.json"  # written last: the run trained and evaluated
     if finished.exists():
         return float(json.loads(finished.read_text())["seconds"])
-    shutil.rmtree(directory, ignore_errors=True)  # an interrupted run starts again
-    command = [sys.executable, "-m", "metarl", "train", str(config), f"seed={seed}", f"run.dir={directory}",
-               "train.threads=1", "logging.wandb.mode=disabled", *overrides, "--quiet"]
+    resumed_at = newest_checkpoint(directory)
+    if resumed_at is None:
+        shutil.rmtree(directory, ignore_errors=True)  # an interrupted run without a checkpoint starts again
+        command = [sys.executable, "-m", "metarl", "train", str(config), f"seed={seed}", f"run.dir={directory}",
+                   "train.threads=1", "logging.wandb.mode=disabled", *overrides, "--quiet"]
+    else:
+        command = [sys.executable, "-m", "metarl", "train", "--resume", str(directory), *overrides, "--quiet"]
     start = time.perf_counter()
     done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + training_seconds(directory, before=resumed_at or 0)
     if done.returncode != 0:
         raise RuntimeError(f"training {config.name} with seed {seed} failed:\n{done.stderr[-3000:]}")
     (directory / "wall_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     print(f"  {directory.name}: {seconds:.0f} s", flush=True)
     return seconds
+
+
+def newest_checkpoint(directory: Path) -> int | None:
+    """The iteration of a run directory's newest checkpoint, or None without a run or checkpoint."""
+    if not (directory / "config.yaml").is_file():
+        return None
+    iterations = [int(path.stem.split("-")[1]) for path in (directory / "checkpoints").glob("checkpoint-*.pt")]
+    return max(iterations, default=None)
+
+
+def training_seconds(directory: Path, before: int) -> float:
+    """Seconds the run's meta-iterations before ``before`` took (``metrics.jsonl``)."""
+    path = directory / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return sum(record["time_s"] for record in records if record["iteration"] < before)
 
 
 def metarl_environment() -> dict[str, str]:

@@ -143,3 +143,37 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp
     page = (out / "tiny.md").read_text()
     assert page.startswith("# HalfCheetah velocity: MAML against Finn et al. (2017)")
     assert "1 meta-iterations of 2 tasks x 2 episodes" in page and "-129.5 / -78.6 / -66.6 / -60.8" in page
+
+
+def test_reproduction_resumes_a_run_stopped_after_a_checkpoint(tmp_path):
+    """A run directory with a checkpoint but no finished record continues from the checkpoint
+    (here: trained further than it was planned) and ends where an uninterrupted run ends."""
+    import os
+    import subprocess
+
+    tiny = ["meta.batch_tasks=2", "meta.episodes_per_task=2", "evaluation.tasks=2", "evaluation.steps=1",
+            "env.kwargs.horizon=10"]
+    environment = {**os.environ, "PYTHONPATH": str(SCRIPTS.parent)}
+
+    def reproduce(runs: Path) -> None:
+        command = [sys.executable, str(SCRIPTS / "reproduce_maml_rl.py"), "--seeds", "1", "--methods", "maml",
+                   "--jobs", "1", "--runs", str(runs), "--out", str(tmp_path / "out"), "--page", "tiny",
+                   "--set", "train.iterations=4", *tiny]
+        done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    stopped = tmp_path / "stopped" / "maml-seed1"
+    first = subprocess.run([sys.executable, "-m", "metarl", "train", str(SCRIPTS.parent / "configs/navigation-maml.yaml"),
+                            "seed=1", f"run.dir={stopped}", "train.threads=1", "logging.wandb.mode=disabled",
+                            "train.iterations=2", *tiny, "--quiet"],
+                           capture_output=True, text=True, env=environment, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoint = stopped / "checkpoints" / "checkpoint-00000002.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    reproduce(stopped.parent)
+    reproduce(tmp_path / "uninterrupted")
+    assert checkpoint.stat().st_mtime_ns == stamp  # continued, not started again
+    assert len((stopped / "metrics.jsonl").read_text().splitlines()) == 4
+    resumed = torch.load(stopped / "params.pt")
+    straight = torch.load(tmp_path / "uninterrupted" / "maml-seed1" / "params.pt")
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
