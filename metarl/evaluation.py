@@ -51,7 +51,8 @@ EVALUATION_ROLLOUT_STREAM = 3
 
 @dataclass
 class EvaluationResult:
-    """Mean return over held-out tasks (and its standard error) after 0..K adaptation steps."""
+    """Mean return over held-out tasks (and its standard error) after 0..K adaptation steps;
+    ``task_returns[k][i]``: task i's mean return after k steps (tasks in :func:`held_out_tasks`' order)."""
 
     steps: list[int]
     mean_return: list[float]
@@ -62,6 +63,7 @@ class EvaluationResult:
     protocol: str = "episodes"
     task_set: str | None = None
     later_step_scale: float = 1.0
+    task_returns: list[list[float]] | None = None
 
     def describe(self) -> str:
         """How the result was measured, for a table's heading: tasks, collection, step sizes."""
@@ -230,10 +232,9 @@ def evaluate(
         _, batches = adapt_to_tasks(config, params, tasks, steps=steps, seed=seed, on_batch=report)
     finally:
         bar.close()
-    means, errors = [], []
-    for batch in batches:
-        per_task = batch.episodes.task_mean_returns().to(torch.float64)
-        means.append(float(per_task.mean()))
-        errors.append(float(per_task.std(unbiased=True)) / math.sqrt(num_tasks))
+    per_task = [batch.episodes.task_mean_returns().to(torch.float64) for batch in batches]
+    means = [float(returns.mean()) for returns in per_task]
+    errors = [float(returns.std(unbiased=True)) / math.sqrt(num_tasks) for returns in per_task]
     return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
-                            config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale)
+                            config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale,
+                            [returns.tolist() for returns in per_task])

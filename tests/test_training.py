@@ -1,5 +1,6 @@
 """End to end: the trainer, evaluation and the ``metarl`` command on tiny navigation runs."""
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -122,6 +123,10 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["steps"] == [0, 1, 2] and evaluation["num_tasks"] == 4
     assert len(evaluation["mean_return"]) == len(evaluation["stderr"]) == 3
+    per_task = torch.tensor(evaluation["task_returns"], dtype=torch.float64)  # steps x tasks
+    assert per_task.shape == (3, 4)
+    assert per_task.mean(1).tolist() == pytest.approx(evaluation["mean_return"], rel=1e-12)
+    assert (per_task.std(1) / 2).tolist() == pytest.approx(evaluation["stderr"], rel=1e-12)
 
     at_end = (run_dir / "evaluation.json").read_text()
     assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end
@@ -218,6 +223,13 @@ def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
     result = EvaluationResult([0, 1], [-40.0, -20.0], [2.0, 1.0], num_tasks=4, seed=7, episodes_per_task=2)
     result.save(tmp_path / "evaluation.json")
     assert EvaluationResult.load(tmp_path / "evaluation.json") == result
+    with_tasks = dataclasses.replace(result, task_returns=[[-41.0, -39.0, -40.0, -40.0], [-20.0] * 4])
+    with_tasks.save(tmp_path / "tasks.json")
+    assert EvaluationResult.load(tmp_path / "tasks.json") == with_tasks
+    older = json.loads((tmp_path / "evaluation.json").read_text())
+    del older["task_returns"]  # written before results kept per-task returns
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert EvaluationResult.load(tmp_path / "older.json") == result
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable evaluation result"):
         EvaluationResult.load(tmp_path / "bad.json")
