@@ -62,3 +62,71 @@ def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one
         shares = [float(s) for s in moved.split(",")] if name != "exact" else []
         assert (1 <= len(shares) <= 11 if name != "exact" else not shares) and all(0 <= s <= 1 for s in shares), out
     assert rows[0][3:6] != rows[1][3:6]  # the finite difference in float32 is not the exact product
+
+
+def _result_file(path, task_rows) -> None:
+    """A result file in the authors' layout (protocol-0 pickle of plain lists): steps x tasks."""
+    import pickle
+
+    path.write_bytes(pickle.dumps({"task_avg_returns": [list(step) for step in zip(*task_rows)]}, protocol=0))
+
+
+def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_our_gains_beside(tmp_path):
+    import pytest
+
+    pytest.importorskip("mujoco")
+    from envs import make_family
+    from metarl.config import load_config
+    from metarl.evaluation import EvaluationResult, evaluation_path
+
+    signs = [task["direction"] for task in make_family("halfcheetah_dir").task_set("finn2017")]
+    icml = tmp_path / "maml_rl" / "icml"
+    icml.mkdir(parents=True)
+    # Two runs, one per direction, repeated for every task: the authors' direction controls.
+    _result_file(icml / "icml_cheetahdirec_results_random.pkl",
+                 [[-40.0, 30.0, 40.0, 50.0] if s > 0 else [-30.0, 10.0, 70.0, 110.0] for s in signs])
+    _result_file(icml / "icml_cheetah_results_maml.pkl", [[-130.0 + i, -80.0 + i, -70.0, -60.0] for i in range(40)])
+    run = tmp_path / "random-seed1"
+    run.mkdir()
+    (run / "config.yaml").write_text((ROOT / "configs" / "halfcheetah-dir-random.yaml").read_text())
+    config = load_config(run / "config.yaml")
+    gains = [10.0 * (i % 5) if s > 0 else 20.0 + (i % 3) for i, s in enumerate(signs)]
+    EvaluationResult([0, 1, 2, 3], [0.0] * 4, [0.0] * 4, 40, config.evaluation.seed, 20, "steps", "finn2017", 0.5,
+                     [[-40.0] * 40, [-40.0 + g for g in gains], [0.0] * 40, [0.0] * 40]).save(
+        evaluation_path(run, num_tasks=40, steps=3, episodes_per_task=20, seed=config.evaluation.seed,
+                        protocol="steps", task_set="finn2017", later_step_scale=0.5))
+    page = tmp_path / "files.md"
+    out = script("finn2017_result_files.py", str(tmp_path / "maml_rl"), "--runs", str(run), "--out", str(page))
+    assert out.strip() in page.read_text() and "scripts/finn2017_result_files.py" in page.read_text()
+    rows = {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in (line.split("|") for line in out.splitlines())
+            if len(cells) > 5}
+    forward, backward = sum(s > 0 for s in signs), sum(s < 0 for s in signs)
+    expected = [(-40.0 * forward - 30.0 * backward) / 40, (30.0 * forward + 10.0 * backward) / 40]
+    assert rows["icml_cheetahdirec_results_random.pkl"][:2] == ["40", "2"]
+    assert rows["icml_cheetahdirec_results_random.pkl"][2].startswith(f"{expected[0]:.1f} / {expected[1]:.1f} / ")
+    assert rows["icml_cheetahdirec_results_random.pkl"][3:] == ["-40.0 / 30.0 / 40.0 / 50.0", "-30.0 / 10.0 / 70.0 / 110.0"]
+    assert rows["icml_cheetah_results_maml.pkl"][:2] == ["40", "40"] and rows["icml_cheetah_results_maml.pkl"][3] == ""
+    ours_forward = [g for g, s in zip(gains, signs) if s > 0]
+    spread = torch.tensor(ours_forward).std().item()
+    mean = sum(ours_forward) / forward
+    assert (f"| random | forward | {forward} | {mean:.1f} | {spread:.1f} | {min(ours_forward):.1f} .. "
+            f"{max(ours_forward):.1f} | 70.0 | {(70.0 - mean) / spread:+.1f} | 0.00 |") in out
+    assert f"| random | backward | {backward} | " in out and "| 40.0 |" in out
+
+
+def test_finn2017_result_files_refuses_crafted_and_damaged_files(tmp_path):
+    icml = tmp_path / "icml"
+    icml.mkdir()
+    marker = tmp_path / "ran"
+    # A pickle that would call os.system when loaded by pickle.load.
+    (icml / "icml_cheetah_results_maml.pkl").write_bytes(
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "finn2017_result_files.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=checkout_env())
+    assert done.returncode != 0 and not marker.exists()
+    assert "icml_cheetah_results_maml.pkl is not one of the authors' result files: refused os.system" in done.stderr
+    assert "Traceback" not in done.stderr
+    (icml / "icml_cheetah_results_maml.pkl").write_bytes(b"(dp0\nS'task_avg")  # truncated
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "finn2017_result_files.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=checkout_env())
+    assert done.returncode != 0 and "is not one of the authors' result files" in done.stderr

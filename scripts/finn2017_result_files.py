@@ -1,0 +1,185 @@
+"""What Finn et al.'s (2017) result files hold, task by task, and our runs' one-step gains beside them.
+
+The authors keep the per-task returns behind the paper's table in their repository (cbfinn/maml_rl,
+``icml/icml_<family>_results_<method>.pkl``: the mean return of each of their 40 test tasks after 0..3
+gradient steps). This script reads them from a local copy of that repository (a work tree or a bare
+git directory) and reports, per file, how many of its 40 task rows are distinct and, on the direction
+families, the mean per direction. With ``--runs`` it sets our runs' one-step gains, task by task (their
+evaluation as published), beside the authors' gain in each direction::
+
+    python scripts/finn2017_result_files.py PATH/TO/maml_rl \\
+        --runs runs/reproduce-halfcheetah-dir/random-seed* --out docs/results/finn2017-result-files.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pickle
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from envs import make_family  # noqa: E402
+from metarl.config import load_config  # noqa: E402
+from metarl.evaluation import EvaluationResult, evaluation_path  # noqa: E402
+from metarl.logging import format_table  # noqa: E402
+
+# The authors' file prefix -> our family name.
+FAMILIES = {"point": "navigation", "cheetah": "halfcheetah_vel", "cheetahdirec": "halfcheetah_dir",
+            "ant": "ant_vel", "antdirec": "ant_dir"}
+# Our config's method -> the authors' file suffix.
+AUTHORS_METHOD = {"maml": "maml", "pretrained": "pretrain", "random": "random", "oracle": "oracle"}
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numbers only: a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise pickle.UnpicklingError(f"refused {module}.{name}: a result file holds only lists of numbers")
+
+
+def task_returns(name: str, data: bytes) -> list[list[float]]:
+    """A result file's returns, one row per task (return after 0, 1, ... steps)."""
+    try:
+        content = _PlainData(io.BytesIO(data), encoding="latin1").load()
+        steps = content["task_avg_returns"]
+        rows = [[float(value) for value in row] for row in zip(*steps, strict=True)]
+    except Exception as error:  # any damage: a truncated pickle, another layout, a refused object
+        raise ValueError(f"{name} is not one of the authors' result files: {error}") from None
+    if not rows:
+        raise ValueError(f"{name} holds no task")
+    return rows
+
+
+def result_files(repository: Path) -> dict[str, bytes]:
+    """The ``icml/icml_*_results_*.pkl`` files of a work tree or of a bare git directory."""
+    if (repository / "icml").is_dir():
+        return {path.name: path.read_bytes() for path in sorted((repository / "icml").glob("icml_*_results_*.pkl"))}
+    git = ["git", "--git-dir", str(repository)]
+    listing = subprocess.run([*git, "ls-tree", "--name-only", "HEAD", "icml/"], capture_output=True, text=True)
+    if listing.returncode != 0:
+        raise SystemExit(f"{repository} is neither a work tree with icml/ nor a git directory: "
+                         f"{listing.stderr.strip()}")
+    names = [n for n in listing.stdout.split() if Path(n).name.startswith("icml_") and "_results_" in n
+             and n.endswith(".pkl")]
+    return {Path(n).name: subprocess.run([*git, "show", f"HEAD:{n}"], capture_output=True, check=True).stdout
+            for n in sorted(names)}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``icml_cheetahdirec_results_random.pkl`` -> ``("cheetahdirec", "random")``."""
+    prefix, method = name.removeprefix("icml_").removesuffix(".pkl").split("_results_")
+    return prefix, method
+
+
+def directions(family: str) -> list[float] | None:
+    """The direction of each of the authors' 40 test tasks, on a direction family."""
+    tasks = make_family(family).task_set("finn2017") if family.endswith("_dir") else None
+    return None if tasks is None else [float(task["direction"]) for task in tasks]
+
+
+def by_step(rows: list[list[float]]) -> str:
+    return " / ".join(f"{statistics.mean(column):.1f}" for column in zip(*rows))
+
+
+def files_table(files: dict[str, bytes]) -> str:
+    table = []
+    for name, data in files.items():
+        prefix, _ = split_name(name)
+        rows = task_returns(name, data)
+        signs = directions(FAMILIES[prefix]) if prefix in FAMILIES else None
+        forward = backward = ""
+        if signs is not None and len(signs) == len(rows):
+            forward = by_step([r for r, s in zip(rows, signs) if s > 0])
+            backward = by_step([r for r, s in zip(rows, signs) if s < 0])
+        table.append((name, len(rows), len({tuple(r) for r in rows}), by_step(rows), forward, backward))
+    return format_table(["file", "tasks", "distinct task rows", "mean after 0 / 1 / ... steps", "forward tasks",
+                         "backward tasks"], table, markdown=True)
+
+
+def published_evaluation(run: Path) -> tuple[str, str, EvaluationResult]:
+    """A run's family, method and its evaluation as the published values were measured."""
+    config = load_config(run / "config.yaml")
+    path = evaluation_path(run, num_tasks=config.evaluation.tasks, steps=config.evaluation.steps,
+                           episodes_per_task=config.evaluation.episodes_per_task or config.meta.episodes_per_task,
+                           seed=config.evaluation.seed, protocol="steps", task_set="finn2017", later_step_scale=0.5)
+    if not path.exists():
+        raise SystemExit(f"{run} has no evaluation as published ({path.name}); write it with: metarl evaluate {run} "
+                         "--protocol steps --task-set finn2017 --later-step-scale 0.5")
+    result = EvaluationResult.load(path)
+    if result.task_returns is None:
+        raise SystemExit(f"{path} predates per-task returns; evaluate again with: metarl evaluate {run} "
+                         "--protocol steps --task-set finn2017 --later-step-scale 0.5")
+    return config.env.family, config.name.rsplit("-", 1)[-1], result
+
+
+def gains_table(runs: list[Path], files: dict[str, bytes]) -> str:
+    """Per (method, direction): our per-task one-step gains against the authors' gain."""
+    gains: dict[tuple[str, str, float], list[float]] = {}
+    for run in runs:
+        family, method, result = published_evaluation(run)
+        signs = directions(family)
+        if signs is None:
+            raise SystemExit(f"{run}: --runs takes runs of a direction family, not {family}")
+        before, after = result.task_returns[0], result.task_returns[1]
+        for sign, b, a in zip(signs, before, after):
+            gains.setdefault((family, method, sign), []).append(a - b)
+    prefixes = {family: prefix for prefix, family in FAMILIES.items()}
+    table = []
+    for (family, method, sign), ours in sorted(gains.items()):
+        name = f"icml_{prefixes[family]}_results_{AUTHORS_METHOD.get(method, method)}.pkl"
+        authors = [r for r, s in zip(task_returns(name, files[name]), directions(family)) if s == sign]
+        theirs = statistics.mean(r[1] - r[0] for r in authors)
+        spread = statistics.stdev(ours)
+        table.append((method, "forward" if sign > 0 else "backward", len(ours), f"{statistics.mean(ours):.1f}",
+                      f"{spread:.1f}", f"{min(ours):.1f} .. {max(ours):.1f}", f"{theirs:.1f}",
+                      f"{(theirs - statistics.mean(ours)) / spread:+.1f}",
+                      f"{sum(g >= theirs for g in ours) / len(ours):.2f}"))
+    return format_table(["method", "tasks", "our task runs", "our mean gain", "sd", "range", "authors' gain",
+                         "authors' in our sd", "share of ours >= authors'"], table, markdown=True)
+
+
+def report(repository: Path, runs: list[Path]) -> str:
+    """The page's sections: the authors' files, then our runs' gains beside theirs."""
+    files = result_files(repository)
+    if not files:
+        raise SystemExit(f"{repository} holds no icml/icml_*_results_*.pkl file")
+    sections = ["## The authors' result files", "",
+                ("Each file: the mean return of each of the authors' 40 test tasks after 0..3 steps (one step: "
+                 "oracle); the mean over tasks, and per direction on the direction families (tasks from their "
+                 "test scripts' draws, `finn2017` task set). A file with 2 distinct task rows holds two runs, "
+                 "one per direction, each repeated for every task of its direction."), "", files_table(files), ""]
+    if runs:
+        sections += ["## One-step gains task by task: our runs beside the authors'", "",
+                     ("Our gain: return after one step minus before, per task, in our runs' evaluation as "
+                      "published (one run of 20 x horizon steps per task and step). The authors' gain: the "
+                      "same in their file, mean over the tasks of that direction. `authors' in our sd`: "
+                      "(authors' - our mean) / our sd, where their file holds one run per direction."), "",
+                     f"Runs: {', '.join(run.name for run in runs)}.", "", gains_table(runs, files), ""]
+    return "\n".join(sections)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("repository", type=Path, help="a copy of cbfinn/maml_rl: work tree or bare git directory")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="our runs of a direction family")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown page")
+    args = parser.parse_args()
+    try:
+        page = report(args.repository, args.runs)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    print(page)
+    if args.out is not None:
+        command = " ".join(["python", "scripts/finn2017_result_files.py", *sys.argv[1:]])
+        args.out.write_text(f"# Finn et al.'s (2017) result files, task by task\n\nWritten by `{command}` "
+                            "(`scripts/finn2017_result_files.py`).\n\n" + page)
+
+
+if __name__ == "__main__":
+    main()
