@@ -119,29 +119,30 @@ def published_evaluation(run: Path) -> tuple[str, str, EvaluationResult]:
 
 
 def gains_table(runs: list[Path], files: dict[str, bytes]) -> str:
-    """Per (method, direction): our per-task one-step gains against the authors' gain."""
-    gains: dict[tuple[str, str, float], list[float]] = {}
+    """Per (method, direction): our per-task returns before and after one step and one-step gains,
+    against the authors'."""
+    ours: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
     for run in runs:
         family, method, result = published_evaluation(run)
         signs = directions(family)
         if signs is None:
             raise SystemExit(f"{run}: --runs takes runs of a direction family, not {family}")
-        before, after = result.task_returns[0], result.task_returns[1]
-        for sign, b, a in zip(signs, before, after):
-            gains.setdefault((family, method, sign), []).append(a - b)
+        for sign, before, after in zip(signs, result.task_returns[0], result.task_returns[1]):
+            ours.setdefault((family, method, sign), []).append((before, after))
     prefixes = {family: prefix for prefix, family in FAMILIES.items()}
     table = []
-    for (family, method, sign), ours in sorted(gains.items()):
+    for (family, method, sign), pairs in sorted(ours.items()):
         name = f"icml_{prefixes[family]}_results_{AUTHORS_METHOD.get(method, method)}.pkl"
-        authors = [r for r, s in zip(task_returns(name, files[name]), directions(family)) if s == sign]
-        theirs = statistics.mean(r[1] - r[0] for r in authors)
-        spread = statistics.stdev(ours)
-        table.append((method, "forward" if sign > 0 else "backward", len(ours), f"{statistics.mean(ours):.1f}",
-                      f"{spread:.1f}", f"{min(ours):.1f} .. {max(ours):.1f}", f"{theirs:.1f}",
-                      f"{(theirs - statistics.mean(ours)) / spread:+.1f}",
-                      f"{sum(g >= theirs for g in ours) / len(ours):.2f}"))
-    return format_table(["method", "tasks", "our task runs", "our mean gain", "sd", "range", "authors' gain",
-                         "authors' in our sd", "share of ours >= authors'"], table, markdown=True)
+        authors = [r[:2] for r, s in zip(task_returns(name, files[name]), directions(family)) if s == sign]
+        gains = [after - before for before, after in pairs]
+        theirs = statistics.mean(after - before for before, after in authors)
+        mean, spread = statistics.mean(gains), statistics.stdev(gains)
+        table.append((method, "forward" if sign > 0 else "backward", len(gains), by_step(pairs), f"{mean:.1f}",
+                      f"{spread:.1f}", f"{min(gains):.1f} .. {max(gains):.1f}", by_step(authors), f"{theirs:.1f}",
+                      f"{(theirs - mean) / spread:+.1f}", f"{sum(g >= theirs for g in gains) / len(gains):.2f}"))
+    return format_table(["method", "tasks", "our task runs", "ours before / after", "our mean gain", "sd", "range",
+                         "authors' before / after", "authors' gain", "authors' in our sd",
+                         "share of ours >= authors'"], table, markdown=True)
 
 
 def report(repository: Path, runs: list[Path]) -> str:
