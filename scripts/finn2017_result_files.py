@@ -32,8 +32,9 @@ from metarl.logging import format_table  # noqa: E402
 # The authors' file prefix -> our family name.
 FAMILIES = {"point": "navigation", "cheetah": "halfcheetah_vel", "cheetahdirec": "halfcheetah_dir",
             "ant": "ant_vel", "antdirec": "ant_dir"}
-# Our config's method -> the authors' file suffix.
-AUTHORS_METHOD = {"maml": "maml", "pretrained": "pretrain", "random": "random", "oracle": "oracle"}
+# Our config's method -> the authors' file suffix (they published no FO-MAML or HF-MAML: MAML's).
+AUTHORS_METHOD = {"maml": "maml", "fomaml": "maml", "hfmaml": "maml", "pretrained": "pretrain", "random": "random",
+                  "oracle": "oracle"}
 
 
 class _PlainData(pickle.Unpickler):
@@ -132,16 +133,17 @@ def gains_table(runs: list[Path], files: dict[str, bytes]) -> str:
     prefixes = {family: prefix for prefix, family in FAMILIES.items()}
     table = []
     for (family, method, sign), pairs in sorted(ours.items()):
-        name = f"icml_{prefixes[family]}_results_{AUTHORS_METHOD.get(method, method)}.pkl"
+        name = f"icml_{prefixes[family]}_results_{AUTHORS_METHOD[method]}.pkl"
         authors = [r[:2] for r, s in zip(task_returns(name, files[name]), directions(family)) if s == sign]
         gains = [after - before for before, after in pairs]
         theirs = statistics.mean(after - before for before, after in authors)
         mean, spread = statistics.mean(gains), statistics.stdev(gains)
         table.append((method, "forward" if sign > 0 else "backward", len(gains), by_step(pairs), f"{mean:.1f}",
-                      f"{spread:.1f}", f"{min(gains):.1f} .. {max(gains):.1f}", by_step(authors), f"{theirs:.1f}",
+                      f"{spread:.1f}", f"{min(gains):.1f} .. {max(gains):.1f}", AUTHORS_METHOD[method],
+                      by_step(authors), f"{theirs:.1f}",
                       f"{(theirs - mean) / spread:+.1f}", f"{sum(g >= theirs for g in gains) / len(gains):.2f}"))
     return format_table(["method", "tasks", "our task runs", "ours before / after", "our mean gain", "sd", "range",
-                         "authors' before / after", "authors' gain", "authors' in our sd",
+                         "authors' file", "authors' before / after", "authors' gain", "authors' in our sd",
                          "share of ours >= authors'"], table, markdown=True)
 
 

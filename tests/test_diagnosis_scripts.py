@@ -110,7 +110,7 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     spread = torch.tensor(ours_forward).std().item()
     mean = sum(ours_forward) / forward
     assert (f"| random | forward | {forward} | -40.0 / {mean - 40:.1f} | {mean:.1f} | {spread:.1f} | "
-            f"{min(ours_forward):.1f} .. {max(ours_forward):.1f} | -40.0 / 30.0 | 70.0 | {(70.0 - mean) / spread:+.1f} "
+            f"{min(ours_forward):.1f} .. {max(ours_forward):.1f} | random | -40.0 / 30.0 | 70.0 | {(70.0 - mean) / spread:+.1f} "
             "| 0.00 |") in out
     assert f"| random | backward | {backward} | " in out and "| 40.0 |" in out
 
