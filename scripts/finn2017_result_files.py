@@ -84,6 +84,20 @@ def directions(family: str) -> list[float] | None:
     return None if tasks is None else [float(task["direction"]) for task in tasks]
 
 
+def shared_before_rollouts(family: str, before: list[float]) -> str:
+    """On a velocity family, whether the returns before adaptation are a concave function of the goal
+    velocity with slopes within +/- horizon: what one set of rollouts scored against every goal gives
+    (``-sum_t |v_t - goal|`` plus goal-free terms); independent rollouts per task break it."""
+    if not family.endswith("_vel"):
+        return ""
+    tasks = make_family(family).task_set("finn2017")
+    goals, returns = zip(*sorted(zip((task["velocity"] for task in tasks), before)))
+    slopes = [(r1 - r0) / (g1 - g0) for g0, g1, r0, r1 in zip(goals, goals[1:], returns, returns[1:])]
+    horizon = make_family(family).horizon
+    concave = all(b <= a + 1e-6 * horizon for a, b in zip(slopes, slopes[1:]))
+    return "yes" if concave and all(abs(x) <= horizon * (1 + 1e-6) for x in slopes) else "no"
+
+
 def by_step(rows: list[list[float]]) -> str:
     return " / ".join(f"{statistics.mean(column):.1f}" for column in zip(*rows))
 
@@ -98,9 +112,10 @@ def files_table(files: dict[str, bytes]) -> str:
         if signs is not None and len(signs) == len(rows):
             forward = by_step([r for r, s in zip(rows, signs) if s > 0])
             backward = by_step([r for r, s in zip(rows, signs) if s < 0])
-        table.append((name, len(rows), len({tuple(r) for r in rows}), by_step(rows), forward, backward))
+        shared = shared_before_rollouts(FAMILIES.get(prefix, ""), [r[0] for r in rows]) if len(rows) == 40 else ""
+        table.append((name, len(rows), len({tuple(r) for r in rows}), by_step(rows), forward, backward, shared))
     return format_table(["file", "tasks", "distinct task rows", "mean after 0 / 1 / ... steps", "forward tasks",
-                         "backward tasks"], table, markdown=True)
+                         "backward tasks", "before: one set of rollouts for all tasks"], table, markdown=True)
 
 
 def published_evaluation(run: Path) -> tuple[str, str, EvaluationResult]:
@@ -156,7 +171,10 @@ def report(repository: Path, runs: list[Path]) -> str:
                 ("Each file: the mean return of each of the authors' 40 test tasks after 0..3 steps (one step: "
                  "oracle); the mean over tasks, and per direction on the direction families (tasks from their "
                  "test scripts' draws, `finn2017` task set). A file with 2 distinct task rows holds two runs, "
-                 "one per direction, each repeated for every task of its direction."), "", files_table(files), ""]
+                 "one per direction, each repeated for every task of its direction. On the velocity families, "
+                 "`yes` in the last column: the returns before adaptation are a concave function of the goal "
+                 "velocity with slopes within +/- the horizon, as one set of rollouts scored against every goal "
+                 "gives; independent rollouts per task would break that."), "", files_table(files), ""]
     if runs:
         sections += ["## One-step gains task by task: our runs beside the authors'", "",
                      ("Our gain: return after one step minus before, per task, in our runs' evaluation as "

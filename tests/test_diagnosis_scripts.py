@@ -86,6 +86,10 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     _result_file(icml / "icml_cheetahdirec_results_random.pkl",
                  [[-40.0, 30.0, 40.0, 50.0] if s > 0 else [-30.0, 10.0, 70.0, 110.0] for s in signs])
     _result_file(icml / "icml_cheetah_results_maml.pkl", [[-130.0 + i, -80.0 + i, -70.0, -60.0] for i in range(40)])
+    # One set of rollouts (velocities 0.3, 0.9, 1.5 for a third of the 200 steps each) scored against every goal.
+    goals = [task["velocity"] for task in make_family("halfcheetah_vel").task_set("finn2017")]
+    _result_file(icml / "icml_cheetah_results_random.pkl",
+                 [[-200 / 3 * sum(abs(v - g) for v in (0.3, 0.9, 1.5)), -100.0, -90.0, -80.0] for g in goals])
     run = tmp_path / "random-seed1"
     run.mkdir()
     (run / "config.yaml").write_text((ROOT / "configs" / "halfcheetah-dir-random.yaml").read_text())
@@ -104,8 +108,10 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     expected = [(-40.0 * forward - 30.0 * backward) / 40, (30.0 * forward + 10.0 * backward) / 40]
     assert rows["icml_cheetahdirec_results_random.pkl"][:2] == ["40", "2"]
     assert rows["icml_cheetahdirec_results_random.pkl"][2].startswith(f"{expected[0]:.1f} / {expected[1]:.1f} / ")
-    assert rows["icml_cheetahdirec_results_random.pkl"][3:] == ["-40.0 / 30.0 / 40.0 / 50.0", "-30.0 / 10.0 / 70.0 / 110.0"]
+    assert rows["icml_cheetahdirec_results_random.pkl"][3:5] == ["-40.0 / 30.0 / 40.0 / 50.0", "-30.0 / 10.0 / 70.0 / 110.0"]
     assert rows["icml_cheetah_results_maml.pkl"][:2] == ["40", "40"] and rows["icml_cheetah_results_maml.pkl"][3] == ""
+    assert rows["icml_cheetah_results_maml.pkl"][-1] == "no" and rows["icml_cheetah_results_random.pkl"][-1] == "yes"
+    assert rows["icml_cheetahdirec_results_random.pkl"][-1] == ""
     ours_forward = [g for g, s in zip(gains, signs) if s > 0]
     spread = torch.tensor(ours_forward).std().item()
     mean = sum(ours_forward) / forward
