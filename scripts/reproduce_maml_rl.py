@@ -19,8 +19,8 @@ published one, the per-seed numbers, the wall time, and a plot.
 ``--runs`` its run directory).
 
 Runs and evaluations already finished under ``--runs`` are reused, and a run stopped after a
-checkpoint resumes from it, so an interrupted reproduction continues where it stopped. ``--jobs`` runs trainings in parallel, each
-with ``torch`` limited to one thread.
+checkpoint resumes from it, so an interrupted reproduction continues where it stopped. ``--jobs``
+runs trainings in parallel, each with ``torch`` limited to one thread.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -122,9 +123,9 @@ def train(config: Path, directory: Path, seed: int, overrides: list[str]) -> flo
         command = [sys.executable, "-m", "metarl", "train", "--resume", str(directory), *overrides, "--quiet"]
     start = time.perf_counter()
     done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start + training_seconds(directory, before=resumed_at or 0)
     if done.returncode != 0:
         raise RuntimeError(f"training {config.name} with seed {seed} failed:\n{done.stderr[-3000:]}")
+    seconds = time.perf_counter() - start + training_seconds(directory, before=resumed_at or 0)
     (directory / "wall_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     print(f"  {directory.name}: {seconds:.0f} s", flush=True)
     return seconds
@@ -134,8 +135,8 @@ def newest_checkpoint(directory: Path) -> int | None:
     """The iteration of a run directory's newest checkpoint, or None without a run or checkpoint."""
     if not (directory / "config.yaml").is_file():
         return None
-    iterations = [int(path.stem.split("-")[1]) for path in (directory / "checkpoints").glob("checkpoint-*.pt")]
-    return max(iterations, default=None)
+    names = (re.fullmatch(r"checkpoint-(\d+)\.pt", path.name) for path in (directory / "checkpoints").glob("*.pt"))
+    return max((int(name.group(1)) for name in names if name), default=None)
 
 
 def training_seconds(directory: Path, before: int) -> float:
