@@ -14,6 +14,7 @@ evaluation as published), beside the authors' gain in each direction::
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import pickle
 import statistics
@@ -23,11 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from envs import make_family  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.evaluation import EvaluationResult, evaluation_path  # noqa: E402
 from metarl.logging import format_table  # noqa: E402
+from reproduce_maml_rl import evaluation_settings  # noqa: E402
 
 # The authors' file prefix -> our family name.
 FAMILIES = {"point": "navigation", "cheetah": "halfcheetah_vel", "cheetahdirec": "halfcheetah_dir",
@@ -78,10 +81,16 @@ def split_name(name: str) -> tuple[str, str]:
     return prefix, method
 
 
+@functools.cache
+def test_tasks(family: str) -> tuple[list[dict], int]:
+    """The authors' 40 test tasks of a family (``finn2017`` task set) and its horizon."""
+    built = make_family(family)
+    return built.task_set("finn2017"), built.horizon
+
+
 def directions(family: str) -> list[float] | None:
     """The direction of each of the authors' 40 test tasks, on a direction family."""
-    tasks = make_family(family).task_set("finn2017") if family.endswith("_dir") else None
-    return None if tasks is None else [float(task["direction"]) for task in tasks]
+    return [float(task["direction"]) for task in test_tasks(family)[0]] if family.endswith("_dir") else None
 
 
 def shared_before_rollouts(family: str, before: list[float]) -> str:
@@ -90,10 +99,9 @@ def shared_before_rollouts(family: str, before: list[float]) -> str:
     (``-sum_t |v_t - goal|`` plus goal-free terms); independent rollouts per task break it."""
     if not family.endswith("_vel"):
         return ""
-    tasks = make_family(family).task_set("finn2017")
+    tasks, horizon = test_tasks(family)
     goals, returns = zip(*sorted(zip((task["velocity"] for task in tasks), before)))
     slopes = [(r1 - r0) / (g1 - g0) for g0, g1, r0, r1 in zip(goals, goals[1:], returns, returns[1:])]
-    horizon = make_family(family).horizon
     concave = all(b <= a + 1e-6 * horizon for a, b in zip(slopes, slopes[1:]))
     return "yes" if concave and all(abs(x) <= horizon * (1 + 1e-6) for x in slopes) else "no"
 
@@ -119,18 +127,20 @@ def files_table(files: dict[str, bytes]) -> str:
 
 
 def published_evaluation(run: Path) -> tuple[str, str, EvaluationResult]:
-    """A run's family, method and its evaluation as the published values were measured."""
+    """A run's family, method and its evaluation as the published values were measured (the
+    settings of ``scripts/reproduce_maml_rl.py``)."""
     config = load_config(run / "config.yaml")
+    settings = evaluation_settings(config.env.family.replace("_", "-"), "published")
     path = evaluation_path(run, num_tasks=config.evaluation.tasks, steps=config.evaluation.steps,
                            episodes_per_task=config.evaluation.episodes_per_task or config.meta.episodes_per_task,
-                           seed=config.evaluation.seed, protocol="steps", task_set="finn2017", later_step_scale=0.5)
+                           seed=config.evaluation.seed, **settings)
+    command = (f"metarl evaluate {run} --protocol {settings['protocol']} --task-set {settings['task_set']} "
+               f"--later-step-scale {settings['later_step_scale']:g}")
     if not path.exists():
-        raise SystemExit(f"{run} has no evaluation as published ({path.name}); write it with: metarl evaluate {run} "
-                         "--protocol steps --task-set finn2017 --later-step-scale 0.5")
+        raise SystemExit(f"{run} has no evaluation as published ({path.name}); write it with: {command}")
     result = EvaluationResult.load(path)
     if result.task_returns is None:
-        raise SystemExit(f"{path} predates per-task returns; evaluate again with: metarl evaluate {run} "
-                         "--protocol steps --task-set finn2017 --later-step-scale 0.5")
+        raise SystemExit(f"{path} predates per-task returns; evaluate again with: {command}")
     return config.env.family, config.name.rsplit("-", 1)[-1], result
 
 
