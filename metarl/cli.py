@@ -72,6 +72,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     run_dirs = [finished_run(path) for path in args.run_dirs]
     overrides = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
+    overrides += [f"evaluation.workers={args.workers}"] if args.workers is not None else []
     overrides += [f"evaluation.task_set={args.task_set}"] if args.task_set else []
     overrides += [f"evaluation.later_step_scale={args.later_step_scale}"] if args.later_step_scale is not None else []
     configs = [load_config(d / "config.yaml", overrides) for d in run_dirs]
@@ -230,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
     evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
     evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
-    evaluation.add_argument("--protocol", choices=["episodes", "steps"], default=None,
-                            help="'episodes': independent episodes per task; 'steps': collected to a step budget as in "
-                                 "Finn et al.'s code, whose tables report it (default: the run config's evaluation.protocol)")
+    evaluation.add_argument("--protocol", choices=["episodes", "steps", "workers"], default=None,
+                            help="'episodes': independent episodes per task; 'steps': collected to a step budget as "
+                                 "rllab's vectorised sampler collects (episodes under way dropped); 'workers': as its "
+                                 "parallel sampler, which Finn et al.'s test scripts ran (episodes under way kept) "
+                                 "(default: the run config's evaluation.protocol)")
+    evaluation.add_argument("--workers", type=int, default=None, metavar="N",
+                            help="the 'workers' protocol's parallel workers (default: the run config's "
+                                 "evaluation.workers, 4)")
     evaluation.add_argument("--task-set", default=None, metavar="NAME",
                             help="evaluate on a fixed task set of the family instead of drawn tasks, e.g. navigation's "
                                  "'finn2017' (the 40 test goals of Finn et al.)")

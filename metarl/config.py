@@ -148,7 +148,8 @@ class EvaluationConfig(_Section):
     episodes_per_task: Optional[int] = Field(None, ge=1)
     seed: int = Field(20171, ge=0, lt=2**63)
     at_end: bool = True
-    protocol: Literal["episodes", "steps"] = "episodes"
+    protocol: Literal["episodes", "steps", "workers"] = "episodes"
+    workers: int = Field(4, ge=1)  # the "workers" protocol's parallel workers (Finn et al.'s test scripts: 4)
     task_set: Optional[str] = None
     later_step_scale: float = Field(1.0, gt=0)  # steps after the first at this multiple of the inner step
 

@@ -5,7 +5,7 @@ meta-parameters, K policy-gradient steps are taken on each task (each on fresh e
 the mean undiscounted return of each task's episodes is recorded after 0..K steps. Reported:
 the mean over tasks and its standard error.
 
-Two collection protocols (``evaluation.protocol``), each used for the steps and for the returns:
+Three collection protocols (``evaluation.protocol``), each used for the steps and for the returns:
 
 * ``"episodes"`` (default): ``E`` independent episodes per task and step, an unbiased estimate
   of the expected episode return.
@@ -15,6 +15,10 @@ Two collection protocols (``evaluation.protocol``), each used for the steps and 
   (:mod:`metarl.sampling.step_budget`). Episodes that end early are over-represented, so where
   episodes can end before the horizon (navigation's goal) its returns are higher than the unbiased
   ones for the same policy.
+* ``"workers"``: the collection of the authors' test scripts (rllab's parallel sampler,
+  ``evaluation.workers`` workers, 4 in their scripts): each worker runs whole episodes until the
+  completed ones hold ``E * horizon`` steps, and episodes under way then are kept, so with episodes
+  that last the horizon ``E + workers - 1`` are collected.
 
 The held-out tasks are drawn from the evaluation seed's task stream, or, with
 ``evaluation.task_set``, are the first ones of a fixed list the family names (navigation's
@@ -64,13 +68,16 @@ class EvaluationResult:
     task_set: str | None = None
     later_step_scale: float = 1.0
     task_returns: list[list[float]] | None = None
+    workers: int | None = None  # the "workers" protocol's
 
     def describe(self) -> str:
         """How the result was measured, for a table's heading: tasks, collection, step sizes."""
         tasks = (f"{self.num_tasks} tasks drawn with seed {self.seed}" if self.task_set is None
                  else f"the first {self.num_tasks} tasks of set {self.task_set!r}")
-        collection = (f"{self.episodes_per_task} independent episodes per task and step" if self.protocol == "episodes"
-                      else f"{self.episodes_per_task} x horizon steps per task and step ('steps' protocol)")
+        collection = {"episodes": f"{self.episodes_per_task} independent episodes per task and step",
+                      "steps": f"{self.episodes_per_task} x horizon steps per task and step ('steps' protocol)",
+                      "workers": f"{self.episodes_per_task} x horizon steps per task and step on {self.workers} "
+                                 "workers, episodes under way kept ('workers' protocol)"}[self.protocol]
         later = "" if self.later_step_scale == 1.0 else f", steps after the first at {self.later_step_scale:g}x"
         return f"{tasks}, {collection}{later}"
 
@@ -151,7 +158,7 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
-    step, or as many environments with ``evaluation.protocol = "steps"``), the steps after the first
+    step, or to that many episodes' steps with the ``"steps"`` and ``"workers"`` protocols), the steps after the first
     scaled by ``evaluation.later_step_scale``; returns the task-batched parameters after 0..steps
     steps and the batch drawn at each. The steps run on ``params``' device (a run's files hold CPU
     tensors, so ``metarl evaluate`` works on any machine)."""
@@ -161,9 +168,12 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     policy.check_params(params)
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
-    with build_sampler(config, family, policy, seed, episodes) as sampler:
-        if config.evaluation.protocol == "steps":
-            sampler = StepBudgetSampler(sampler, family.horizon)
+    protocol = config.evaluation.protocol
+    per_round = config.evaluation.workers if protocol == "workers" else episodes
+    with build_sampler(config, family, policy, seed, per_round) as sampler:
+        if protocol != "episodes":
+            sampler = StepBudgetSampler(sampler, family.horizon, budget=episodes * family.horizon,
+                                        keep_running=protocol == "workers")
         oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
         return adapt(oracle, start, inner_lr=alpha, steps=steps, later_step_scale=config.evaluation.later_step_scale,
                      on_batch=on_batch)
@@ -173,10 +183,12 @@ LATEST_EVALUATION = "evaluation.json"
 
 
 def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes_per_task: int, seed: int,
-                    protocol: str = "episodes", task_set: str | None = None, later_step_scale: float = 1.0) -> Path:
+                    protocol: str = "episodes", task_set: str | None = None, later_step_scale: float = 1.0,
+                    workers: int | None = None) -> Path:
     """Where :func:`save_evaluation` keeps the result of these settings: ``evaluation-<tasks>tasks-
-    <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol][-<set>tasks][-laterstep<scale>].json``."""
-    suffix = ("" if protocol == "episodes" else f"-{protocol}protocol") + ("" if task_set is None else f"-{task_set}tasks")
+    <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol|-<n>workersprotocol][-<set>tasks][-laterstep<scale>].json``."""
+    collection = {"episodes": "", "steps": "-stepsprotocol", "workers": f"-{workers}workersprotocol"}[protocol]
+    suffix = collection + ("" if task_set is None else f"-{task_set}tasks")
     suffix += "" if later_step_scale == 1 else f"-laterstep{later_step_scale:g}"
     return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
 
@@ -187,7 +199,7 @@ def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
     an evaluation with other settings never replaces it. Returns the second path."""
     named = evaluation_path(run_dir, num_tasks=result.num_tasks, steps=result.steps[-1],
                             episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol,
-                            task_set=result.task_set, later_step_scale=result.later_step_scale)
+                            task_set=result.task_set, later_step_scale=result.later_step_scale, workers=result.workers)
     result.save(named)
     result.save(Path(run_dir) / LATEST_EVALUATION)
     return named
@@ -237,4 +249,5 @@ def evaluate(
     errors = [float(returns.std(unbiased=True)) / math.sqrt(num_tasks) for returns in per_task]
     return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
                             config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale,
-                            [returns.tolist() for returns in per_task])
+                            [returns.tolist() for returns in per_task],
+                            config.evaluation.workers if config.evaluation.protocol == "workers" else None)

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--inner-lr", type=float, nargs="+", required=True)
     parser.add_argument("--episodes", type=int, nargs="+", default=[None], help="episodes per task and step")
-    parser.add_argument("--protocol", choices=["episodes", "steps"], default=None)
+    parser.add_argument("--protocol", choices=["episodes", "steps", "workers"], default=None)
     parser.add_argument("--task-set", default=None)
     parser.add_argument("--tasks", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown page")

@@ -50,6 +50,55 @@ def test_selection_is_rllabs_vectorised_sampler(seed):
         assert lengths[:, b][expected].sum() >= envs_ * horizon
 
 
+def simulate_parallel_sampler(lengths: np.ndarray, budget: int) -> np.ndarray:
+    """rllab's parallel collection (``stateful_pool._worker_run_collect``) written out for one task:
+    ``lengths[r, j]`` is worker j's r-th episode; a worker starts an episode only while the counted
+    steps are below the budget, adds its length when it ends, and stops once the budget is counted.
+    Within a time step the workers act in order."""
+    rounds, workers = lengths.shape
+    keep = np.zeros_like(lengths, dtype=bool)
+    current, elapsed, counted = np.zeros(workers, int), np.zeros(workers, int), 0
+    running = np.ones(workers, bool)
+    keep[0] = True  # every worker starts while nothing is counted
+    while running.any():
+        for j in np.flatnonzero(running):
+            elapsed[j] += 1
+            if elapsed[j] == lengths[current[j], j]:
+                counted += lengths[current[j], j]
+                current[j] += 1
+                elapsed[j] = 0
+                if counted >= budget:
+                    running[j] = False
+                else:
+                    keep[current[j], j] = True
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kept_running_selection_is_rllabs_parallel_sampler(seed):
+    rng = np.random.default_rng(seed)
+    workers, horizon, episodes = int(rng.integers(1, 9)), int(rng.integers(2, 12)), int(rng.integers(1, 6))
+    budget = episodes * horizon
+    rounds = budget + 1  # every episode lasts a step at least
+    early = rng.integers(1, horizon + 1, (rounds, 5, workers))
+    lengths = np.where(rng.random((rounds, 5, workers)) < 0.5, horizon, early)
+    keep, settled = step_budget_selection(torch.as_tensor(lengths), budget, keep_running=True)
+    assert bool(settled.all())
+    for b in range(5):
+        expected = simulate_parallel_sampler(lengths[:, b], budget)
+        np.testing.assert_array_equal(keep[:, b].numpy(), expected)
+
+
+@pytest.mark.parametrize("workers, kept", [(4, 23), (8, 27), (1, 20), (3, 22)])
+def test_parallel_sampler_keeps_an_episode_per_other_worker_when_episodes_last_the_horizon(workers, kept):
+    # Finn et al.'s HalfCheetah: 20 x 200 steps per task; tests ran 4 workers, training 8
+    lengths = torch.full((21, 1, workers), 200)
+    keep, settled = step_budget_selection(lengths, 20 * 200, keep_running=True)
+    assert bool(settled.all()) and int(keep.sum()) == kept
+    dropped, _ = step_budget_selection(torch.full((10, 1, 20), 200), 20 * 200)
+    assert int(dropped.sum()) == 20  # the vectorised sampler: exactly the budget
+
+
 def test_selection_asks_for_more_rounds_until_every_environment_covers_the_stop():
     # environment 1 has finished a short episode and is running a long one when the budget is met:
     # with one round drawn, its second episode is unknown and could end before the stop
@@ -133,3 +182,33 @@ def test_evaluation_with_the_step_protocol_is_saved_under_its_own_name(tmp_path)
     assert save_evaluation(result, tmp_path).name == "evaluation-4tasks-1steps-3episodes-seed20171-stepsprotocol.json"
     with pytest.raises(ValueError, match="protocol"):
         validate({"evaluation": {"protocol": "samples"}})
+
+
+def test_parallel_collection_keeps_the_episodes_under_way():
+    family = envs.make_family("navigation2d", horizon=8)
+    policy = GaussianMLPPolicy(2, 2, [8])
+    far_away = [{"goal": np.array([50.0, 50.0])}] * 3  # never reached: every episode lasts 8 steps
+    workers = VectorSampler(family, policy, 4, seed=1)
+    collected = StepBudgetSampler(workers, family.horizon, budget=6 * 8, keep_running=True).sample(
+        far_away, policy.init_params(), (5,))
+    assert collected.episode_counts().tolist() == [9, 9, 9]  # 6 + the 3 other workers' episodes under way
+    first_two = [workers.sample(far_away, policy.init_params(), (5, r)) for r in range(2)]
+    assert torch.equal(collected.rewards[:, :, :4], first_two[0].rewards)  # round 0: every worker's first episode
+    assert torch.equal(collected.rewards[:, :, 4:8], first_two[1].rewards)
+
+
+def test_evaluation_with_the_workers_protocol_is_saved_under_its_own_name(tmp_path):
+    config = validate({"seed": 3, "meta": {"batch_tasks": 2, "episodes_per_task": 3, "inner_lr": 0.1},
+                       "env": {"kwargs": {"horizon": 12}}, "policy": {"hidden_sizes": [16]},
+                       "surrogate": {"per_step_units": True}, "evaluation": {"protocol": "workers", "workers": 2}})
+    params = MetaTrainer(config).params
+    result = evaluate(config, params, num_tasks=4, steps=1)
+    assert result.protocol == "workers" and result.workers == 2 and "on 2 workers" in result.describe()
+    steps_config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"protocol": "steps"})})
+    steps_result = evaluate(steps_config, params, num_tasks=4, steps=1)
+    assert result.mean_return != steps_result.mean_return
+    path = save_evaluation(result, tmp_path)
+    assert path.name == "evaluation-4tasks-1steps-3episodes-seed20171-2workersprotocol.json"
+    assert type(result).load(path) == result
+    with pytest.raises(ValueError, match="workers"):
+        validate({"evaluation": {"protocol": "workers", "workers": 0}})

@@ -144,6 +144,13 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert "(3 tasks drawn with seed 20171, 2 x horizon steps per task and step ('steps' protocol))" in result.stdout
     steps_protocol = EvaluationResult.load(run_dir / "evaluation-3tasks-1steps-2episodes-seed20171-stepsprotocol.json")
     assert steps_protocol.protocol == "steps" and steps_protocol.steps == [0, 1]
+    result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "0", "--protocol", "workers", "--workers", "3",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 x horizon steps per task and step on 3 workers, episodes under way kept" in result.stdout
+    assert EvaluationResult.load(run_dir / "evaluation-3tasks-0steps-2episodes-seed20171-3workersprotocol.json").workers == 3
+    result = metarl("evaluate", str(run_dir), "--protocol", "workers", "--workers", "0", cwd=tmp_path)
+    assert result.returncode != 0 and "evaluation.workers" in result.stderr and "Traceback" not in result.stderr
     result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)

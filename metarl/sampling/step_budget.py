@@ -1,15 +1,23 @@
 """Episodes collected to a step budget, as the reference implementation of Finn et al. collects them.
 
-rllab's vectorised sampler (used by the authors' training and test scripts) runs ``n`` environments
-of a task side by side, resets each as soon as its episode ends, and stops at the end of the first
-time step at which its *completed* episodes hold at least ``n * horizon`` steps; episodes still
-running then are dropped. Episodes that end early (a navigation agent reaching its goal) are
-therefore over-represented among those kept, and the mean return over them is higher than the mean
-over ``n`` independent episodes. :class:`StepBudgetSampler` reproduces that selection exactly, so
-that returns can be compared with the published ones on the same footing.
+rllab collects a task's episodes until they hold a budget of ``E * horizon`` steps, in one of two ways,
+and the returns the authors report are means over what was collected:
 
-Because the policy does not change during a collection, the episodes environment ``j`` runs one
-after another are independent draws: round ``r`` of ``n`` episodes per task supplies every
+* ``keep_running=False``, the vectorised sampler (the authors' navigation training, ``n_parallel=1``):
+  ``n`` environments step in lockstep, each reset as soon as its episode ends; the collection stops at
+  the end of the first time step at which the *completed* episodes hold the budget, and episodes
+  still running are dropped. Episodes that end early (a navigation agent reaching its goal) are
+  therefore over-represented.
+* ``keep_running=True``, the parallel sampler (``BatchSampler`` with ``n_parallel`` workers: the
+  authors' locomotion training, 8 workers, and every test script, 4 workers): each worker runs whole
+  episodes one after another and starts none once the completed ones hold the budget; episodes under
+  way then run to their end and are kept. With fixed-length episodes that is ``E + n - 1`` episodes.
+  Workers are taken to run at one step per unit of time, started in order: at the same instant,
+  worker ``j`` acts before worker ``j + 1`` (their processes race; this order is the one that
+  keeps every worker busy).
+
+Because the policy does not change during a collection, the episodes environment (or worker) ``j``
+runs one after another are independent draws: round ``r`` of ``n`` episodes per task supplies every
 environment's ``r``-th episode, and rounds are drawn until the selection is settled.
 """
 
@@ -27,52 +35,62 @@ from metarl.sampling.base import Sampler
 from metarl.sampling.episodes import Episodes
 
 
-def step_budget_selection(lengths: Tensor, budget: int) -> tuple[Tensor, Tensor]:
-    """Which of the drawn episodes the vectorised sampler keeps, and whether that is settled.
+def step_budget_selection(lengths: Tensor, budget: int, keep_running: bool = False) -> tuple[Tensor, Tensor]:
+    """Which of the drawn episodes the collection keeps, and whether that is settled.
 
     Args:
         lengths: (R, B, n) episode lengths; ``lengths[r, b, j]`` is the ``r``-th episode that
-            environment ``j`` of task ``b`` runs.
+            environment (or worker) ``j`` of task ``b`` runs.
         budget: completed steps per task at which the collection stops.
+        keep_running: keep the episodes under way at the stop (the parallel sampler) instead of
+            dropping them (the vectorised sampler); see the module docstring.
 
     Returns:
-        ``keep`` (R, B, n) bool, the episodes that end no later than the stopping step, and
-        ``settled`` (B,) bool: the stopping step is reached and every environment's drawn episodes
-        cover it (episodes not yet drawn could not end before it). Where not settled, more rounds
-        are needed and ``keep`` is meaningless.
+        ``keep`` (R, B, n) bool, and ``settled`` (B,) bool: the stop is reached and every
+        environment's drawn episodes cover it (episodes not yet drawn could not end before it, nor
+        start). Where not settled, more rounds are needed and ``keep`` is meaningless.
     """
     rounds, tasks, envs = lengths.shape
     ends = lengths.cumsum(0)  # the time step at which each episode ends
-    flat_ends, order = ends.permute(1, 0, 2).reshape(tasks, rounds * envs).sort(1)
+    # an event's time: lockstep environments finish together; workers in order within a step
+    worker = torch.arange(envs).view(1, 1, envs) if keep_running else torch.zeros(1, 1, envs, dtype=torch.int64)
+    end_times = ends * envs + worker
+    flat_ends, order = end_times.permute(1, 0, 2).reshape(tasks, rounds * envs).sort(1)
     flat_ends = flat_ends.contiguous()
     flat_lengths = torch.gather(lengths.permute(1, 0, 2).reshape(tasks, rounds * envs), 1, order)
-    # completed steps at the end of each time step an episode ends: all episodes ending by then
-    # count, including those ending at the same step (the last of their run in sorted order)
-    last_of_step = torch.searchsorted(flat_ends, flat_ends, right=True) - 1
-    completed = torch.gather(flat_lengths.cumsum(1), 1, last_of_step)
+    # completed steps at each end: all episodes ending at the same time count, in sorted order the
+    # last of them carries the total
+    last_of_time = torch.searchsorted(flat_ends, flat_ends, right=True) - 1
+    completed = torch.gather(flat_lengths.cumsum(1), 1, last_of_time)
     reached = completed >= budget
     never = torch.iinfo(torch.int64).max
     stop = torch.where(reached, flat_ends, torch.full_like(flat_ends, never)).min(1).values  # (B,)
-    covered = ends[-1].min(1).values  # (B,): the shortest coverage over environments
+    covered = end_times[-1].min(1).values  # (B,): the shortest coverage over environments
     settled = reached.any(1) & (covered >= stop)
-    keep = ends <= stop.view(1, tasks, 1)
+    if keep_running:
+        keep = (end_times - lengths * envs) < stop.view(1, tasks, 1)  # started before the stop
+    else:
+        keep = end_times <= stop.view(1, tasks, 1)  # completed by the stop
     return keep, settled
 
 
 class StepBudgetSampler(Sampler):
     """Wraps a sampler of ``n`` episodes per task into the reference implementation's collection:
-    ``n`` environments per task until completed episodes hold ``n * horizon`` steps (see the module
-    docstring). Returns the kept episodes of every task first on the episode axis; a task with fewer
-    than the most has absent episodes after them (``mask`` zero at every step, left out of every mean).
-    Later rounds roll out only the tasks whose selection is not yet settled."""
+    ``n`` environments (or workers) per task until completed episodes hold ``budget`` steps (default
+    ``n * horizon``), episodes under way dropped or, with ``keep_running``, kept (see the module
+    docstring). Returns the kept episodes of every task first on the episode axis; a task with
+    fewer than the most has absent episodes after them (``mask`` zero at every step, left out of
+    every mean). Later rounds roll out only the tasks whose selection is not yet settled."""
 
-    def __init__(self, sampler: Sampler, horizon: int) -> None:
+    def __init__(self, sampler: Sampler, horizon: int, budget: int | None = None, keep_running: bool = False) -> None:
         self.inner = sampler
         self.policy, self.episodes_per_task = sampler.policy, sampler.episodes_per_task
         self.seed, self.dtype = sampler.seed, sampler.dtype
         self.horizon = horizon
-        self.budget = sampler.episodes_per_task * horizon
-        self.max_rounds = 2 * horizon  # every episode lasts a step at least: the budget is met by step 2 * horizon - 1
+        self.budget = sampler.episodes_per_task * horizon if budget is None else budget
+        self.keep_running = keep_running
+        # every episode lasts a step at least: round r has completed r * n steps, and one more covers the stop
+        self.max_rounds = -(-self.budget // sampler.episodes_per_task) + 1
 
     def sample(self, tasks: Sequence[Task], params: Params, key: Sequence[int]) -> Episodes:
         batched = self.policy.is_task_batched(params)
@@ -87,7 +105,7 @@ class StepBudgetSampler(Sampler):
             round_lengths = rounds[-1].mask.sum(0).round().to(torch.int64)
             round_lengths[settled] = self.horizon  # placeholders for tasks settled earlier: they end after the stop
             lengths.append(round_lengths)
-            keep, settled = step_budget_selection(torch.stack(lengths), self.budget)
+            keep, settled = step_budget_selection(torch.stack(lengths), self.budget, self.keep_running)
             if bool(settled.all()):
                 return _kept(rounds, keep)
         raise RuntimeError(f"the step budget of {self.budget} steps per task was not reached in {self.max_rounds} "
