@@ -17,6 +17,7 @@ from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, Indepe
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
 from metarl.oracles import PolicyGradientOracle
 from metarl.sampling import RaySampler, Sampler, SubprocessSampler, VectorSampler, WorkerSpec
+from metarl.sampling.step_budget import StepBudgetSampler
 from metarl.trpo import TRPO
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -80,6 +81,19 @@ def build_sampler(config: Config, family: TaskFamily, policy: Policy, seed: int,
     if settings.kind == "subprocess":
         return SubprocessSampler(spec, policy, **pool)
     return RaySampler(spec, policy, address=settings.address, **pool)
+
+
+def build_collection(config: Config, family: TaskFamily, policy: Policy, seed: int, episodes_per_task: int,
+                     protocol: str = "episodes", workers: int = 1) -> Sampler:
+    """``episodes_per_task`` episodes per task as ``protocol`` collects them: independent episodes, or
+    episodes up to a budget of that many horizons of steps as rllab's vectorised sampler (``"steps"``)
+    or its parallel sampler on ``workers`` workers (``"workers"``) collects them
+    (:mod:`metarl.sampling.step_budget`)."""
+    if protocol == "episodes":
+        return build_sampler(config, family, policy, seed, episodes_per_task)
+    per_round = workers if protocol == "workers" else episodes_per_task
+    return StepBudgetSampler(build_sampler(config, family, policy, seed, per_round), family.horizon,
+                             budget=episodes_per_task * family.horizon, keep_running=protocol == "workers")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -41,13 +41,12 @@ from tqdm.auto import tqdm
 
 from envs import Task, TaskFamily
 from metarl.allocator import reuse_freed_memory
-from metarl.build import build_family, build_family_and_policy, build_oracle, build_sampler
+from metarl.build import build_collection, build_family, build_family_and_policy, build_oracle
 from metarl.config import Config
 from metarl.logging import format_table
 from metarl.meta import adapt, inner_step_size
 from metarl.oracles import stack_params
 from metarl.policies import Params
-from metarl.sampling.step_budget import StepBudgetSampler
 
 EVALUATION_TASK_STREAM = 2
 EVALUATION_ROLLOUT_STREAM = 3
@@ -168,12 +167,8 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     policy.check_params(params)
     dtype = next(policy.parameters()).dtype
     start = stack_params({k: v.to(dtype) for k, v in params.items()}, len(tasks))
-    protocol = config.evaluation.protocol
-    per_round = config.evaluation.workers if protocol == "workers" else episodes
-    with build_sampler(config, family, policy, seed, per_round) as sampler:
-        if protocol != "episodes":
-            sampler = StepBudgetSampler(sampler, family.horizon, budget=episodes * family.horizon,
-                                        keep_running=protocol == "workers")
+    settings = config.evaluation
+    with build_collection(config, family, policy, seed, episodes, settings.protocol, settings.workers) as sampler:
         oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
         return adapt(oracle, start, inner_lr=alpha, steps=steps, later_step_scale=config.evaluation.later_step_scale,
                      on_batch=on_batch)

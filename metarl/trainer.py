@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.allocator import reuse_freed_memory
-from metarl.build import (build_family_and_policy, build_oracle, build_outer, build_sampler, initial_params, on_device,
-                          resolve_device)
+from metarl.build import (build_collection, build_family_and_policy, build_oracle, build_outer, initial_params,
+                          on_device, resolve_device)
 from metarl.checkpoint import atomic_save, atomic_write_text, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config, load_config
 from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, held_out_tasks, save_evaluation
@@ -86,7 +86,8 @@ class MetaTrainer:
         # evaluation.task_set and evaluation.tasks are checked now, not after the whole run
         held_out_tasks(config, config.evaluation.tasks, config.evaluation.seed)
         # Last: a worker back-end starts its workers here, and close() stops them.
-        self.sampler = build_sampler(config, self.family, self.policy, config.seed, config.meta.episodes_per_task)
+        self.sampler = build_collection(config, self.family, self.policy, config.seed, config.meta.episodes_per_task,
+                                        config.meta.protocol, config.meta.workers)
 
     def close(self) -> None:
         """Stop the sampler's workers (if any); safe to call twice."""

@@ -287,3 +287,36 @@ def test_halfcheetah_vel_meta_training_through_the_trainer():
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rs]  # noqa: E731
     assert strip(records) == strip(again)
     assert all(torch.equal(params[k], params_again[k]) for k in params)
+
+
+@pytest.mark.parametrize("family, horizon", [("halfcheetah_dir", 15), ("ant_vel", 40)])
+def test_training_collects_as_finn_et_als_parallel_sampler(family, horizon):
+    """``meta.protocol: workers``: each task's batch holds the step budget, more with episodes
+    under way kept (E + W - 1 episodes where episodes last the horizon); MAML with TRPO trains on it."""
+    import torch
+
+    from metarl.build import build_oracle
+    from metarl.config import validate
+    from metarl.trainer import MetaTrainer
+
+    config = validate({
+        "seed": 5, "env": {"family": family, "kwargs": {"horizon": horizon}}, "policy": {"hidden_sizes": [16]},
+        "meta": {"method": "maml", "batch_tasks": 3, "episodes_per_task": 4, "inner_lr": 0.1,
+                 "protocol": "workers", "workers": 3},
+        "surrogate": {"kind": "reinforce", "discount_scores": False, "normalize_advantages": True,
+                      "per_step_units": True},
+        "outer": {"kind": "trpo", "max_kl": 0.01},
+    })
+    with MetaTrainer(config) as trainer:
+        tasks = trainer.sample_tasks(0)
+        oracle = build_oracle(config, trainer.sampler, tasks, (99,))
+        batch = oracle.sample({k: v.unsqueeze(0).expand(3, *v.shape) for k, v in trainer.params.items()})
+        steps = batch.episodes.mask.sum((0, 2))
+        assert bool((steps >= 4 * horizon).all())  # the budget of 4 horizons per task
+        if family == "halfcheetah_dir":  # never ends early
+            assert batch.episodes.episode_counts().tolist() == [4 + 3 - 1] * 3
+        before = {k: v.clone() for k, v in trainer.params.items()}
+        records = [trainer.step() for _ in range(2)]
+    assert all(np.isfinite(r["return_post"]) and not r["skipped"] for r in records)
+    assert records[-1]["env_steps"] >= 2 * 2 * 3 * 4 * horizon
+    assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
