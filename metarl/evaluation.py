@@ -85,7 +85,10 @@ class EvaluationResult:
         return format_table(["steps", "mean return", "stderr"], rows)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        data = asdict(self)
+        if data["workers"] is None:  # only the "workers" protocol has it; other files keep their old fields
+            del data["workers"]
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "EvaluationResult":

@@ -1,5 +1,6 @@
 """The step-budget collection of Finn et al.'s code (:mod:`metarl.sampling.step_budget`)."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -179,7 +180,9 @@ def test_evaluation_with_the_step_protocol_is_saved_under_its_own_name(tmp_path)
     result = evaluate(config, params, num_tasks=4, steps=1)
     assert result.protocol == "steps" and len(result.mean_return) == 2
     assert result == evaluate(config, params, num_tasks=4, steps=1)
-    assert save_evaluation(result, tmp_path).name == "evaluation-4tasks-1steps-3episodes-seed20171-stepsprotocol.json"
+    path = save_evaluation(result, tmp_path)
+    assert path.name == "evaluation-4tasks-1steps-3episodes-seed20171-stepsprotocol.json"
+    assert "workers" not in json.loads(path.read_text())  # files of the older protocols keep their fields
     with pytest.raises(ValueError, match="protocol"):
         validate({"evaluation": {"protocol": "samples"}})
 
