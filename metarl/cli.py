@@ -76,6 +76,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     overrides += [f"evaluation.task_set={args.task_set}"] if args.task_set else []
     overrides += [f"evaluation.later_step_scale={args.later_step_scale}"] if args.later_step_scale is not None else []
     configs = [load_config(d / "config.yaml", overrides) for d in run_dirs]
+    if args.workers is not None and any(c.evaluation.protocol != "workers" for c in configs):
+        raise ValueError("--workers applies to the 'workers' protocol only: add --protocol workers")
     seed = args.seed
     if seed is None and len({c.evaluation.seed for c in configs}) > 1:
         seed = configs[0].evaluation.seed

@@ -185,6 +185,8 @@ def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes
                     workers: int | None = None) -> Path:
     """Where :func:`save_evaluation` keeps the result of these settings: ``evaluation-<tasks>tasks-
     <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol|-<n>workersprotocol][-<set>tasks][-laterstep<scale>].json``."""
+    if protocol == "workers" and workers is None:
+        raise ValueError("the 'workers' protocol's file name needs its number of workers")
     collection = {"episodes": "", "steps": "-stepsprotocol", "workers": f"-{workers}workersprotocol"}[protocol]
     suffix = collection + ("" if task_set is None else f"-{task_set}tasks")
     suffix += "" if later_step_scale == 1 else f"-laterstep{later_step_scale:g}"

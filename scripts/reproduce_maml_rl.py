@@ -6,7 +6,7 @@ Trains MAML, FO-MAML and HF-MAML (TRPO outer step, the paper's hyper-parameters:
 with the ``metarl train`` command, and evaluates every run on the same 40 held-out tasks after
 0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed) twice: as the published
 values were measured (the authors' test tasks, ``finn2017``, where the family has them, their
-collection, the ``steps`` protocol, and their test's step sizes: the first is the config's inner
+step budget, the ``steps`` protocol, and their test's step sizes: the first is the config's inner
 step, the later ones half of it, a hundredth on the Ant direction) and unbiased (tasks drawn from the evaluation seed,
 independent episodes, every step the training inner step). Writes a markdown page with both tables beside the
 published one, the per-seed numbers, the wall time, and a plot.
@@ -84,10 +84,12 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
                 "(`episodes` protocol): an unbiased estimate of the expected return.")
     where = (f"on the authors' {tasks} test tasks (task set `{settings['task_set']}`)" if settings["task_set"]
              else f"on {tasks} tasks drawn from the evaluation seed {seed} (the authors' test tasks are not reproduced)")
-    return (f"As the published values were measured: {where}, collected as their code collects (`steps` "
-            f"protocol: {n} environments per task run until their finished episodes hold {n} x horizon steps; "
-            "episodes still running are dropped, so episodes that end early count more), and the steps after "
-            f"the first taken at {settings['later_step_scale']:g} times the first, as their test does.")
+    return (f"As the published values were measured: {where}, collected to their step budget as rllab's "
+            f"vectorised sampler collects (`steps` protocol: {n} environments per task run until their finished "
+            f"episodes hold {n} x horizon steps; episodes still running are dropped, so episodes that end early "
+            "count more; their test scripts ran rllab's parallel sampler, the `workers` protocol, which keeps "
+            "them), and the steps after the first taken at "
+            f"{settings['later_step_scale']:g} times the first, as their test does.")
 
 
 TITLES = {"navigation": "2D navigation", "halfcheetah-vel": "HalfCheetah velocity",
@@ -163,7 +165,8 @@ def result_path(directory: Path, family: str, method: str, overrides: list[str],
     return evaluation_path(directory, num_tasks=settings.tasks, steps=settings.steps, seed=settings.seed,
                            episodes_per_task=settings.episodes_per_task or config.meta.episodes_per_task,
                            protocol=settings.protocol, task_set=settings.task_set,
-                           later_step_scale=settings.later_step_scale)
+                           later_step_scale=settings.later_step_scale,
+                           workers=settings.workers if settings.protocol == "workers" else None)
 
 
 def evaluate_run(directory: Path, family: str, method: str, overrides: list[str], evaluation: str) -> None:

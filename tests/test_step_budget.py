@@ -9,7 +9,7 @@ import torch
 
 import envs
 from metarl.config import validate
-from metarl.evaluation import evaluate, save_evaluation
+from metarl.evaluation import evaluate, evaluation_path, save_evaluation
 from metarl.oracles import PolicyGradientOracle
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import Episodes, VectorSampler
@@ -44,7 +44,7 @@ def test_selection_is_rllabs_vectorised_sampler(seed):
     # a mix of episodes that end at the horizon and ones that end early, like navigation's
     lengths = np.where(rng.random((rounds, 5, envs_)) < 0.5, horizon, rng.integers(1, horizon + 1, (rounds, 5, envs_)))
     keep, settled = step_budget_selection(torch.as_tensor(lengths), envs_ * horizon)
-    assert bool(settled.all())  # 2 * horizon rounds always suffice
+    assert bool(settled.all())  # 2 * horizon rounds suffice when the budget is n horizons
     for b in range(5):
         expected = simulate_vectorised_sampler(lengths[:, b], envs_ * horizon)
         np.testing.assert_array_equal(keep[:, b].numpy(), expected)
@@ -98,6 +98,20 @@ def test_parallel_sampler_keeps_an_episode_per_other_worker_when_episodes_last_t
     assert bool(settled.all()) and int(keep.sum()) == kept
     dropped, _ = step_budget_selection(torch.full((10, 1, 20), 200), 20 * 200)
     assert int(dropped.sum()) == 20  # the vectorised sampler: exactly the budget
+
+
+@pytest.mark.parametrize("keep_running", [False, True])
+def test_the_sampler_draws_rounds_enough_for_the_slowest_collection(keep_running):
+    # environment 0 runs one-step episodes; environment 1 a 2-step episode, then ones of the horizon
+    horizon, envs_, budget = 4, 2, 8
+    family = envs.make_family("navigation2d", horizon=horizon)
+    sampler = StepBudgetSampler(VectorSampler(family, GaussianMLPPolicy(2, 2, [8]), envs_, seed=0), horizon,
+                                budget=budget, keep_running=keep_running)
+    lengths = torch.tensor([[1, 2]] + [[1, horizon]] * (sampler.max_rounds - 1)).view(-1, 1, envs_)
+    _, settled = step_budget_selection(lengths, budget, keep_running)
+    assert bool(settled.all())
+    _, settled = step_budget_selection(lengths[:budget // envs_ + 1], budget, keep_running)
+    assert not bool(settled.all())  # a round per n completed steps and one more would not do
 
 
 def test_selection_asks_for_more_rounds_until_every_environment_covers_the_stop():
@@ -213,5 +227,7 @@ def test_evaluation_with_the_workers_protocol_is_saved_under_its_own_name(tmp_pa
     path = save_evaluation(result, tmp_path)
     assert path.name == "evaluation-4tasks-1steps-3episodes-seed20171-2workersprotocol.json"
     assert type(result).load(path) == result
+    with pytest.raises(ValueError, match="number of workers"):
+        evaluation_path(tmp_path, num_tasks=4, steps=1, episodes_per_task=3, seed=1, protocol="workers")
     with pytest.raises(ValueError, match="workers"):
         validate({"evaluation": {"protocol": "workers", "workers": 0}})

@@ -151,6 +151,8 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert EvaluationResult.load(run_dir / "evaluation-3tasks-0steps-2episodes-seed20171-3workersprotocol.json").workers == 3
     result = metarl("evaluate", str(run_dir), "--protocol", "workers", "--workers", "0", cwd=tmp_path)
     assert result.returncode != 0 and "evaluation.workers" in result.stderr and "Traceback" not in result.stderr
+    result = metarl("evaluate", str(run_dir), "--workers", "3", cwd=tmp_path)
+    assert result.returncode != 0 and "add --protocol workers" in result.stderr and "Traceback" not in result.stderr
     result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)

@@ -89,8 +89,10 @@ class StepBudgetSampler(Sampler):
         self.horizon = horizon
         self.budget = sampler.episodes_per_task * horizon if budget is None else budget
         self.keep_running = keep_running
-        # every episode lasts a step at least: round r has completed r * n steps, and one more covers the stop
-        self.max_rounds = -(-self.budget // sampler.episodes_per_task) + 1
+        # by time t every environment has completed at least t - horizon + 1 steps (its episodes last a
+        # step at least and at most the horizon), so the stop comes by ceil(budget / n) + horizon - 1,
+        # and each environment's episodes up to it are among that many rounds, plus one covering it
+        self.max_rounds = -(-self.budget // sampler.episodes_per_task) + horizon
 
     def sample(self, tasks: Sequence[Task], params: Params, key: Sequence[int]) -> Episodes:
         batched = self.policy.is_task_batched(params)
