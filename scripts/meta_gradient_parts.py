@@ -84,7 +84,7 @@ def main() -> None:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)
         batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch)) for batch in range(args.batches)]
-    text = report(batches, len(tasks), config.meta.episodes_per_task)
+    text = report(batches, len(tasks), collection_label(config.meta))
     print(text)
     if args.out is not None:
         command = " ".join(["python", "scripts/meta_gradient_parts.py", *sys.argv[1:]])
@@ -94,14 +94,22 @@ def main() -> None:
             page.write(f"\n## `{command}`\n\n{text}\n")
 
 
-def report(batches: list[dict[str, Params]], num_tasks: int, episodes: int) -> str:
+def collection_label(meta) -> str:
+    """How a batch was collected, as the table's heading says it: episodes, or rllab's step budget."""
+    if meta.protocol == "episodes":
+        return f"{meta.episodes_per_task} episodes per task"
+    workers = f" on {meta.workers} workers" if meta.protocol == "workers" else ""
+    return f"a budget of {meta.episodes_per_task} horizons of steps per task ('{meta.protocol}' collection{workers})"
+
+
+def report(batches: list[dict[str, Params]], num_tasks: int, collection: str) -> str:
     """The first line (batch 0) and, for several batches, the two tables."""
     first, second, maml = (flatten(batches[0][name]) for name in ("first-order", "second-order", "MAML"))
     lines = [f"{num_tasks} tasks: first-order part {first.norm():.4g}, second-order part {second.norm():.4g} "
              f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine(maml, first):.3f}"]
     if len(batches) < 2:
         return "\n".join(lines)
-    lines += ["", f"{len(batches)} independent batches of {episodes} episodes per task", "",
+    lines += ["", f"{len(batches)} independent batches of {collection}", "",
               "| part | mean norm | cosine between batches (mean over pairs) |", "| --- | --- | --- |"]
     for name in batches[0]:
         vectors = [flatten(batch[name]) for batch in batches]

@@ -1,5 +1,6 @@
 """The diagnosis scripts run end to end on a tiny run and print what they promise."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -45,6 +46,17 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     torch.save({k: torch.zeros_like(v) for k, v in torch.load(run_dir / "params.pt").items()}, other)
     elsewhere = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--params", str(other))
     assert elsewhere != single  # estimated at the given parameters
+
+
+def test_meta_gradient_parts_names_the_collection_of_its_batches():
+    spec = importlib.util.spec_from_file_location("meta_gradient_parts", ROOT / "scripts" / "meta_gradient_parts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    meta = tiny().meta
+    assert module.collection_label(meta) == f"{meta.episodes_per_task} episodes per task"
+    workers = meta.model_copy(update={"protocol": "workers", "workers": 8, "episodes_per_task": 20})
+    assert module.collection_label(workers) == ("a budget of 20 horizons of steps per task ('workers' collection "
+                                                "on 8 workers)")
 
 
 def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one(tmp_path):
