@@ -53,12 +53,9 @@ Two directions (``direction``):
 * ``"natural"`` (default): ``x = M^{-1} g`` by conjugate gradient, TRPO as Schulman et al. (2015,
   https://arxiv.org/abs/1502.05477) define it.
 * ``"gradient"``: ``x = g``; the metric only sets the length, ``sqrt(2 max_kl / g^T M g)``, and the
-  same line search follows. This is the direction Finn et al.'s code takes in effect: its metric
-  product is a finite difference of the KL's gradient with ``eps = 1e-8 / ||theta||`` on float32
-  parameters, a perturbation below their resolution, so its conjugate gradient returns a multiple of
-  ``g`` of either sign (``scripts/trpo_finite_difference.py`` measures it). Their step's length comes
-  from the same finite difference, and a negative multiple is a step their line search rejects;
-  neither is reproduced here.
+  same line search follows. An ablation: Finn et al.'s code steps along the natural direction too (its
+  finite-difference metric product, ``eps = 1 / ||theta||``, gives the exact product's direction to
+  three digits; ``scripts/trpo_finite_difference.py`` measures it).
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
 Finn et al.'s code (cbfinn/maml_rl, ``sandbox/rocky/tf/optimizers/conjugate_gradient_optimizer.py``)
 multiplies by the KL's Hessian with a symmetric finite difference of the KL's gradient,
 ``[grad KL(theta + eps x) - grad KL(theta - eps x)] / (2 eps) + 1e-5 x`` with
-``eps = 1e-8 / ||theta||``, on float32 parameters. This script repeats that product and its 10
-conjugate-gradient iterations on one meta-batch of a run (the KL of the adapted policies, through the
-inner step, as their MAML graph has it) and compares the direction it returns with the meta-gradient
-``g`` and with the exact natural-gradient direction (the same iterations on the exact product).
-It also counts how many parameters ``theta + eps x`` changes at all in float32. Example::
+``eps = base_eps / ||theta||``, on float32 parameters. Its ``ConjugateGradientOptimizer`` builds the
+product as ``FiniteDifferenceHvp(num_slices)``, whose first parameter is ``base_eps``: with the default
+``num_slices = 1`` the code ran with ``base_eps = 1`` (the class's own default, 1e-8, is never used).
+This script repeats that product and its 10 conjugate-gradient iterations on one meta-batch of a run
+(the KL of the adapted policies, through the inner step, as their MAML graph has it) and compares the
+direction it returns with the meta-gradient ``g`` and with the exact natural-gradient direction (the
+same iterations on the exact product). It also counts how many parameters ``theta + eps x`` changes at
+all in float32. Example::
 
     python scripts/trpo_finite_difference.py runs/reproduce-halfcheetah-dir/maml-seed1 --iterations 1 2 3
 """
@@ -35,17 +38,20 @@ from metarl.trpo import conjugate_gradient, flatten, unflatten  # noqa: E402
 PAGE_HEADER = """# The direction of Finn et al.'s TRPO step
 
 Finn et al.'s code multiplies by the KL's Hessian with a symmetric finite difference of the KL's
-gradient, `eps = 1e-8 / ||theta||`, on float32 parameters
+gradient, `eps = base_eps / ||theta||`, on float32 parameters
 (`sandbox/rocky/tf/optimizers/conjugate_gradient_optimizer.py`, `FiniteDifferenceHvp`, the default of
-its `ConjugateGradientOptimizer`). Each section below was written by
+its `ConjugateGradientOptimizer`). That optimizer builds it as `FiniteDifferenceHvp(num_slices)`, and
+the first parameter is `base_eps`: the code ran with `base_eps = 1` (`--base-eps 1`, the default
+here), not the class's default 1e-8. Each section below was written by
 `scripts/trpo_finite_difference.py --out` (its command is the heading): that product's 10
 conjugate-gradient iterations repeated on one meta-batch of the run's family, and the direction
-they return beside the meta-gradient `g` (and, with `--exact`, the exact product's direction). The
+they return beside the meta-gradient `g` (and, with `--exact`, the exact product's direction: the
+same KL's Hessian by automatic differentiation, `J^T F J`, our `outer.metric: adapted`). The
 last column is the share of parameters that `theta + eps x` changes at all in float32, at each
 product.
 """
 KEY_OFFSET = 10**6  # rollouts no training iteration used
-BASE_EPS = 1e-8  # FiniteDifferenceHvp's base_eps
+BASE_EPS = 1.0  # FiniteDifferenceHvp(num_slices=1): num_slices lands in base_eps
 REG_COEFF = 1e-5  # ConjugateGradientOptimizer's reg_coeff
 
 
@@ -60,9 +66,14 @@ def main() -> None:
     parser.add_argument("--method", default="maml", choices=("maml", "fomaml"))
     parser.add_argument("--iterations", type=int, nargs="+", default=[7], help="whose meta-batches of tasks to draw")
     parser.add_argument("--exact", action="store_true", help="also the exact product's direction (slow)")
+    parser.add_argument("--base-eps", type=float, default=BASE_EPS,
+                        help="eps = base_eps / ||theta|| (default 1, as Finn et al.'s code ran; 1e-8 is the class's "
+                             "default, which their optimizer does not pass)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also append the table, under the command that made it, to this markdown page")
     args = parser.parse_args()
+    if not args.base_eps > 0:
+        parser.error(f"--base-eps must be > 0, got {args.base_eps}")
     torch.set_num_threads(1)
     config = load_config(args.run_dir / "config.yaml", ["train.dtype=float32", "train.device=cpu"])  # as theirs were
     lines = ["| meta-batch | ‖g‖ | product | cos(x, g) | ‖x‖ / ‖g‖ | x^T M x | share of parameters moved |",
@@ -70,7 +81,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         for iteration in args.iterations:
-            for row in compare(trainer, iteration, args.method, args.exact):
+            for row in compare(trainer, iteration, args.method, args.exact, args.base_eps):
                 print(row, flush=True)
                 lines.append(row)
     if args.out is not None:
@@ -81,7 +92,8 @@ def main() -> None:
             page.write(f"\n## `{command}`\n\n" + "\n".join(lines) + "\n")
 
 
-def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool) -> list[str]:
+def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool,
+            base_eps: float = BASE_EPS) -> list[str]:
     """The table rows of one meta-batch: each product's conjugate-gradient direction against g."""
     config = trainer.config
     meta = config.meta
@@ -107,7 +119,7 @@ def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool)
         return leaf, torch.autograd.grad(mean_kl(leaf), leaf, create_graph=create_graph)[0]
 
     theta = flatten(params)
-    eps = torch.tensor(BASE_EPS, dtype=torch.float32) / (theta.norm() + 1e-8)
+    eps = torch.tensor(base_eps, dtype=torch.float32) / (theta.norm() + 1e-8)
     moved: list[float] = []
 
     def finite_difference(x: Tensor) -> Tensor:

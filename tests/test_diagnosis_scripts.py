@@ -74,6 +74,10 @@ def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one
         shares = [float(s) for s in moved.split(",")] if name != "exact" else []
         assert (1 <= len(shares) <= 11 if name != "exact" else not shares) and all(0 <= s <= 1 for s in shares), out
     assert rows[0][3:6] != rows[1][3:6]  # the finite difference in float32 is not the exact product
+    tiny_eps = script("trpo_finite_difference.py", str(run_dir), "--exact", "--iterations", "1", "--base-eps", "1e-8")
+    fd, exact = ([cell.strip() for cell in line.split("|")[1:-1]] for line in tiny_eps.splitlines()[2:])
+    assert fd[3:6] != rows[0][3:6], tiny_eps  # the product depends on eps
+    assert exact[3:6] == rows[1][3:6]  # the exact one does not
 
 
 def _result_file(path, task_rows) -> None:
