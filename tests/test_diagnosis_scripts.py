@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from metarl.trainer import run_training
@@ -49,9 +50,7 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
 
 
 def test_meta_gradient_parts_names_the_collection_of_its_batches():
-    spec = importlib.util.spec_from_file_location("meta_gradient_parts", ROOT / "scripts" / "meta_gradient_parts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("meta_gradient_parts")
     meta = tiny().meta
     assert module.collection_label(meta) == f"{meta.episodes_per_task} episodes per task"
     workers = meta.model_copy(update={"protocol": "workers", "workers": 8, "episodes_per_task": 20})
@@ -88,8 +87,6 @@ def _result_file(path, task_rows) -> None:
 
 
 def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_our_gains_beside(tmp_path):
-    import pytest
-
     pytest.importorskip("mujoco")
     from envs import make_family
     from metarl.config import load_config
@@ -153,3 +150,39 @@ def test_finn2017_result_files_refuses_crafted_and_damaged_files(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "finn2017_result_files.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=checkout_env())
     assert done.returncode != 0 and "is not one of the authors' result files" in done.stderr
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, capsys):
+    import json
+
+    curves = _load_script("training_curves")
+    run = tmp_path / "maml-seed1"
+    run.mkdir()
+    records = [{"iteration": i, "return_pre": -10.0 + i, "return_post": -5.0 + 2 * i} for i in range(5)]
+    records.append({"iteration": 4, "return_pre": 0.0, "return_post": 10.0})  # resumed: the last record counts
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    progress = tmp_path / "progress.csv"
+    progress.write_text("Iteration,0AverageReturn,1AverageReturn\n" + "".join(f"{i},{-40 + i},{-20 + 3 * i}\n" for i in range(4)))
+    out = tmp_path / "page.md"
+    curves.main([str(run), "--progress", f"theirs={progress}", "--window", "2", "--out", str(out), "--plot"])
+    printed = capsys.readouterr().out
+    lines = printed.strip().splitlines()
+    assert lines[0] == ("| iterations | maml-seed1: after 1 step | maml-seed1: gain | theirs: after 1 step | "
+                        "theirs: gain |")
+    # our posts -5, -3 | -1, 1 (gains 5, 6 | 7, 8); theirs -20, -17 | -14, -11 (gains 20, 22 | 24, 26); 4 iterations
+    assert lines[2:] == ["| 0-1 | -4.0 | 5.5 | -18.5 | 21.0 |", "| 2-3 | 0.0 | 7.5 | -12.5 | 25.0 |"]
+    page = out.read_text()
+    assert printed.strip() in page and "training_curves.py" in page and (tmp_path / "page.png").stat().st_size > 0
+    curves.main([str(run), "--progress", f"theirs={progress}", "--window", "5", "--all"])
+    assert "| 0-4 | 0.4 | 7.2 |" in capsys.readouterr().out  # the longest curve: our 5 iterations, the last resumed
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Iteration,AverageReturn\n0,1\n")
+    with pytest.raises(SystemExit, match="no column 0AverageReturn, 1AverageReturn"):
+        curves.main(["--progress", f"x={bad}"])
