@@ -60,7 +60,8 @@ def progress_curve(path: Path) -> Curve:
 
 def window_means(values: list[float], window: int, length: int) -> list[float]:
     """Means of ``values[:length]`` over consecutive windows of ``window`` iterations (the last may be short)."""
-    return [sum(values[i:i + window]) / len(values[i:i + window]) for i in range(0, length, window)]
+    values = values[:length]
+    return [sum(values[i:i + window]) / len(values[i:i + window]) for i in range(0, len(values), window)]
 
 
 def table(curves: dict[str, Curve], window: int, length: int) -> str:
@@ -70,7 +71,8 @@ def table(curves: dict[str, Curve], window: int, length: int) -> str:
     for pre, post in curves.values():
         columns.append(window_means(post, window, length))
         columns.append(window_means([b - a for a, b in zip(pre, post)], window, length))
-    rows = [[f"{start}-{min(start + window, length) - 1}"] + [f"{column[k]:.1f}" for column in columns]
+    rows = [[f"{start}-{min(start + window, length) - 1}"]
+            + [f"{column[k]:.1f}" if k < len(column) else "" for column in columns]
             for k, start in enumerate(range(0, length, window))]
     return format_table(header, rows, markdown=True)
 

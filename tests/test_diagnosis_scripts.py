@@ -181,7 +181,9 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     page = out.read_text()
     assert printed.strip() in page and "training_curves.py" in page and (tmp_path / "page.png").stat().st_size > 0
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "5", "--all"])
-    assert "| 0-4 | 0.4 | 7.2 |" in capsys.readouterr().out  # the longest curve: our 5 iterations, the last resumed
+    assert "| 0-4 | 0.4 | 7.2 | -15.5 | 23.0 |" in capsys.readouterr().out  # the longest curve: all of ours
+    curves.main([str(run), "--progress", f"theirs={progress}", "--window", "3"])
+    assert capsys.readouterr().out.splitlines()[-1] == "| 3-3 | 1.0 | 8.0 | -11.0 | 26.0 |"  # none beyond the 4th
     bad = tmp_path / "bad.csv"
     bad.write_text("Iteration,AverageReturn\n0,1\n")
     with pytest.raises(SystemExit, match="no column 0AverageReturn, 1AverageReturn"):
