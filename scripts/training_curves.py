@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every iteration of the longest curve, not the shortest")
     parser.add_argument("--out", type=Path, default=None, help="write a markdown page here")
     parser.add_argument("--plot", action="store_true", help="with --out: also a figure beside the page")
+    parser.add_argument("--title", default="Training curves", help="the page's heading")
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error("--window must be at least 1")
@@ -126,14 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     text = table(curves, args.window, length)
     print(text)
     if args.out is not None:
-        command = " ".join(["python", "scripts/training_curves.py", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(["python", "scripts/training_curves.py", *(argv if argv is not None else sys.argv[1:])])
         figure = ""
         if args.plot:
             image = args.out.with_suffix(".png")
             plot(curves, length, image)
             figure = f"\n![training curves]({image.name})\n"
         args.out.write_text(
-            f"# Training curves\n\nWritten by `{command}` (`scripts/training_curves.py`): the mean training return "
+            f"# {args.title}\n\nWritten by `{command}` (`scripts/training_curves.py`): the mean training return "
             f"after one adaptation step and the mean gain (after minus before) over windows of {args.window} "
             f"meta-iterations, iterations 0-{length - 1}.\n\n{text}\n{figure}", encoding="utf-8")
 

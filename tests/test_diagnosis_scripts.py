@@ -171,7 +171,8 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     progress = tmp_path / "progress.csv"
     progress.write_text("Iteration,0AverageReturn,1AverageReturn\n" + "".join(f"{i},{-40 + i},{-20 + 3 * i}\n" for i in range(4)))
     out = tmp_path / "page.md"
-    curves.main([str(run), "--progress", f"theirs={progress}", "--window", "2", "--out", str(out), "--plot"])
+    curves.main([str(run), "--progress", f"theirs={progress}", "--window", "2", "--out", str(out), "--plot",
+                 "--title", "Ours and theirs"])
     printed = capsys.readouterr().out
     lines = printed.strip().splitlines()
     assert lines[0] == ("| iterations | maml-seed1: after 1 step | maml-seed1: gain | theirs: after 1 step | "
@@ -179,7 +180,8 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     # our posts -5, -3 | -1, 1 (gains 5, 6 | 7, 8); theirs -20, -17 | -14, -11 (gains 20, 22 | 24, 26); 4 iterations
     assert lines[2:] == ["| 0-1 | -4.0 | 5.5 | -18.5 | 21.0 |", "| 2-3 | 0.0 | 7.5 | -12.5 | 25.0 |"]
     page = out.read_text()
-    assert printed.strip() in page and "training_curves.py" in page and (tmp_path / "page.png").stat().st_size > 0
+    assert printed.strip() in page and (tmp_path / "page.png").stat().st_size > 0
+    assert page.startswith("# Ours and theirs\n") and "--title 'Ours and theirs'`" in page  # the command, quoted
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "5", "--all"])
     assert "| 0-4 | 0.4 | 7.2 | -15.5 | 23.0 |" in capsys.readouterr().out  # the longest curve: all of ours
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "3"])
