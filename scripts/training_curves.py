@@ -134,10 +134,15 @@ def main(argv: list[str] | None = None) -> None:
             image = args.out.with_suffix(".png")
             plot(curves, length, image)
             figure = f"\n![training curves]({image.name})\n"
+        sources = "".join(f"* {label}: rllab log `{path}`" + (f" (how it was made: `{Path(path).parent / 'README.md'}`)"
+                                                               if (Path(path).parent / "README.md").is_file() else "") + "\n"
+                          for label, _, path in (item.partition("=") for item in args.progress))
+        if sources:
+            sources = "\n" + sources
         args.out.write_text(
             f"# {args.title}\n\nWritten by `{command}` (`scripts/training_curves.py`): the mean training return "
             f"after one adaptation step and the mean gain (after minus before) over windows of {args.window} "
-            f"meta-iterations, iterations 0-{length - 1}.\n\n{text}\n{figure}", encoding="utf-8")
+            f"meta-iterations, iterations 0-{length - 1}.\n{sources}\n{text}\n{figure}", encoding="utf-8")
 
 
 if __name__ == "__main__":

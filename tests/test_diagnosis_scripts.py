@@ -182,6 +182,7 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     page = out.read_text()
     assert printed.strip() in page and (tmp_path / "page.png").stat().st_size > 0
     assert page.startswith("# Ours and theirs\n") and "--title 'Ours and theirs'`" in page  # the command, quoted
+    assert f"* theirs: rllab log `{progress}`\n" in page
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "5", "--all"])
     assert "| 0-4 | 0.4 | 7.2 | -15.5 | 23.0 |" in capsys.readouterr().out  # the longest curve: all of ours
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "3"])
