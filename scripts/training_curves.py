@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.logging import format_table  # noqa: E402
+from metarl.logging import format_table, read_metrics  # noqa: E402
+from metarl.plotting import pyplot  # noqa: E402
 
 Curve = tuple[list[float], list[float]]  # (return before adaptation, after), one entry per iteration
 
@@ -36,11 +36,8 @@ def run_curve(run_dir: Path) -> Curve:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise SystemExit(f"{run_dir}: no metrics.jsonl (not a run directory?)")
-    records = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[int(record["iteration"])] = record  # a resumed run may repeat an iteration: the last counts
+    # a resumed run may repeat an iteration: the last record counts
+    records = {int(r["iteration"]): r for r in read_metrics(path, skip_damaged=True)}
     iterations = sorted(records)
     if iterations != list(range(len(iterations))):
         raise SystemExit(f"{path}: iterations are not 0..{len(iterations) - 1}")
@@ -79,11 +76,7 @@ def table(curves: dict[str, Curve], window: int, length: int) -> str:
 
 
 def plot(curves: dict[str, Curve], length: int, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, (_, post) in curves.items():
         ax.plot(range(min(length, len(post))), post[:length], label=name)
@@ -93,6 +86,12 @@ def plot(curves: dict[str, Curve], length: int, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def source_line(label: str, path: Path) -> str:
+    """A page's line naming one rllab log, and the README beside it that says how it was made, if any."""
+    readme = path.parent / "README.md"
+    return f"* {label}: rllab log `{path}`" + (f" (how it was made: `{readme}`)" if readme.is_file() else "") + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     curves: dict[str, Curve] = {}
     for k, run in enumerate(args.runs):
         curves[args.name[k] if k < len(args.name) else run.name] = run_curve(run)
-    for item in args.progress:
-        label, sep, path = item.partition("=")
+    progress = [item.partition("=") for item in args.progress]
+    for item, (label, sep, path) in zip(args.progress, progress):
         if not sep or not label or not path:
             parser.error(f"--progress wants LABEL=PATH, got {item!r}")
         curves[label] = progress_curve(Path(path))
@@ -134,11 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             image = args.out.with_suffix(".png")
             plot(curves, length, image)
             figure = f"\n![training curves]({image.name})\n"
-        sources = "".join(f"* {label}: rllab log `{path}`" + (f" (how it was made: `{Path(path).parent / 'README.md'}`)"
-                                                               if (Path(path).parent / "README.md").is_file() else "") + "\n"
-                          for label, _, path in (item.partition("=") for item in args.progress))
-        if sources:
-            sources = "\n" + sources
+        sources = "".join(source_line(label, Path(path)) for label, _, path in progress)
+        sources = "\n" + sources if sources else ""
         args.out.write_text(
             f"# {args.title}\n\nWritten by `{command}` (`scripts/training_curves.py`): the mean training return "
             f"after one adaptation step and the mean gain (after minus before) over windows of {args.window} "
