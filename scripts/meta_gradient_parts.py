@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from metarl.build import build_oracle  # noqa: E402
-from metarl.config import load_config  # noqa: E402
+from metarl.config import MetaConfig, load_config  # noqa: E402
 from metarl.meta import estimate_meta_gradient  # noqa: E402
 from metarl.oracles import stack_params  # noqa: E402
 from metarl.policies import Params  # noqa: E402
@@ -94,7 +94,7 @@ def main() -> None:
             page.write(f"\n## `{command}`\n\n{text}\n")
 
 
-def collection_label(meta) -> str:
+def collection_label(meta: MetaConfig) -> str:
     """How a batch was collected, as the table's heading says it: episodes, or rllab's step budget."""
     if meta.protocol == "episodes":
         return f"{meta.episodes_per_task} episodes per task"
