@@ -16,6 +16,7 @@ from metarl.lipschitz import OnlineLipschitz
 from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, IndependentDraw, OuterOptimizer
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
 from metarl.oracles import PolicyGradientOracle
+from metarl.returns import LinearFeatureBaseline
 from metarl.sampling import RaySampler, Sampler, SubprocessSampler, VectorSampler, WorkerSpec
 from metarl.sampling.step_budget import StepBudgetSampler
 from metarl.trpo import TRPO
@@ -128,6 +129,7 @@ def build_oracle(config: Config, sampler: Sampler, tasks: Sequence[Task], key: t
         sampler, tasks, surrogate=surrogate.kind, gamma=surrogate.gamma, gae_lambda=surrogate.gae_lambda,
         normalize_advantages=surrogate.normalize_advantages,
         per_step_units=surrogate.per_step_units, discount_scores=surrogate.discount_scores, key=key,
+        baseline=LinearFeatureBaseline(ridge=surrogate.baseline_ridge),
     )
 
 

@@ -85,6 +85,7 @@ class SurrogateConfig(_Section):
     normalize_advantages: bool = False
     per_step_units: bool = False
     discount_scores: bool = True  # weight the score at step t by gamma^t (False: as Finn et al.'s code)
+    baseline_ridge: Literal["relative", "absolute"] = "relative"  # "absolute": rllab's 1e-5 (Finn et al.'s code)
 
     @model_validator(mode="after")
     def _dice_discounts_scores(self) -> "SurrogateConfig":

@@ -7,8 +7,13 @@ problem (the return is a finite-horizon sum), so nothing is bootstrapped after t
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
+
+Ridge = Literal["relative", "absolute"]
+RIDGES = ("relative", "absolute")
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
@@ -48,13 +53,16 @@ class LinearFeatureBaseline:
     """Value estimate linear in ``[o, o^2, t, t^2, t^3, 1]`` (t = step / 100), as in rllab.
 
     Fitted by ridge regression on the returns of one batch, separately for every task (the
-    leading axis of the per-task tensors). The ridge term starts at ``reg_coeff`` times the mean
-    diagonal of the normal matrix and grows tenfold until the Cholesky factorisation succeeds,
-    so rank-deficient or constant data never fail.
+    leading axis of the per-task tensors). The ridge term starts at ``reg_coeff`` (``ridge="absolute"``,
+    as rllab and pytorch-maml-rl fit it) or ``reg_coeff`` times the mean diagonal of the normal
+    matrix (``"relative"``), and grows tenfold until the Cholesky factorisation succeeds, so
+    rank-deficient or constant data never fail.
     """
 
-    def __init__(self, reg_coeff: float = 1e-5, max_tries: int = 8) -> None:
-        self.reg_coeff, self.max_tries = reg_coeff, max_tries
+    def __init__(self, reg_coeff: float = 1e-5, max_tries: int = 8, ridge: Ridge = "relative") -> None:
+        if ridge not in RIDGES:
+            raise ValueError(f"baseline ridge {ridge!r} is unknown; allowed: {', '.join(RIDGES)}")
+        self.reg_coeff, self.max_tries, self.ridge = reg_coeff, max_tries, ridge
 
     @staticmethod
     def features(observations: Tensor, mask: Tensor) -> Tensor:
@@ -88,7 +96,9 @@ class LinearFeatureBaseline:
 
     def _ridge_solve(self, gram: Tensor, rhs: Tensor) -> Tensor:
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-8).view(-1, 1, 1)
+        scale = 1.0
+        if self.ridge == "relative":
+            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-8).view(-1, 1, 1)
         reg = self.reg_coeff
         for _ in range(self.max_tries):
             chol, info = torch.linalg.cholesky_ex(gram + reg * scale * eye)

@@ -111,3 +111,10 @@ def test_locomotion_oracle_observes_the_task():
     trainer = MetaTrainer(config)
     assert trainer.params["mean_net.0.weight"].shape[1] == 21  # the 20 observations and the target velocity
     assert trainer.step()["accepted"] is True
+
+
+@pytest.mark.parametrize("ridge", ["relative", "absolute"])
+def test_config_sets_the_linear_value_baselines_ridge(ridge):
+    config = small("maml", f"surrogate.baseline_ridge={ridge}")
+    with MetaTrainer(config) as trainer:
+        assert build_oracle(config, trainer.sampler, trainer.sample_tasks(0), (1, 0)).baseline.ridge == ridge

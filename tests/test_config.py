@@ -44,6 +44,7 @@ def test_overrides_set_dotted_keys_with_yaml_values(tmp_path):
         ("evaluation.seed=-5", ["evaluation.seed = -5"]),
         ("meta.inner_lr=.inf", ["meta.inner_lr = inf", "finite"]),
         ("surrogate.gamma=1.5", ["surrogate.gamma = 1.5", "less than or equal to 1"]),
+        ("surrogate.baseline_ridge=l2", ["surrogate.baseline_ridge = 'l2'", "'relative' or 'absolute'"]),
         ("meta.hf_delta_rule=theory", ["meta", "rho"]),
         ("outer.kind=adaptive_sgd", ["outer", "smoothness", "lipschitz = 'online'"]),
         ("evaluation.seed=0", ["evaluation.seed = 0 equals seed"]),

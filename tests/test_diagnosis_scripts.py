@@ -191,3 +191,14 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     bad.write_text("Iteration,AverageReturn\n0,1\n")
     with pytest.raises(SystemExit, match="no column 0AverageReturn, 1AverageReturn"):
         curves.main(["--progress", f"x={bad}"])
+
+
+def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
+    out = script("baseline_ridge.py", str(run_dir), "--tasks", "3")
+    cells = [cell.strip() for cell in out.splitlines()[2].split("|")[1:-1]]
+    assert cells[:2] == [f"`{run_dir}`", "3"], out
+    relative, absolute, difference = map(float, cells[2:])
+    # the absolute ridge (1e-5) is the smaller one here, so its in-sample fit explains at least as much
+    assert 0 < relative <= absolute <= 1 and difference > 0, out

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
@@ -54,3 +55,24 @@ def test_discount_weights_are_gamma_to_the_power_t_in_the_working_dtype():
         weights = discount_weights(200, 0.99, dtype)
         assert weights.dtype == dtype and torch.equal(weights, 0.99 ** torch.arange(200, dtype=dtype))
     assert discount_weights(3, 0.5, torch.float32, "cpu").tolist() == [1.0, 0.5, 0.25]
+
+
+def test_linear_baseline_ridge_is_rllab_absolute_or_scaled_by_the_normal_matrix():
+    """``absolute``: rllab's fit, ``(X^T X + c I) w = X^T y``; ``relative``: ``c`` times the mean
+    diagonal of ``X^T X``. Both against the normal equations solved directly, per task."""
+    torch.manual_seed(2)
+    obs = 3 * torch.randn(20, 2, 5, 3, dtype=torch.float64)
+    mask = torch.ones(20, 2, 5, dtype=torch.float64)
+    targets = torch.randn(20, 2, 5, dtype=torch.float64)
+    X = LinearFeatureBaseline.features(obs, mask).permute(1, 0, 2, 3).reshape(2, 100, -1)
+    y = targets.permute(1, 0, 2).reshape(2, 100, 1)
+    gram, eye = X.transpose(1, 2) @ X, torch.eye(X.shape[-1], dtype=torch.float64)
+    coeff = 1e-2  # large enough for the two ridges to differ visibly
+    for ridge, reg in [("absolute", coeff * eye), ("relative", coeff * gram.diagonal(dim1=1, dim2=2).mean(1).view(2, 1, 1) * eye)]:
+        expected = (X @ torch.linalg.solve(gram + reg, X.transpose(1, 2) @ y)).view(2, 20, 5).permute(1, 0, 2)
+        fitted = LinearFeatureBaseline(reg_coeff=coeff, ridge=ridge).fit_predict(obs, targets, mask)
+        torch.testing.assert_close(fitted, expected, rtol=1e-9, atol=1e-9)
+    relative = LinearFeatureBaseline(reg_coeff=coeff).fit_predict(obs, targets, mask)
+    assert not torch.allclose(relative, LinearFeatureBaseline(reg_coeff=coeff, ridge="absolute").fit_predict(obs, targets, mask))
+    with pytest.raises(ValueError, match="ridge 'l2' is unknown"):
+        LinearFeatureBaseline(ridge="l2")
