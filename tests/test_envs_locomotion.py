@@ -247,6 +247,18 @@ def test_locomotion_configs_exist_for_every_family_and_method():
 
 
 @pytest.mark.parametrize("stem", ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"])
+def test_locomotion_configs_use_finn_et_als_trust_region_metric(stem):
+    """MAML and HF-MAML measure the trust region through the inner step on all episodes, as Finn et al.'s
+    code does; FO-MAML's direction ignores the inner step, and so does its metric (theirs stops the
+    gradient through it)."""
+    from metarl.config import load_config
+
+    for method, metric, episodes in [("maml", "adapted", None), ("hfmaml", "adapted", None), ("fomaml", "post", 1)]:
+        outer = load_config(ROOT / "configs" / f"{stem}-{method}.yaml").outer
+        assert (outer.kind, outer.metric, outer.metric_episodes) == ("trpo", metric, episodes), method
+
+
+@pytest.mark.parametrize("stem", ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"])
 def test_ci_config_meta_trains(stem):
     from metarl.config import load_config
     from metarl.trainer import MetaTrainer
