@@ -113,6 +113,7 @@ class OuterConfig(_Section):
     line_search_ratio: float = Field(0.8, gt=0, lt=1)
     metric: Literal["post", "adapted"] = "post"
     metric_episodes: Optional[int] = Field(1, ge=1)
+    metric_tasks: Optional[int] = Field(None, ge=1)
     replay: Literal["dice", "ratio"] = "dice"
     direction: Literal["natural", "gradient"] = "natural"
     probe_radius: float = Field(1e-2, gt=0)

@@ -46,7 +46,11 @@ Two metrics (``metric``), both products of second derivatives by double backward
   of ``"post"``'s (see ``docs/results/navigation.md``).
 
 The Fisher part may use only the first ``metric_episodes`` episodes of each task (the metric is an
-average over states; OpenAI Baselines' TRPO subsamples it the same way).
+average over states; OpenAI Baselines' TRPO subsamples it the same way), and the whole metric only the
+first ``metric_tasks`` tasks of the meta-batch (it is an average over tasks drawn independently, so
+these are a random subset; rllab's ``ConjugateGradientOptimizer`` subsamples its product's data in
+the same spirit, ``subsample_factor``, 1 in Finn et al.'s runs). Each cuts the cost of a product in
+proportion; the line search still measures the KL on every task and episode.
 
 Two directions (``direction``):
 
@@ -145,6 +149,14 @@ def unflatten(flat: Tensor, like: Params) -> Params:
     return out
 
 
+def first_tasks(batch: Any, tasks: int) -> Any:
+    """The batch restricted to its first ``tasks`` tasks (axis 1 of every (T, B, M) tensor)."""
+    take = {f.name: getattr(batch.episodes, f.name)[:, :tasks] for f in fields(batch.episodes)}
+    return replace(batch, episodes=replace(batch.episodes, **take), old_log_probs=batch.old_log_probs[:, :tasks],
+                   advantages=batch.advantages[:, :tasks], values=batch.values[:, :tasks],
+                   scale=None if batch.scale is None else batch.scale[:tasks])
+
+
 def first_episodes(batch: Any, episodes: int | None) -> Any:
     """The batch restricted to the first ``episodes`` episodes of every task (all if None)."""
     if episodes is None or episodes >= batch.episodes.episodes_per_task:
@@ -158,30 +170,33 @@ class TrustRegionMetric:
     """``v -> mean_i J_i^T F_i J_i v + damping v`` for the meta-batch of ``estimate``.
 
     ``F_i`` is the Hessian of the mean KL of task i's adapted policy on (the first
-    ``metric_episodes`` episodes of) D_out; ``J_i`` is the identity for ``metric="post"`` and the
-    adaptation's Jacobian for ``metric="adapted"``. The graphs are built once; every product then
-    costs backward passes only.
+    ``metric_episodes`` episodes of) D_out, and the mean is over (the first ``metric_tasks`` of) the
+    tasks; ``J_i`` is the identity for ``metric="post"`` and the adaptation's Jacobian for
+    ``metric="adapted"``. The graphs are built once; every product then costs backward passes only.
     """
 
     def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, inner_lr: float,
-                 inner_steps: int, damping: float, metric: Metric = "post", metric_episodes: int | None = None) -> None:
+                 inner_steps: int, damping: float, metric: Metric = "post", metric_episodes: int | None = None,
+                 metric_tasks: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         self.params, self.inner_lr, self.damping = params, inner_lr, damping
-        self.tasks = next(iter(estimate.adapted.values())).shape[0]
+        all_tasks = next(iter(estimate.adapted.values())).shape[0]
+        self.tasks = all_tasks if metric_tasks is None else min(metric_tasks, all_tasks)
         self.points: list[Params] = []
         self.gradients: list[Params] = []
         if metric == "adapted":
             theta = stack_params(params, self.tasks)
             for batch in estimate.inner_batches[:inner_steps]:
                 leaf = _leaf(theta)
-                grad = _gradient(oracle, leaf, batch, create_graph=True)
+                grad = _gradient(oracle, leaf, first_tasks(batch, self.tasks), create_graph=True)
                 self.points.append(leaf)
                 self.gradients.append(grad)
                 theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
-        self.adapted = _leaf(estimate.adapted)
-        outer = first_episodes(estimate.outer_batch, metric_episodes)
-        kl = oracle.kl({k: v.detach() for k, v in estimate.adapted.items()}, self.adapted, outer).mean()
+        adapted = {k: v[:self.tasks].detach() for k, v in estimate.adapted.items()}
+        self.adapted = _leaf(adapted)
+        outer = first_episodes(first_tasks(estimate.outer_batch, self.tasks), metric_episodes)
+        kl = oracle.kl(adapted, self.adapted, outer).mean()
         gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
         self.kl_gradient = dict(zip(self.adapted, gradient))
 
@@ -213,6 +228,7 @@ class TRPO(OuterOptimizer):
         line_search_ratio: shrink factor between candidates.
         metric: ``"post"`` or ``"adapted"`` (see the module docstring).
         metric_episodes: episodes per task of D_out in the metric (None: all).
+        metric_tasks: tasks of the meta-batch in the metric, the first ones (None: all).
         replay: how the line search re-adapts a candidate, ``"dice"`` or ``"ratio"`` (see the module
             docstring).
         direction: ``"natural"`` (``x = M^{-1} g`` by conjugate gradient) or ``"gradient"`` (``x = g``,
@@ -222,7 +238,7 @@ class TRPO(OuterOptimizer):
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
                  metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
-                 direction: Direction = "natural") -> None:
+                 direction: Direction = "natural", metric_tasks: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         if replay not in REPLAYS:
@@ -233,7 +249,7 @@ class TRPO(OuterOptimizer):
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_ratio = line_search_steps, line_search_ratio
-        self.metric, self.metric_episodes = metric, metric_episodes
+        self.metric, self.metric_episodes, self.metric_tasks = metric, metric_episodes, metric_tasks
         self.kl_scale = 1.0  # measured KL / the metric's quadratic prediction, at the last accepted step
 
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
@@ -241,7 +257,7 @@ class TRPO(OuterOptimizer):
             raise ValueError("TRPO needs the meta-gradient estimate (its oracle, adapted parameters and batches)")
         gradient = flatten(direction)
         metric = TrustRegionMetric(estimate.oracle, params, estimate, self.inner_lr, self.inner_steps,
-                                   self.cg_damping, self.metric, self.metric_episodes)
+                                   self.cg_damping, self.metric, self.metric_episodes, self.metric_tasks)
         if self.direction == "gradient":
             search, product = gradient, metric(gradient)
         else:

@@ -202,3 +202,20 @@ def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
     relative, absolute, difference = map(float, cells[2:])
     # the absolute ridge (1e-5) is the smaller one here, so its in-sample fit explains at least as much
     assert 0 < relative <= absolute <= 1 and difference > 0, out
+
+
+def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(tiny(run={"dir": str(run_dir)}, outer={"kind": "trpo", "metric": "adapted"},
+                      evaluation={"at_end": False}), progress=False)
+    out = script("trpo_metric_tasks.py", str(run_dir), "--tasks", "1", "2", "--out", str(tmp_path / "page.md"))
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["1", "3 (all)"], ["1", "2"], ["1", "1"]], out
+    for _, _, cos, efficiency, seconds in rows[1:]:
+        assert -1 <= float(cos) < 0.9999 and float(efficiency) > 0 and float(seconds) > 0, out
+    assert out.strip() in (tmp_path / "page.md").read_text()
+    plain = tmp_path / "plain"
+    run_training(tiny(run={"dir": str(plain)}, evaluation={"at_end": False}), progress=False)
+    failed = subprocess.run([sys.executable, str(ROOT / "scripts/trpo_metric_tasks.py"), str(plain)],
+                            capture_output=True, text=True, timeout=300, env=checkout_env())
+    assert failed.returncode == 2 and "the metric is TRPO's" in failed.stderr

@@ -8,7 +8,7 @@ from metarl.config import load_config, validate
 from metarl.meta import adapt_on
 from metarl.trainer import MetaTrainer
 from metarl.oracles import stack_params
-from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, unflatten
+from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, first_tasks, flatten, unflatten
 from tests.test_training import ROOT
 
 
@@ -51,8 +51,10 @@ def _dense_hessian(function, flat):
     return torch.autograd.functional.hessian(function, flat)
 
 
+@pytest.mark.parametrize("metric_tasks", [None, 2])
 @pytest.mark.parametrize("metric", ["post", "adapted"])
-def test_metric_products_are_the_hessian_of_the_mean_kl(metric):
+def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks):
+    """On all tasks, or the mean over the first ``metric_tasks`` only."""
     trainer = MetaTrainer(trpo_config(meta={"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}))
     params, _, estimate, _ = captured_step(trainer)
     oracle, alpha, tasks = estimate.oracle, trainer.outer.inner_lr, 3
@@ -66,10 +68,11 @@ def test_metric_products_are_the_hessian_of_the_mean_kl(metric):
             adapted = adapt_on(oracle, stacked, estimate.inner_batches, alpha, create_graph=True)
         else:  # the adaptation as a fixed shift: J = I
             adapted = {k: old[k] + (theta[k] - params[k]).unsqueeze(0) for k in old}
-        return oracle.kl(old, adapted, estimate.outer_batch).mean()
+        return oracle.kl(old, adapted, estimate.outer_batch)[:metric_tasks].mean()
 
     hessian = _dense_hessian(mean_kl, flat0)
-    product = TrustRegionMetric(oracle, params, estimate, alpha, 2, damping=0.0, metric=metric)
+    product = TrustRegionMetric(oracle, params, estimate, alpha, 2, damping=0.0, metric=metric,
+                                metric_tasks=metric_tasks)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
         v = torch.randn(flat0.numel(), generator=generator, dtype=torch.float64)
@@ -187,6 +190,23 @@ def test_metric_episodes_keeps_the_first_episodes_of_every_task():
     assert batch.advantages.shape == batch.values.shape == batch.old_log_probs.shape == (8, 3, 2)
     assert torch.equal(batch.episodes.rewards, estimate.outer_batch.episodes.rewards[:, :, :2])
     assert first_episodes(estimate.outer_batch, None) is estimate.outer_batch
+
+
+def test_metric_tasks_keeps_the_first_tasks_and_reaches_trpo_from_the_config():
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": "adapted", "metric_tasks": 2}))
+    assert trainer.outer.metric_tasks == 2
+    records = [captured_step(trainer)[3] for _ in range(2)]
+    _, _, estimate, record = captured_step(trainer)
+    records.append(record)
+    # the line search still bounds the KL on every task (a metric on 2 of 3 tasks can miss curvature
+    # the third has, and the search then rejects the step: the first two are rejected here)
+    assert any(r["accepted"] for r in records) and all(r["kl"] <= trainer.outer.max_kl for r in records)
+    batch = first_tasks(estimate.outer_batch, 2)
+    assert batch.episodes.observations.shape[:3] == batch.advantages.shape == (8, 2, 4)
+    assert torch.equal(batch.episodes.rewards, estimate.outer_batch.episodes.rewards[:, :2])
+    assert torch.equal(batch.scale, estimate.outer_batch.scale[:2])
+    with pytest.raises(ValueError, match="metric_tasks"):
+        trpo_config(outer={"metric_tasks": 0})
 
 
 def test_pretrained_baseline_trains_with_plain_trpo():
