@@ -67,10 +67,10 @@ def compare(trainer: MetaTrainer, iteration: int, task_counts: list[int]) -> lis
         return float(gradient @ x / torch.sqrt(x @ full_metric(x)))
 
     best = efficiency(full)
-    rows = [f"| {iteration} | {len(tasks)} (all) | 1.0000 | 1.000 | {full_seconds:.1f} |"]
+    rows = [f"| {iteration} | {len(tasks)} (all) | 1.0000 | 1.000 | {full_seconds:.2f} |"]
     for count in sorted(set(task_counts) - {len(tasks)}, reverse=True):
         x, seconds, _ = direction(count)
-        rows.append(f"| {iteration} | {count} | {cosine(x, full):.4f} | {efficiency(x) / best:.3f} | {seconds:.1f} |")
+        rows.append(f"| {iteration} | {count} | {cosine(x, full):.4f} | {efficiency(x) / best:.3f} | {seconds:.2f} |")
     return rows
 
 

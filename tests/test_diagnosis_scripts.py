@@ -212,7 +212,8 @@ def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_pat
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
     assert [row[:2] for row in rows] == [["1", "3 (all)"], ["1", "2"], ["1", "1"]], out
     for _, _, cos, efficiency, seconds in rows[1:]:
-        assert -1 <= float(cos) < 0.9999 and float(efficiency) > 0 and float(seconds) > 0, out
+        # a tiny metric can build and solve in under 5 ms: the seconds column is only checked to parse
+        assert -1 <= float(cos) < 0.9999 and float(efficiency) > 0 and float(seconds) >= 0, out
     assert out.strip() in (tmp_path / "page.md").read_text()
     plain = tmp_path / "plain"
     run_training(tiny(run={"dir": str(plain)}, evaluation={"at_end": False}), progress=False)
