@@ -149,12 +149,12 @@ def unflatten(flat: Tensor, like: Params) -> Params:
     return out
 
 
-def first_tasks(batch: Any, tasks: int) -> Any:
-    """The batch restricted to its first ``tasks`` tasks (axis 1 of every (T, B, M) tensor)."""
-    take = {f.name: getattr(batch.episodes, f.name)[:, :tasks] for f in fields(batch.episodes)}
-    return replace(batch, episodes=replace(batch.episodes, **take), old_log_probs=batch.old_log_probs[:, :tasks],
-                   advantages=batch.advantages[:, :tasks], values=batch.values[:, :tasks],
-                   scale=None if batch.scale is None else batch.scale[:tasks])
+def task_range(batch: Any, start: int, stop: int) -> Any:
+    """The batch restricted to tasks ``start .. stop - 1`` (axis 1 of every (T, B, M) tensor)."""
+    take = {f.name: getattr(batch.episodes, f.name)[:, start:stop] for f in fields(batch.episodes)}
+    return replace(batch, episodes=replace(batch.episodes, **take), old_log_probs=batch.old_log_probs[:, start:stop],
+                   advantages=batch.advantages[:, start:stop], values=batch.values[:, start:stop],
+                   scale=None if batch.scale is None else batch.scale[start:stop])
 
 
 def first_episodes(batch: Any, episodes: int | None) -> Any:
@@ -166,39 +166,60 @@ def first_episodes(batch: Any, episodes: int | None) -> Any:
                    advantages=batch.advantages[:, :, :episodes], values=batch.values[:, :, :episodes])
 
 
+TASK_CHUNK = 8  # tasks per graph: products on several small graphs run faster than on one big one
+
+
 class TrustRegionMetric:
     """``v -> mean_i J_i^T F_i J_i v + damping v`` for the meta-batch of ``estimate``.
 
     ``F_i`` is the Hessian of the mean KL of task i's adapted policy on (the first
     ``metric_episodes`` episodes of) D_out, and the mean is over (the first ``metric_tasks`` of) the
     tasks; ``J_i`` is the identity for ``metric="post"`` and the adaptation's Jacobian for
-    ``metric="adapted"``. The graphs are built once; every product then costs backward passes only.
+    ``metric="adapted"``. The graphs are built once, for ``task_chunk`` tasks each (the products are
+    exact whatever the chunk; ``scripts/benchmark_trpo_metric.py`` times them); every product then
+    costs backward passes only.
     """
 
     def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, inner_lr: float,
                  inner_steps: int, damping: float, metric: Metric = "post", metric_episodes: int | None = None,
-                 metric_tasks: int | None = None) -> None:
+                 metric_tasks: int | None = None, task_chunk: int = TASK_CHUNK) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
-        self.params, self.inner_lr, self.damping = params, inner_lr, damping
+        self.params, self.damping = params, damping
         all_tasks = next(iter(estimate.adapted.values())).shape[0]
         self.tasks = all_tasks if metric_tasks is None else min(metric_tasks, all_tasks)
+        self.chunks = [_TaskChunk(oracle, params, estimate, range(start, min(start + task_chunk, self.tasks)),
+                                  self.tasks, inner_lr, inner_steps if metric == "adapted" else 0, metric_episodes)
+                       for start in range(0, self.tasks, task_chunk)]
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        tangent = unflatten(flat, self.params)
+        product = sum(flatten(chunk(tangent)) for chunk in self.chunks)
+        return product.detach() + self.damping * flat
+
+
+class _TaskChunk:
+    """The graphs of a range of tasks: ``v -> sum_i J_i^T F_i J_i v / tasks`` over them (``J = I``
+    when ``inner_steps`` is 0)."""
+
+    def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, tasks: range,
+                 all_tasks: int, inner_lr: float, inner_steps: int, metric_episodes: int | None) -> None:
+        self.inner_lr, self.size = inner_lr, len(tasks)
         self.points: list[Params] = []
         self.gradients: list[Params] = []
-        if metric == "adapted":
-            theta = stack_params(params, self.tasks)
-            for batch in estimate.inner_batches[:inner_steps]:
-                leaf = _leaf(theta)
-                grad = _gradient(oracle, leaf, first_tasks(batch, self.tasks), create_graph=True)
-                self.points.append(leaf)
-                self.gradients.append(grad)
-                theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
-        adapted = {k: v[:self.tasks].detach() for k, v in estimate.adapted.items()}
+        theta = stack_params(params, self.size)
+        for batch in estimate.inner_batches[:inner_steps]:
+            leaf = _leaf(theta)
+            grad = _gradient(oracle, leaf, task_range(batch, tasks.start, tasks.stop), create_graph=True)
+            self.points.append(leaf)
+            self.gradients.append(grad)
+            theta = {k: leaf[k].detach() + inner_lr * grad[k].detach() for k in leaf}
+        adapted = {k: v[tasks.start:tasks.stop].detach() for k, v in estimate.adapted.items()}
         self.adapted = _leaf(adapted)
-        outer = first_episodes(first_tasks(estimate.outer_batch, self.tasks), metric_episodes)
-        kl = oracle.kl(adapted, self.adapted, outer).mean()
-        gradient = torch.autograd.grad(kl, list(self.adapted.values()), create_graph=True)
-        self.kl_gradient = dict(zip(self.adapted, gradient))
+        outer = first_episodes(task_range(estimate.outer_batch, tasks.start, tasks.stop), metric_episodes)
+        kl = oracle.kl(adapted, self.adapted, outer).sum() / all_tasks
+        self.kl_gradient = dict(zip(self.adapted, torch.autograd.grad(kl, list(self.adapted.values()),
+                                                                      create_graph=True)))
 
     def _jacobian(self, vector: Params, transpose: bool) -> Params:
         order = range(len(self.points))
@@ -207,12 +228,10 @@ class TrustRegionMetric:
             vector = {name: vector[name] + self.inner_lr * hvp[name] for name in vector}
         return vector
 
-    def __call__(self, flat: Tensor) -> Tensor:
-        tangent = stack_params(unflatten(flat, self.params), self.tasks)
-        pushed = self._jacobian(tangent, transpose=False)
+    def __call__(self, tangent: Params) -> Params:
+        pushed = self._jacobian(stack_params(tangent, self.size), transpose=False)
         fisher = _exact_hvp(self.adapted, self.kl_gradient, pushed, retain_graph=True)
-        pulled = self._jacobian(fisher, transpose=True)
-        return flatten({k: v.sum(0) for k, v in pulled.items()}).detach() + self.damping * flat
+        return {k: v.sum(0) for k, v in self._jacobian(fisher, transpose=True).items()}
 
 
 class TRPO(OuterOptimizer):

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from metarl.config import dump_config
 from metarl.trainer import run_training
 from tests.test_training import ROOT, checkout_env, tiny
 
@@ -220,3 +221,15 @@ def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_pat
     failed = subprocess.run([sys.executable, str(ROOT / "scripts/trpo_metric_tasks.py"), str(plain)],
                             capture_output=True, text=True, timeout=300, env=checkout_env())
     assert failed.returncode == 2 and "the metric is TRPO's" in failed.stderr
+
+
+def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_product(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(dump_config(tiny(outer={"kind": "trpo", "metric": "adapted"})))
+    out = script("benchmark_trpo_metric.py", str(config), "--chunks", "2", "1", "--products", "2", "--repeats", "1")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[3:]]
+    assert [row[0] for row in rows] == ["3 (one graph)", "2", "1"], out
+    assert rows[0][3:] == ["1.00", "0.0e+00"], out
+    for _, build, per_product, speed_up, difference in rows:
+        assert float(build) >= 0 and float(per_product) >= 0 and float(speed_up) > 0, out
+        assert float(difference) < 1e-5, out  # the same product: float32 rounding only

@@ -8,7 +8,7 @@ from metarl.config import load_config, validate
 from metarl.meta import adapt_on
 from metarl.trainer import MetaTrainer
 from metarl.oracles import stack_params
-from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, first_tasks, flatten, unflatten
+from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, task_range, unflatten
 from tests.test_training import ROOT
 
 
@@ -51,10 +51,10 @@ def _dense_hessian(function, flat):
     return torch.autograd.functional.hessian(function, flat)
 
 
-@pytest.mark.parametrize("metric_tasks", [None, 2])
+@pytest.mark.parametrize("metric_tasks, task_chunk", [(None, 8), (None, 2), (2, 1)])
 @pytest.mark.parametrize("metric", ["post", "adapted"])
-def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks):
-    """On all tasks, or the mean over the first ``metric_tasks`` only."""
+def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks, task_chunk):
+    """On all tasks, or the mean over the first ``metric_tasks`` only; in one graph or in chunks of tasks."""
     trainer = MetaTrainer(trpo_config(meta={"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}))
     params, _, estimate, _ = captured_step(trainer)
     oracle, alpha, tasks = estimate.oracle, trainer.outer.inner_lr, 3
@@ -72,7 +72,7 @@ def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks):
 
     hessian = _dense_hessian(mean_kl, flat0)
     product = TrustRegionMetric(oracle, params, estimate, alpha, 2, damping=0.0, metric=metric,
-                                metric_tasks=metric_tasks)
+                                metric_tasks=metric_tasks, task_chunk=task_chunk)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
         v = torch.randn(flat0.numel(), generator=generator, dtype=torch.float64)
@@ -201,7 +201,7 @@ def test_metric_tasks_keeps_the_first_tasks_and_reaches_trpo_from_the_config():
     # the line search still bounds the KL on every task (a metric on 2 of 3 tasks can miss curvature
     # the third has, and the search then rejects the step: the first two are rejected here)
     assert any(r["accepted"] for r in records) and all(r["kl"] <= trainer.outer.max_kl for r in records)
-    batch = first_tasks(estimate.outer_batch, 2)
+    batch = task_range(estimate.outer_batch, 0, 2)
     assert batch.episodes.observations.shape[:3] == batch.advantages.shape == (8, 2, 4)
     assert torch.equal(batch.episodes.rewards, estimate.outer_batch.episodes.rewards[:, :2])
     assert torch.equal(batch.scale, estimate.outer_batch.scale[:2])
