@@ -144,8 +144,8 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
         return TRPO(inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule),
                     inner_steps, max_kl=outer.max_kl, cg_iterations=outer.cg_iterations,
                     cg_damping=outer.cg_damping, line_search_steps=outer.line_search_steps,
-                    line_search_ratio=outer.line_search_ratio, metric=outer.metric,
-                    metric_episodes=outer.metric_episodes, replay=outer.replay,
+                    line_search_ratio=outer.line_search_ratio, line_search=outer.line_search,
+                    metric=outer.metric, metric_episodes=outer.metric_episodes, replay=outer.replay,
                     direction=outer.direction, metric_tasks=outer.metric_tasks)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)

@@ -111,6 +111,7 @@ class OuterConfig(_Section):
     cg_damping: float = Field(1e-5, ge=0)
     line_search_steps: int = Field(15, ge=1)
     line_search_ratio: float = Field(0.8, gt=0, lt=1)
+    line_search: Literal["predicted", "plain"] = "predicted"
     metric: Literal["post", "adapted"] = "post"
     metric_episodes: Optional[int] = Field(1, ge=1)
     metric_tasks: Optional[int] = Field(None, ge=1)

@@ -9,11 +9,17 @@ matrix) for the mean KL between the adapted policies before and after the step::
     theta_new = theta + ratio^j * step,  the first j whose re-adapted policies improve the
                                          surrogate on D_out and stay within max_kl of the old ones
 
-The metric's quadratic model of the KL can be off by a large factor (``"post"`` ignores how the
-adaptation amplifies a step), and each candidate costs a re-adaptation, so the search starts at the
-candidate that the model, rescaled by the ratio of measured to predicted KL at the previous
-accepted step, puts within the bound; after a candidate over the bound it skips those whose KL,
-extrapolated quadratically from it, would still exceed the bound.
+Two line searches (``line_search``):
+
+* ``"predicted"`` (default): the metric's quadratic model of the KL can be off by a large factor
+  (``"post"`` ignores how the adaptation amplifies a step), and each candidate costs a
+  re-adaptation, so the search starts at the candidate that the model, rescaled by the ratio of
+  measured to predicted KL at the previous accepted step, puts within the bound; after a candidate
+  over the bound it skips those whose KL, extrapolated quadratically from it, would still exceed
+  the bound. Once a step's KL came out even slightly above the model's, the next search starts
+  at ``ratio * step``.
+* ``"plain"``: ``j = 0, 1, 2, ...`` one at a time, every step starting from the full one, as
+  Schulman et al.'s and Finn et al.'s code search (rllab's ``ConjugateGradientOptimizer``).
 
 Re-adaptation at a candidate replays the inner steps on the stored inner batches, without new
 rollouts (``replay``):
@@ -82,6 +88,8 @@ Replay = Literal["dice", "ratio"]
 REPLAYS = ("dice", "ratio")
 Direction = Literal["natural", "gradient"]
 DIRECTIONS = ("natural", "gradient")
+LineSearch = Literal["predicted", "plain"]
+LINE_SEARCHES = ("predicted", "plain")
 
 
 class RatioReplay:
@@ -245,6 +253,8 @@ class TRPO(OuterOptimizer):
         cg_damping: ``M + damping * I`` is inverted.
         line_search_steps: candidate step fractions tried, ``ratio^0 .. ratio^(steps-1)``.
         line_search_ratio: shrink factor between candidates.
+        line_search: ``"predicted"`` (start and skip where the KL model predicts) or ``"plain"`` (every
+            candidate from the full step; see the module docstring).
         metric: ``"post"`` or ``"adapted"`` (see the module docstring).
         metric_episodes: episodes per task of D_out in the metric (None: all).
         metric_tasks: tasks of the meta-batch in the metric, the first ones (None: all).
@@ -256,7 +266,7 @@ class TRPO(OuterOptimizer):
 
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
-                 metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
+                 line_search: LineSearch = "predicted", metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
                  direction: Direction = "natural", metric_tasks: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
@@ -264,6 +274,9 @@ class TRPO(OuterOptimizer):
             raise ValueError(f"TRPO replay {replay!r} is unknown; allowed: {', '.join(REPLAYS)}")
         if direction not in DIRECTIONS:
             raise ValueError(f"TRPO direction {direction!r} is unknown; allowed: {', '.join(DIRECTIONS)}")
+        if line_search not in LINE_SEARCHES:
+            raise ValueError(f"TRPO line search {line_search!r} is unknown; allowed: {', '.join(LINE_SEARCHES)}")
+        self.line_search = line_search
         self.replay, self.direction = replay, direction
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
@@ -323,9 +336,10 @@ class TRPO(OuterOptimizer):
         return self._rejected(self.line_search_steps)
 
     def _first_notch(self) -> int:
-        """Where backtracking starts: the largest candidate whose KL, predicted by the metric's
-        quadratic model times the ratio measured at the last accepted step, is within max_kl."""
-        if self.kl_scale <= 1:
+        """Where backtracking starts: the full step (``plain``), or the largest candidate whose KL,
+        predicted by the metric's quadratic model times the ratio measured at the last accepted step,
+        is within max_kl."""
+        if self.line_search == "plain" or self.kl_scale <= 1:
             return 0
         return min(self.line_search_steps - 1, self._notches_to_skip(self.kl_scale * self.max_kl))
 
@@ -338,7 +352,8 @@ class TRPO(OuterOptimizer):
     def _notches_to_skip(self, kl: float) -> int:
         """How far to backtrack after a rejected candidate: one notch, or as many as it takes for its
         KL, extrapolated quadratically in the step length, to fall within max_kl (KL grows like the
-        step's square near the old parameters; skipped candidates would be re-adapted for nothing)."""
-        if not math.isfinite(kl) or kl <= self.max_kl:
+        step's square near the old parameters; skipped candidates would be re-adapted for nothing).
+        Always one notch for the ``plain`` search."""
+        if self.line_search == "plain" or not math.isfinite(kl) or kl <= self.max_kl:
             return 1
         return max(1, math.ceil(math.log(self.max_kl / kl) / (2 * math.log(self.line_search_ratio))))

@@ -8,6 +8,7 @@ from metarl.config import load_config, validate
 from metarl.meta import adapt_on
 from metarl.trainer import MetaTrainer
 from metarl.oracles import stack_params
+import metarl.trpo as trpo_module
 from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, task_range, unflatten
 from tests.test_training import ROOT
 
@@ -180,6 +181,32 @@ def test_line_search_skips_candidates_predicted_over_the_bound():
     outer.load_state_dict({"kl_scale": 0.01 / (0.8**6 * 0.01) * 1.0001})
     assert outer._first_notch() == 4  # KL model x scale puts 0.8^3 just over the bound
     assert outer.state_dict() == {"kl_scale": pytest.approx(1 / 0.8**6 * 1.0001)}
+
+
+@pytest.mark.parametrize("line_search", ["predicted", "plain"])
+def test_plain_line_search_tries_every_candidate_from_the_full_step(line_search, monkeypatch):
+    """Finn et al.'s search: after a step whose KL came out above the model's, ``plain`` still
+    starts from the full step, where ``predicted`` starts further down."""
+    trainer = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": "adapted",
+                                                                      "line_search": line_search}))
+    captured_step(trainer)
+    params, direction, estimate, _ = captured_step(trainer)
+    outer = trainer.outer
+    outer.load_state_dict({"kl_scale": 1 / 0.8**6 * 1.0001})  # the model said 0.8^3 of the KL measured
+    tried = []
+    real_adapt_on = trpo_module.adapt_on
+    monkeypatch.setattr(trpo_module, "adapt_on", lambda *args: tried.append(args) or real_adapt_on(*args))
+    for k in params:
+        trainer.params[k].data.copy_(params[k])
+    stats = outer.step(trainer.params, direction, estimate)
+    assert stats["accepted"]
+    if line_search == "plain":
+        assert outer._first_notch() == 0 and outer._notches_to_skip(1.0) == 1
+        assert len(tried) == stats["line_search_steps"]  # every notch up to the accepted one, one at a time
+    else:
+        assert len(tried) < stats["line_search_steps"] and stats["line_search_steps"] >= 5
+    with pytest.raises(ValueError, match="line_search"):
+        trpo_config(outer={"line_search": "armijo"})
 
 
 def test_metric_episodes_keeps_the_first_episodes_of_every_task():
