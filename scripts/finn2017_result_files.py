@@ -5,7 +5,8 @@ The authors keep the per-task returns behind the paper's table in their reposito
 gradient steps). This script reads them from a local copy of that repository (a work tree or a bare
 git directory) and reports, per file, how many of its 40 task rows are distinct and, on the direction
 families, the mean per direction. With ``--runs`` it sets our runs' one-step gains, task by task (their
-evaluation as published), beside the authors' gain in each direction::
+evaluation as published), beside the authors' gain in each direction. ``--commit`` reads the files as an
+earlier commit holds them (the authors' February 2017 results, ``7fe27d7``)::
 
     python scripts/finn2017_result_files.py PATH/TO/maml_rl \\
         --runs runs/reproduce-halfcheetah-dir/random-seed* --out docs/results/finn2017-result-files.md
@@ -60,18 +61,19 @@ def task_returns(name: str, data: bytes) -> list[list[float]]:
     return rows
 
 
-def result_files(repository: Path) -> dict[str, bytes]:
-    """The ``icml/icml_*_results_*.pkl`` files of a work tree or of a bare git directory."""
-    if (repository / "icml").is_dir():
+def result_files(repository: Path, commit: str = "HEAD") -> dict[str, bytes]:
+    """The ``icml/icml_*_results_*.pkl`` files of a work tree or of a bare git directory (at ``commit``)."""
+    if commit == "HEAD" and (repository / "icml").is_dir():
         return {path.name: path.read_bytes() for path in sorted((repository / "icml").glob("icml_*_results_*.pkl"))}
-    git = ["git", "--git-dir", str(repository)]
-    listing = subprocess.run([*git, "ls-tree", "--name-only", "HEAD", "icml/"], capture_output=True, text=True)
+    git = ["git", "--git-dir", str(repository if commit == "HEAD" or not (repository / ".git").exists()
+                                   else repository / ".git")]
+    listing = subprocess.run([*git, "ls-tree", "--name-only", commit, "icml/"], capture_output=True, text=True)
     if listing.returncode != 0:
-        raise SystemExit(f"{repository} is neither a work tree with icml/ nor a git directory: "
+        raise SystemExit(f"{repository} at {commit} is neither a work tree with icml/ nor a git directory: "
                          f"{listing.stderr.strip()}")
     names = [n for n in listing.stdout.split() if Path(n).name.startswith("icml_") and "_results_" in n
              and n.endswith(".pkl")]
-    return {Path(n).name: subprocess.run([*git, "show", f"HEAD:{n}"], capture_output=True, check=True).stdout
+    return {Path(n).name: subprocess.run([*git, "show", f"{commit}:{n}"], capture_output=True, check=True).stdout
             for n in sorted(names)}
 
 
@@ -172,9 +174,9 @@ def gains_table(runs: list[Path], files: dict[str, bytes]) -> str:
                          "share of ours >= authors'"], table, markdown=True)
 
 
-def report(repository: Path, runs: list[Path]) -> str:
-    """The page's sections: the authors' files, then our runs' gains beside theirs."""
-    files = result_files(repository)
+def report(repository: Path, runs: list[Path], commit: str = "HEAD") -> str:
+    """The page's sections: the authors' files (at ``commit``), then our runs' gains beside theirs."""
+    files = result_files(repository, commit)
     if not files:
         raise SystemExit(f"{repository} holds no icml/icml_*_results_*.pkl file")
     sections = ["## The authors' result files", "",
@@ -200,9 +202,11 @@ def main() -> None:
     parser.add_argument("repository", type=Path, help="a copy of cbfinn/maml_rl: work tree or bare git directory")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="our runs of a direction family")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown page")
+    parser.add_argument("--commit", default="HEAD", help="the files as of this commit of the repository "
+                        "(7fe27d7: the ICML deadline's, February 2017; 4d41869: the published ones, April 2017)")
     args = parser.parse_args()
     try:
-        page = report(args.repository, args.runs)
+        page = report(args.repository, args.runs, args.commit)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     print(page)

@@ -233,3 +233,19 @@ def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_p
     for _, build, per_product, speed_up, difference in rows:
         assert float(build) >= 0 and float(per_product) >= 0 and float(speed_up) > 0, out
         assert float(difference) < 1e-5, out  # the same product: float32 rounding only
+
+
+def test_finn2017_result_files_reads_an_earlier_commit(tmp_path):
+    repository = tmp_path / "maml_rl"
+    (repository / "icml").mkdir(parents=True)
+    git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    commits = []
+    for value in (1.0, 2.0):
+        _result_file(repository / "icml" / "icml_point_results_maml.pkl", [[value, value + 1]] * 40)
+        subprocess.run([*git, "add", "icml"], check=True)
+        subprocess.run([*git, "commit", "-qm", str(value)], check=True)
+        commits.append(subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+    for path in (repository, repository / ".git"):  # a work tree, or the git directory itself
+        assert "| 1.0 / 2.0 |" in script("finn2017_result_files.py", str(path), "--commit", commits[0])
+    assert "| 2.0 / 3.0 |" in script("finn2017_result_files.py", str(repository))
