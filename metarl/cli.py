@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--protocol", choices=["episodes", "steps", "workers"], default=None,
                             help="'episodes': independent episodes per task; 'steps': collected to a step budget as "
                                  "rllab's vectorised sampler collects (episodes under way dropped); 'workers': as its "
-                                 "parallel sampler, which Finn et al.'s test scripts ran (episodes under way kept) "
+                                 "parallel sampler, which Finn et al.'s later test scripts run (episodes under way kept) "
                                  "(default: the run config's evaluation.protocol)")
     evaluation.add_argument("--workers", type=int, default=None, metavar="N",
                             help="the 'workers' protocol's parallel workers (default: the run config's "

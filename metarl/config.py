@@ -64,8 +64,8 @@ class MetaConfig(_Section):
     method: Literal["maml", "fomaml", "hfmaml", "pretrain"] = "maml"
     batch_tasks: int = Field(20, ge=1)
     episodes_per_task: int = Field(20, ge=1)
-    # how they are collected, as evaluation.protocol: "workers" is Finn et al.'s locomotion training (rllab's
-    # parallel sampler, n_parallel=8): at least episodes_per_task x horizon steps, episodes under way kept
+    # how they are collected, as evaluation.protocol: "workers" is Finn et al.'s later locomotion launchers
+    # (rllab's parallel sampler, n_parallel=8): at least episodes_per_task x horizon steps, episodes under way kept
     protocol: Literal["episodes", "steps", "workers"] = "episodes"
     workers: int = Field(8, ge=1)
     inner_lr: float = Field(1e-4, gt=0)  # in units of the summed-over-time surrogate (see README)

@@ -15,7 +15,7 @@ Three collection protocols (``evaluation.protocol``), each used for the steps an
   (:mod:`metarl.sampling.step_budget`). Episodes that end early are over-represented, so where
   episodes can end before the horizon (navigation's goal) its returns are higher than the unbiased
   ones for the same policy.
-* ``"workers"``: the collection of the authors' test scripts (rllab's parallel sampler,
+* ``"workers"``: the collection of the authors' later test scripts (rllab's parallel sampler,
   ``evaluation.workers`` workers, 4 in their scripts): each worker runs whole episodes until the
   completed ones hold ``E * horizon`` steps, and episodes under way then are kept, so with episodes
   that last the horizon ``E + workers - 1`` are collected.

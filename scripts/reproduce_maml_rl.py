@@ -87,8 +87,9 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
     return (f"As the published values were measured: {where}, collected to their step budget as rllab's "
             f"vectorised sampler collects (`steps` protocol: {n} environments per task run until their finished "
             f"episodes hold {n} x horizon steps; episodes still running are dropped, so episodes that end early "
-            "count more; their test scripts ran rllab's parallel sampler, the `workers` protocol, which keeps "
-            "them), and the steps after the first taken at "
+            "count more; rllab's vectorised sampler is what their code ran when the result files were made, "
+            "their later test scripts run its parallel sampler, the `workers` protocol, which keeps them), and "
+            "the steps after the first taken at "
             f"{settings['later_step_scale']:g} times the first, as their test does.")
 
 
