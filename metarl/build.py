@@ -146,7 +146,8 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
                     cg_damping=outer.cg_damping, line_search_steps=outer.line_search_steps,
                     line_search_ratio=outer.line_search_ratio, line_search=outer.line_search,
                     metric=outer.metric, metric_episodes=outer.metric_episodes, replay=outer.replay,
-                    direction=outer.direction, metric_tasks=outer.metric_tasks)
+                    direction=outer.direction, metric_tasks=outer.metric_tasks,
+                    metric_task_chunk=outer.metric_task_chunk)
     if outer.kind == "adam":
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]

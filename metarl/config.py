@@ -115,6 +115,7 @@ class OuterConfig(_Section):
     metric: Literal["post", "adapted"] = "post"
     metric_episodes: Optional[int] = Field(1, ge=1)
     metric_tasks: Optional[int] = Field(None, ge=1)
+    metric_task_chunk: Optional[int] = Field(None, ge=1)
     replay: Literal["dice", "ratio"] = "dice"
     direction: Literal["natural", "gradient"] = "natural"
     probe_radius: float = Field(1e-2, gt=0)

@@ -174,28 +174,27 @@ def first_episodes(batch: Any, episodes: int | None) -> Any:
                    advantages=batch.advantages[:, :, :episodes], values=batch.values[:, :, :episodes])
 
 
-TASK_CHUNK = 8  # tasks per graph: products on several small graphs run faster than on one big one
-
-
 class TrustRegionMetric:
     """``v -> mean_i J_i^T F_i J_i v + damping v`` for the meta-batch of ``estimate``.
 
     ``F_i`` is the Hessian of the mean KL of task i's adapted policy on (the first
     ``metric_episodes`` episodes of) D_out, and the mean is over (the first ``metric_tasks`` of) the
     tasks; ``J_i`` is the identity for ``metric="post"`` and the adaptation's Jacobian for
-    ``metric="adapted"``. The graphs are built once, for ``task_chunk`` tasks each (the products are
-    exact whatever the chunk; ``scripts/benchmark_trpo_metric.py`` times them); every product then
-    costs backward passes only.
+    ``metric="adapted"``. The graphs are built once, for ``task_chunk`` tasks each (None: all in one);
+    every product then costs backward passes only. The products are the same whatever the chunk, up
+    to float rounding (which a long training amplifies into a different run); several small graphs
+    run faster than one big one (``scripts/benchmark_trpo_metric.py``).
     """
 
     def __init__(self, oracle: TrustRegionOracle, params: Params, estimate: MetaGradient, inner_lr: float,
                  inner_steps: int, damping: float, metric: Metric = "post", metric_episodes: int | None = None,
-                 metric_tasks: int | None = None, task_chunk: int = TASK_CHUNK) -> None:
+                 metric_tasks: int | None = None, task_chunk: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         self.params, self.damping = params, damping
         all_tasks = next(iter(estimate.adapted.values())).shape[0]
         self.tasks = all_tasks if metric_tasks is None else min(metric_tasks, all_tasks)
+        task_chunk = task_chunk or self.tasks
         self.chunks = [_TaskChunk(oracle, params, estimate, range(start, min(start + task_chunk, self.tasks)),
                                   self.tasks, inner_lr, inner_steps if metric == "adapted" else 0, metric_episodes)
                        for start in range(0, self.tasks, task_chunk)]
@@ -258,6 +257,8 @@ class TRPO(OuterOptimizer):
         metric: ``"post"`` or ``"adapted"`` (see the module docstring).
         metric_episodes: episodes per task of D_out in the metric (None: all).
         metric_tasks: tasks of the meta-batch in the metric, the first ones (None: all).
+        metric_task_chunk: tasks per graph of the metric (None: all in one graph; the same products
+            up to float rounding, faster in chunks: see :class:`TrustRegionMetric`).
         replay: how the line search re-adapts a candidate, ``"dice"`` or ``"ratio"`` (see the module
             docstring).
         direction: ``"natural"`` (``x = M^{-1} g`` by conjugate gradient) or ``"gradient"`` (``x = g``,
@@ -267,7 +268,8 @@ class TRPO(OuterOptimizer):
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
                  line_search: LineSearch = "predicted", metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
-                 direction: Direction = "natural", metric_tasks: int | None = None) -> None:
+                 direction: Direction = "natural", metric_tasks: int | None = None,
+                 metric_task_chunk: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         if replay not in REPLAYS:
@@ -282,6 +284,7 @@ class TRPO(OuterOptimizer):
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_ratio = line_search_steps, line_search_ratio
         self.metric, self.metric_episodes, self.metric_tasks = metric, metric_episodes, metric_tasks
+        self.metric_task_chunk = metric_task_chunk
         self.kl_scale = 1.0  # measured KL / the metric's quadratic prediction, at the last accepted step
 
     def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
@@ -289,7 +292,8 @@ class TRPO(OuterOptimizer):
             raise ValueError("TRPO needs the meta-gradient estimate (its oracle, adapted parameters and batches)")
         gradient = flatten(direction)
         metric = TrustRegionMetric(estimate.oracle, params, estimate, self.inner_lr, self.inner_steps,
-                                   self.cg_damping, self.metric, self.metric_episodes, self.metric_tasks)
+                                   self.cg_damping, self.metric, self.metric_episodes, self.metric_tasks,
+                                   self.metric_task_chunk)
         if self.direction == "gradient":
             search, product = gradient, metric(gradient)
         else:

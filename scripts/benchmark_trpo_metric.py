@@ -1,12 +1,13 @@
 """Time Finn et al.'s TRPO metric products with the meta-batch's graphs built per chunk of tasks.
 
-``TrustRegionMetric`` builds the graphs of ``J_i^T F_i J_i`` (the adapted metric) for ``task_chunk``
-tasks at a time and sums the chunks' products: the same product, in several small graphs. This
-script draws one meta-batch of a config (at the policy's initial parameters) and builds the metric
-with every task in one graph (the reference) and per chunk size. Each runs ``--products`` products,
-``--repeats`` times, interleaved. It prints the median seconds to build and per product, a
-product's speed-up over the reference measured in the same run, and the largest relative
-difference from the reference's products (float32 rounding only: the chunked products are exact).
+With ``outer.metric_task_chunk``, ``TrustRegionMetric`` builds the graphs of ``J_i^T F_i J_i`` (the
+adapted metric) for that many tasks at a time and sums the chunks' products: the same product, in
+several small graphs. This script draws one meta-batch of a config (at the policy's initial
+parameters) and builds the metric with every task in one graph (the reference) and per chunk size.
+Each runs ``--products`` products, ``--repeats`` times, interleaved. It prints the median seconds
+to build and per product, a product's speed-up over the reference measured in the same run, and the
+largest relative difference from the reference's products (float32 rounding only: the chunked
+products are exact).
 
 Example::
 

@@ -52,7 +52,7 @@ def _dense_hessian(function, flat):
     return torch.autograd.functional.hessian(function, flat)
 
 
-@pytest.mark.parametrize("metric_tasks, task_chunk", [(None, 8), (None, 2), (2, 1)])
+@pytest.mark.parametrize("metric_tasks, task_chunk", [(None, None), (None, 2), (2, 1)])
 @pytest.mark.parametrize("metric", ["post", "adapted"])
 def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks, task_chunk):
     """On all tasks, or the mean over the first ``metric_tasks`` only; in one graph or in chunks of tasks."""
@@ -217,6 +217,19 @@ def test_metric_episodes_keeps_the_first_episodes_of_every_task():
     assert batch.advantages.shape == batch.values.shape == batch.old_log_probs.shape == (8, 3, 2)
     assert torch.equal(batch.episodes.rewards, estimate.outer_batch.episodes.rewards[:, :, :2])
     assert first_episodes(estimate.outer_batch, None) is estimate.outer_batch
+
+
+def test_metric_task_chunk_from_the_config_takes_the_same_step_as_one_graph():
+    """Chunks of tasks change only the products' rounding (float64 here): the same TRPO step."""
+    trainers = [MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": "adapted", "metric_task_chunk": c}))
+                for c in (None, 1)]
+    assert [t.outer.metric_task_chunk for t in trainers] == [None, 1]
+    records = [t.step() for t in trainers]
+    assert records[0]["accepted"] and records[0]["line_search_steps"] == records[1]["line_search_steps"]
+    for k in trainers[0].params:
+        torch.testing.assert_close(trainers[1].params[k], trainers[0].params[k], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="metric_task_chunk"):
+        trpo_config(outer={"metric_task_chunk": 0})
 
 
 def test_metric_tasks_keeps_the_first_tasks_and_reaches_trpo_from_the_config():
