@@ -267,9 +267,9 @@ class TRPO(OuterOptimizer):
 
     def __init__(self, inner_lr: float, inner_steps: int = 1, max_kl: float = 0.01, cg_iterations: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8,
-                 line_search: LineSearch = "predicted", metric: Metric = "post", metric_episodes: int | None = None, replay: Replay = "dice",
-                 direction: Direction = "natural", metric_tasks: int | None = None,
-                 metric_task_chunk: int | None = None) -> None:
+                 line_search: LineSearch = "predicted", metric: Metric = "post",
+                 metric_episodes: int | None = None, replay: Replay = "dice", direction: Direction = "natural",
+                 metric_tasks: int | None = None, metric_task_chunk: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"TRPO metric {metric!r} is unknown; allowed: {', '.join(METRICS)}")
         if replay not in REPLAYS:
@@ -278,8 +278,7 @@ class TRPO(OuterOptimizer):
             raise ValueError(f"TRPO direction {direction!r} is unknown; allowed: {', '.join(DIRECTIONS)}")
         if line_search not in LINE_SEARCHES:
             raise ValueError(f"TRPO line search {line_search!r} is unknown; allowed: {', '.join(LINE_SEARCHES)}")
-        self.line_search = line_search
-        self.replay, self.direction = replay, direction
+        self.replay, self.direction, self.line_search = replay, direction, line_search
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_ratio = line_search_steps, line_search_ratio

@@ -65,8 +65,8 @@ def result_files(repository: Path, commit: str = "HEAD") -> dict[str, bytes]:
     """The ``icml/icml_*_results_*.pkl`` files of a work tree or of a bare git directory (at ``commit``)."""
     if commit == "HEAD" and (repository / "icml").is_dir():
         return {path.name: path.read_bytes() for path in sorted((repository / "icml").glob("icml_*_results_*.pkl"))}
-    git = ["git", "--git-dir", str(repository if commit == "HEAD" or not (repository / ".git").exists()
-                                   else repository / ".git")]
+    git_dir = repository / ".git" if (repository / ".git").exists() else repository
+    git = ["git", "--git-dir", str(git_dir)]
     listing = subprocess.run([*git, "ls-tree", "--name-only", commit, "icml/"], capture_output=True, text=True)
     if listing.returncode != 0:
         raise SystemExit(f"{repository} at {commit} is neither a work tree with icml/ nor a git directory: "
