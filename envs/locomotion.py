@@ -318,12 +318,23 @@ class TargetVelocity(LocomotionTask):
 
 
 class Direction(LocomotionTask):
-    """Run forward (+1) or backward (-1), each with probability 1/2: ``direction * v``."""
+    """Run forward (+1) with probability ``forward_probability`` (default 1/2), else backward (-1):
+    ``direction * v``."""
 
     key, dim, default = "direction", 1, {"direction": 1.0}
 
+    def __init__(self, forward_probability: float = 0.5) -> None:
+        p = _finite_number(forward_probability, "forward_probability")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"forward_probability must be in [0, 1], got {forward_probability!r}")
+        self.forward_probability = p
+
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [{"direction": float(d)} for d in 2.0 * rng.integers(0, 2, size=n) - 1.0]
+        if self.forward_probability == 0.5:  # one fair integer draw per task, as before the option
+            forward = rng.integers(0, 2, size=n) == 1
+        else:
+            forward = rng.random(size=n) < self.forward_probability
+        return [{"direction": 1.0 if f else -1.0} for f in forward]
 
     def encode(self, task: Task) -> np.ndarray:
         direction = _task_dict(task, "direction")
@@ -528,7 +539,8 @@ class HalfCheetahVel(LocomotionFamily):
 
 
 class HalfCheetahDir(LocomotionFamily):
-    """HalfCheetah running forward or backward (``direction = +/-1``, probability 1/2 each).
+    """HalfCheetah running forward or backward (``direction = +/-1``; forward with probability
+    ``forward_probability``, default 1/2).
 
     Reward ``direction * v - 0.05 ||a||^2``; see the module docstring.
     """
@@ -539,12 +551,12 @@ class HalfCheetahDir(LocomotionFamily):
     finn2017_draws = (1, 0.0, 2.0)  # test_maml_cheetah_direc.py
 
     @staticmethod
-    def task_definition() -> LocomotionTask:
-        return Direction()
+    def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
+        return Direction(forward_probability)
 
     def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
-                 threads: int = 0) -> None:
-        super().__init__(self.task_definition(), horizon, oracle, robot, threads)
+                 threads: int = 0, forward_probability: float = 0.5) -> None:
+        super().__init__(self.task_definition(forward_probability), horizon, oracle, robot, threads)
 
 
 class AntVel(LocomotionFamily):
@@ -569,7 +581,8 @@ class AntVel(LocomotionFamily):
 
 
 class AntDir(LocomotionFamily):
-    """Ant running forward or backward along x (``direction = +/-1``, probability 1/2 each).
+    """Ant running forward or backward along x (``direction = +/-1``; forward with probability
+    ``forward_probability``, default 1/2).
 
     Reward ``direction * v - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``; terminates when
     unhealthy. See the module docstring.
@@ -581,12 +594,12 @@ class AntDir(LocomotionFamily):
     finn2017_draws = (2, 0.0, 3.0)  # test_maml_ant_direc.py (np.random.seed(2))
 
     @staticmethod
-    def task_definition() -> LocomotionTask:
-        return Direction()
+    def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
+        return Direction(forward_probability)
 
     def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
-                 threads: int = 0) -> None:
-        super().__init__(self.task_definition(), horizon, oracle, robot, threads)
+                 threads: int = 0, forward_probability: float = 0.5) -> None:
+        super().__init__(self.task_definition(forward_probability), horizon, oracle, robot, threads)
 
 
 class AntGoal(LocomotionFamily):

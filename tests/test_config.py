@@ -101,3 +101,10 @@ def test_online_lipschitz_needs_dice_and_feeds_the_theory_delta_rule():
         validate(apply_overrides({"seed": 0}, [*online, "surrogate.kind=reinforce"]))
     config = validate(apply_overrides({"seed": 0}, [*online, "meta.method=hfmaml", "meta.hf_delta_rule=theory"]))
     assert config.meta.rho is None and config.outer.estimates_online
+
+
+def test_direction_families_take_a_forward_probability_and_reject_one_out_of_range():
+    config = validate(apply_overrides({}, ["env.family=halfcheetah_dir", "env.kwargs={forward_probability: 0.8}"]))
+    assert config.env.kwargs == {"forward_probability": 0.8}
+    with pytest.raises(ConfigError, match=r"forward_probability must be in \[0, 1\], got 2"):
+        validate(apply_overrides({}, ["env.family=ant_dir", "env.kwargs={forward_probability: 2}"]), "test.yaml")

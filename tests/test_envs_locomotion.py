@@ -96,6 +96,20 @@ def test_task_distributions():
     assert all(0.5 <= t["velocity"] < 0.6 for t in narrow)
 
 
+@pytest.mark.parametrize("family_cls", [HalfCheetahDir, AntDir])
+def test_direction_families_draw_forward_with_the_given_probability(family_cls):
+    def directions(family, seed, n=2000):
+        return np.array([t["direction"] for t in family.sample_tasks(n, np.random.default_rng(seed))])
+
+    # 0.8 forward: mean direction 0.6, standard error sqrt((1 - 0.6^2) / 2000) = 0.018; within 4 of them
+    assert abs(directions(family_cls(forward_probability=0.8), 1).mean() - 0.6) < 4 * 0.018
+    assert set(directions(family_cls(forward_probability=1.0), 2)) == {1.0}
+    assert set(directions(family_cls(forward_probability=0), 3)) == {-1.0}
+    # the default draws the tasks it drew before the option existed: one fair integer per task
+    expected = 2.0 * np.random.default_rng(4).integers(0, 2, size=2000) - 1.0
+    np.testing.assert_array_equal(directions(family_cls(), 4), expected)
+
+
 # ---------------------------------------------------------------- batched == single envs
 
 
@@ -164,6 +178,8 @@ def test_batched_equals_single_envs_step_for_step(name, oracle, robot):
         (HalfCheetahVel, {"velocity_low": 2.0, "velocity_high": 1.0}, "velocity_low must be < velocity_high"),
         (AntGoal, {"goal_low": 1.0, "goal_high": 1.0}, "goal_low must be < goal_high"),
         (AntDir, {"oracle": "yes"}, "oracle must be true or false"),
+        (HalfCheetahDir, {"forward_probability": 1.5}, r"forward_probability must be in \[0, 1\]"),
+        (AntDir, {"forward_probability": float("nan")}, "forward_probability must be a finite number"),
     ],
 )
 def test_bad_family_arguments(family_cls, kwargs, pattern):
