@@ -59,6 +59,10 @@ PUBLISHED = {
     "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
     "ant-goal": {},
 }
+# The budget behind each published MAML row, iterations x tasks x episodes per task: the paper's for
+# navigation, the authors' checkpoint (their test scripts) for locomotion; none published for the Ant goal.
+PUBLISHED_BUDGETS = {"navigation": (500, 20, 20), "halfcheetah-vel": (475, 40, 10), "halfcheetah-dir": (100, 40, 20),
+                     "ant-vel": (375, 40, 20), "ant-dir": (575, 40, 40)}
 # The two evaluations of every run: as the published values were measured, and unbiased.
 EVALUATIONS = ("published", "unbiased")
 # The authors' test tasks, where a family has them (maml_examples/test_maml_*.py; none for the Ant goal).
@@ -91,6 +95,15 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
             "their later test scripts run its parallel sampler, the `workers` protocol, which keeps them), and "
             "the steps after the first taken at "
             f"{settings['later_step_scale']:g} times the first, as their test does.")
+
+
+def published_budget(family: str) -> str:
+    """The training budget behind the family's published MAML row, in words."""
+    if family not in PUBLISHED_BUDGETS:
+        return "no published run"
+    iterations, tasks, episodes = PUBLISHED_BUDGETS[family]
+    source = "the paper's" if family == "navigation" else "the authors' MAML checkpoint's"
+    return f"{source}: {iterations} x {tasks} x {episodes}"
 
 
 TITLES = {"navigation": "2D navigation", "halfcheetah-vel": "HalfCheetah velocity",
@@ -239,8 +252,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
              "values were measured, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale`, see the "
              f"README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
              f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
-             f"{config.meta.episodes_per_task} episodes (the paper's: 500 x {20 if family == 'navigation' else 40} "
-             f"x 20). Configs: "
+             f"{config.meta.episodes_per_task} episodes ({published_budget(family)}). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
              f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
              "below include any other load the machine had.", ""]

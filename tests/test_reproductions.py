@@ -114,6 +114,7 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     assert "## Mean return on held-out tasks, published" in page and "authors' 3 test tasks (task set `finn2017`)" in page
     assert "## Mean return on held-out tasks, unbiased" in page
     assert "the steps after the first taken at 0.5 times the first" in page
+    assert "(the paper's: 500 x 20 x 20)" in page
     for evaluation in ("", "-stepsprotocol-finn2017tasks-laterstep0.5"):
         assert (runs / "maml-seed2" / f"evaluation-3tasks-3steps-40episodes-seed20171{evaluation}.json").exists()
     assert (out / "tiny.png").stat().st_size > 0
@@ -143,6 +144,7 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp
     page = (out / "tiny.md").read_text()
     assert page.startswith("# HalfCheetah velocity: MAML against Finn et al. (2017)")
     assert "1 meta-iterations of 2 tasks x 2 episodes" in page and "-129.5 / -78.6 / -66.6 / -60.8" in page
+    assert "(the authors' MAML checkpoint's: 475 x 40 x 10)" in page
 
 
 def test_reproduction_resumes_a_run_stopped_after_a_checkpoint(tmp_path):
