@@ -345,9 +345,13 @@ class Direction(LocomotionTask):
     def progress(self, tasks: np.ndarray, velocity: np.ndarray, position: np.ndarray) -> np.ndarray:
         return tasks[:, 0] * velocity[:, 0]
 
+    # The authors' direction envs when their result files were made (rllab/envs/mujoco/*_rand_direc.py at
+    # cbfinn/maml_rl 4d41869): goals U(0.1, 0.8), backward below 0.4.
+    finn2017_backward_below = 0.4
+
     def from_draws(self, draws: np.ndarray, low: float, high: float) -> list[Task]:
-        """Backward below the middle of ``[low, high]``, forward from it (the authors' encoding)."""
-        return [{"direction": -1.0 if g < (low + high) / 2 else 1.0} for g in draws]
+        """Backward below 0.4, forward from it (the authors' encoding for draws on ``[0.1, 0.8]``)."""
+        return [{"direction": -1.0 if g < self.finn2017_backward_below else 1.0} for g in draws]
 
 
 class GoalPosition(LocomotionTask):
@@ -548,7 +552,7 @@ class HalfCheetahDir(LocomotionFamily):
     name = "halfcheetah_dir"
     robots = {"rllab": HALF_CHEETAH, "v5": HALF_CHEETAH_V5}
     env_id = "metarl/HalfCheetahDir-v0"
-    finn2017_draws = (1, 0.0, 2.0)  # test_maml_cheetah_direc.py
+    finn2017_draws = (1, 0.1, 0.8)  # examples/test_vpg_cheetah_direc.py at their results commit
 
     @staticmethod
     def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
@@ -591,7 +595,10 @@ class AntDir(LocomotionFamily):
     name = "ant_dir"
     robots = {"rllab": ANT, "v5": ANT_V5}
     env_id = "metarl/AntDir-v0"
-    finn2017_draws = (2, 0.0, 3.0)  # test_maml_ant_direc.py (np.random.seed(2))
+    # examples/test_vpg_ant_direc.py at their results commit: 20 forward, 20 backward. Their later
+    # maml_examples/test_maml_ant_direc.py (U[0, 3], backward below 1.5) gives 15 and 25; the result
+    # files' rows split 20 / 20 (docs/results/finn2017-result-files.md).
+    finn2017_draws = (2, 0.1, 0.8)
 
     @staticmethod
     def task_definition(forward_probability: float = 0.5) -> LocomotionTask:

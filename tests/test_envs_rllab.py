@@ -327,13 +327,22 @@ def test_finn2017_velocities_are_the_test_scripts_draws(family_cls, seed, high):
     np.testing.assert_array_equal([t["velocity"] for t in tasks], draws)
 
 
-@pytest.mark.parametrize(("family_cls", "seed", "high"), [(HalfCheetahDir, 1, 2.0), (AntDir, 2, 3.0)])
-def test_finn2017_directions_are_the_test_scripts_draws(family_cls, seed, high):
+@pytest.mark.parametrize(("family_cls", "seed", "backward"), [(HalfCheetahDir, 1, 22), (AntDir, 2, 20)])
+def test_finn2017_directions_are_the_test_scripts_draws(family_cls, seed, backward):
     tasks = family_cls().task_set("finn2017")
     np.random.seed(seed)
-    draws = np.random.uniform(0.0, high, size=(40,))
-    np.testing.assert_array_equal([t["direction"] for t in tasks], np.where(draws < high / 2, -1.0, 1.0))
-    assert {t["direction"] for t in tasks} == {-1.0, 1.0}
+    draws = np.random.uniform(0.1, 0.8, size=(40,))  # examples/test_vpg_*_direc.py at cbfinn/maml_rl 4d41869
+    np.testing.assert_array_equal([t["direction"] for t in tasks], np.where(draws < 0.4, -1.0, 1.0))
+    assert sum(t["direction"] == -1.0 for t in tasks) == backward
+
+
+def test_finn2017_cheetah_directions_agree_with_the_later_scripts_draws():
+    """On seed 1 the later test script's U[0, 2] split at 1 puts the same tasks backward (so the
+    HalfCheetahDir pages keep their tasks); on the Ant's seed 2 it would put 25 backward, not 20."""
+    later = {seed: np.where(np.random.RandomState(seed).uniform(0.0, high, size=40) < high / 2, -1.0, 1.0)
+             for seed, high in ((1, 2.0), (2, 3.0))}
+    np.testing.assert_array_equal([t["direction"] for t in HalfCheetahDir().task_set("finn2017")], later[1])
+    assert sum(later[2] == -1.0) == 25
 
 
 def test_ant_goal_has_no_published_test_set():
