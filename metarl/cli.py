@@ -75,6 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     overrides += [f"evaluation.workers={args.workers}"] if args.workers is not None else []
     overrides += [f"evaluation.task_set={args.task_set}"] if args.task_set else []
     overrides += [f"evaluation.later_step_scale={args.later_step_scale}"] if args.later_step_scale is not None else []
+    overrides += [f"evaluation.first_step_scale={args.first_step_scale}"] if args.first_step_scale is not None else []
     configs = [load_config(d / "config.yaml", overrides) for d in run_dirs]
     if args.workers is not None and any(c.evaluation.protocol != "workers" for c in configs):
         raise ValueError("--workers applies to the 'workers' protocol only: add --protocol workers")
@@ -247,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--later-step-scale", type=float, default=None, metavar="SCALE",
                             help="take the steps after the first at SCALE times the inner step (Finn et al.'s test: 0.5; "
                                  "default: the run config's evaluation.later_step_scale)")
+    evaluation.add_argument("--first-step-scale", type=float, default=None, metavar="SCALE",
+                            help="take the first step at SCALE times the inner step (Finn et al.'s test code from "
+                                 "February to April 2017 took every step at 0.5; default: the run config's "
+                                 "evaluation.first_step_scale, 1)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
     export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")

@@ -160,6 +160,7 @@ class EvaluationConfig(_Section):
     workers: int = Field(4, ge=1)  # the "workers" protocol's parallel workers (Finn et al.'s test scripts: 4)
     task_set: Optional[str] = None
     later_step_scale: float = Field(1.0, gt=0)  # steps after the first at this multiple of the inner step
+    first_step_scale: float = Field(1.0, gt=0)  # the first step at this multiple of the inner step
 
 
 class CheckpointConfig(_Section):

@@ -23,7 +23,8 @@ Three collection protocols (``evaluation.protocol``), each used for the steps an
 The held-out tasks are drawn from the evaluation seed's task stream, or, with
 ``evaluation.task_set``, are the first ones of a fixed list the family names (navigation's
 ``finn2017``: the 40 test goals of Finn et al.). ``evaluation.later_step_scale`` takes the steps
-after the first at a multiple of the inner step (Finn et al.'s test scripts: 0.5).
+after the first at a multiple of the inner step (Finn et al.'s test scripts: 0.5),
+``evaluation.first_step_scale`` the first.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class EvaluationResult:
     later_step_scale: float = 1.0
     task_returns: list[list[float]] | None = None
     workers: int | None = None  # the "workers" protocol's
+    first_step_scale: float = 1.0
 
     def describe(self) -> str:
         """How the result was measured, for a table's heading: tasks, collection, step sizes."""
@@ -77,8 +79,9 @@ class EvaluationResult:
                       "steps": f"{self.episodes_per_task} x horizon steps per task and step ('steps' protocol)",
                       "workers": f"{self.episodes_per_task} x horizon steps per task and step on {self.workers} "
                                  "workers, episodes under way kept ('workers' protocol)"}[self.protocol]
+        first = "" if self.first_step_scale == 1.0 else f", the first step at {self.first_step_scale:g}x"
         later = "" if self.later_step_scale == 1.0 else f", steps after the first at {self.later_step_scale:g}x"
-        return f"{tasks}, {collection}{later}"
+        return f"{tasks}, {collection}{first}{later}"
 
     def table(self) -> str:
         rows = [(k, m, s) for k, m, s in zip(self.steps, self.mean_return, self.stderr)]
@@ -88,6 +91,8 @@ class EvaluationResult:
         data = asdict(self)
         if data["workers"] is None:  # only the "workers" protocol has it; other files keep their old fields
             del data["workers"]
+        if data["first_step_scale"] == 1.0:
+            del data["first_step_scale"]
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -160,9 +165,9 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
-    step, or to that many episodes' steps with the ``"steps"`` and ``"workers"`` protocols), the steps after the first
-    scaled by ``evaluation.later_step_scale``; returns the task-batched parameters after 0..steps
-    steps and the batch drawn at each. The steps run on ``params``' device (a run's files hold CPU
+    step, or to that many episodes' steps with the ``"steps"`` and ``"workers"`` protocols), the first step
+    scaled by ``evaluation.first_step_scale`` and the later ones by ``evaluation.later_step_scale``;
+    returns the task-batched parameters after 0..steps steps and the batch drawn at each. The steps run on ``params``' device (a run's files hold CPU
     tensors, so ``metarl evaluate`` works on any machine)."""
     family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
@@ -173,8 +178,8 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
     settings = config.evaluation
     with build_collection(config, family, policy, seed, episodes, settings.protocol, settings.workers) as sampler:
         oracle = build_oracle(config, sampler, tasks, (EVALUATION_ROLLOUT_STREAM,))
-        return adapt(oracle, start, inner_lr=alpha, steps=steps, later_step_scale=config.evaluation.later_step_scale,
-                     on_batch=on_batch)
+        return adapt(oracle, start, inner_lr=alpha, steps=steps, later_step_scale=settings.later_step_scale,
+                     first_step_scale=settings.first_step_scale, on_batch=on_batch)
 
 
 LATEST_EVALUATION = "evaluation.json"
@@ -182,13 +187,15 @@ LATEST_EVALUATION = "evaluation.json"
 
 def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes_per_task: int, seed: int,
                     protocol: str = "episodes", task_set: str | None = None, later_step_scale: float = 1.0,
-                    workers: int | None = None) -> Path:
+                    workers: int | None = None, first_step_scale: float = 1.0) -> Path:
     """Where :func:`save_evaluation` keeps the result of these settings: ``evaluation-<tasks>tasks-
-    <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol|-<n>workersprotocol][-<set>tasks][-laterstep<scale>].json``."""
+    <steps>steps-<episodes>episodes-seed<seed>[-stepsprotocol|-<n>workersprotocol][-<set>tasks][-firststep<scale>]
+    [-laterstep<scale>].json``."""
     if protocol == "workers" and workers is None:
         raise ValueError("the 'workers' protocol's file name needs its number of workers")
     collection = {"episodes": "", "steps": "-stepsprotocol", "workers": f"-{workers}workersprotocol"}[protocol]
     suffix = collection + ("" if task_set is None else f"-{task_set}tasks")
+    suffix += "" if first_step_scale == 1 else f"-firststep{first_step_scale:g}"
     suffix += "" if later_step_scale == 1 else f"-laterstep{later_step_scale:g}"
     return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
 
@@ -199,7 +206,8 @@ def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
     an evaluation with other settings never replaces it. Returns the second path."""
     named = evaluation_path(run_dir, num_tasks=result.num_tasks, steps=result.steps[-1],
                             episodes_per_task=result.episodes_per_task, seed=result.seed, protocol=result.protocol,
-                            task_set=result.task_set, later_step_scale=result.later_step_scale, workers=result.workers)
+                            task_set=result.task_set, later_step_scale=result.later_step_scale, workers=result.workers,
+                            first_step_scale=result.first_step_scale)
     result.save(named)
     result.save(Path(run_dir) / LATEST_EVALUATION)
     return named
@@ -250,4 +258,5 @@ def evaluate(
     return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
                             config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale,
                             [returns.tolist() for returns in per_task],
-                            config.evaluation.workers if config.evaluation.protocol == "workers" else None)
+                            config.evaluation.workers if config.evaluation.protocol == "workers" else None,
+                            config.evaluation.first_step_scale)

@@ -316,10 +316,11 @@ def meta_gradient(
 
 
 def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int, later_step_scale: float = 1.0,
+          first_step_scale: float = 1.0,
           on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params``, each on a fresh batch: the first of size
-    ``inner_lr``, the later ones of ``later_step_scale * inner_lr`` (Finn et al.'s test code takes
-    them at half the first).
+    ``first_step_scale * inner_lr``, the later ones of ``later_step_scale * inner_lr`` (Finn et al.'s
+    test code takes them at half the inner step).
 
     Returns the parameters after 0..steps steps and the batches drawn at each of them
     (``steps + 1`` of each: the last batch measures the fully adapted parameters).
@@ -333,7 +334,7 @@ def adapt(oracle: TaskOracle, params: Params, *, inner_lr: float, steps: int, la
             on_batch(k, batches[k])
         if k < steps:
             grad = _gradient(oracle, _leaf(thetas[k]), batches[k])
-            step_size = inner_lr if k == 0 else inner_lr * later_step_scale
+            step_size = inner_lr * (first_step_scale if k == 0 else later_step_scale)
             thetas.append(_axpy(thetas[k], step_size, grad, task_axis))
     return thetas, batches
 

@@ -7,7 +7,7 @@ with the ``metarl train`` command, and evaluates every run on the same 40 held-o
 0..3 adaptation steps (the configs' ``evaluation`` section, fixed seed) twice: as the published
 values were measured (the authors' test tasks, ``finn2017``, where the family has them, their
 step budget, the ``steps`` protocol, and their test's step sizes: the first is the config's inner
-step, the later ones half of it, a hundredth on the Ant direction) and unbiased (tasks drawn from the evaluation seed,
+step, the later ones half of it) and unbiased (tasks drawn from the evaluation seed,
 independent episodes, every step the training inner step). Writes a markdown page with both tables beside the
 published one, the per-seed numbers, the wall time, and a plot.
 
@@ -67,9 +67,9 @@ PUBLISHED_BUDGETS = {"navigation": (500, 20, 20), "halfcheetah-vel": (475, 40, 1
 EVALUATIONS = ("published", "unbiased")
 # The authors' test tasks, where a family has them (maml_examples/test_maml_*.py; none for the Ant goal).
 TASK_SETS = {family: "finn2017" for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
-# Their tests take every step after the first at half its size; the Ant direction's at a hundredth
-# (test_maml_ant_direc.py: learning_rate 0.01 * step_size).
-LATER_STEP_SCALES = {"ant-dir": 0.01}
+# Their tests take every step after the first at half the inner step (examples/test_vpg_*.py at their
+# results commit 4d41869, whose tasks the result files hold; the hundredth of the Ant direction's July
+# script, maml_examples/test_maml_ant_direc.py, came after the files).
 PUBLISHED_LATER_STEP_SCALE = 0.5
 
 
@@ -77,7 +77,7 @@ def evaluation_settings(family: str, evaluation: str) -> dict[str, str | float |
     """``protocol``, ``task_set`` and ``later_step_scale`` of one of the :data:`EVALUATIONS`."""
     if evaluation == "published":
         return {"protocol": "steps", "task_set": TASK_SETS.get(family),
-                "later_step_scale": LATER_STEP_SCALES.get(family, PUBLISHED_LATER_STEP_SCALE)}
+                "later_step_scale": PUBLISHED_LATER_STEP_SCALE}
     return {"protocol": "episodes", "task_set": None, "later_step_scale": 1.0}
 
 
@@ -179,7 +179,7 @@ def result_path(directory: Path, family: str, method: str, overrides: list[str],
     return evaluation_path(directory, num_tasks=settings.tasks, steps=settings.steps, seed=settings.seed,
                            episodes_per_task=settings.episodes_per_task or config.meta.episodes_per_task,
                            protocol=settings.protocol, task_set=settings.task_set,
-                           later_step_scale=settings.later_step_scale,
+                           later_step_scale=settings.later_step_scale, first_step_scale=settings.first_step_scale,
                            workers=settings.workers if settings.protocol == "workers" else None)
 
 

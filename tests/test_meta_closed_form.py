@@ -347,16 +347,17 @@ class _Quadratic:
         return -0.5 * (params["x"] - self.target).pow(2).sum()
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.5])
-def test_adapt_takes_the_later_steps_at_their_scale(scale: float) -> None:
+@pytest.mark.parametrize(("first", "scale"), [(1.0, 1.0), (1.0, 0.5), (0.5, 0.5), (0.25, 1.0)])
+def test_adapt_takes_the_first_and_later_steps_at_their_scales(first: float, scale: float) -> None:
     """``x_{k+1} = x_k + alpha_k (target - x_k)``: ``x_k - target = (x_0 - target) prod_j (1 - alpha_j)``
-    with ``alpha_0 = alpha`` and ``alpha_j = scale * alpha`` after."""
+    with ``alpha_0 = first * alpha`` and ``alpha_j = scale * alpha`` after."""
     from metarl.meta import adapt
 
     target, start, alpha = torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]), 0.3
-    thetas, batches = adapt(_Quadratic(target), {"x": start}, inner_lr=alpha, steps=3, later_step_scale=scale)
+    thetas, batches = adapt(_Quadratic(target), {"x": start}, inner_lr=alpha, steps=3, later_step_scale=scale,
+                            first_step_scale=first)
     assert len(thetas) == len(batches) == 4
     factor = 1.0
     for k, theta in enumerate(thetas):
         torch.testing.assert_close(theta["x"] - target, (start - target) * factor)
-        factor *= 1 - (alpha if k == 0 else scale * alpha)
+        factor *= 1 - (first if k == 0 else scale) * alpha

@@ -167,6 +167,14 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-seed20171-laterstep0.5.json").later_step_scale == 0.5
     result = metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
     assert result.returncode == 2 and "evaluation.later_step_scale" in result.stderr
+    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "1", "--first-step-scale", "0.5",
+                    "--later-step-scale", "0.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "the first step at 0.5x, steps after the first at 0.5x" in result.stdout
+    named = run_dir / "evaluation-2tasks-1steps-2episodes-seed20171-firststep0.5-laterstep0.5.json"
+    assert EvaluationResult.load(named).first_step_scale == 0.5
+    result = metarl("evaluate", str(run_dir), "--first-step-scale", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and "evaluation.first_step_scale" in result.stderr
 
 
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
@@ -419,6 +427,18 @@ def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
     assert save_evaluation(halved, tmp_path).name == "evaluation-3tasks-2steps-2episodes-seed20171-laterstep0.5.json"
     with pytest.raises(ValueError, match="later_step_scale"):
         validate({"evaluation": {"later_step_scale": 0}})
+
+
+def test_first_step_scale_changes_the_returns_after_one_step_and_keeps_old_files_fields(tmp_path):
+    from metarl.evaluation import save_evaluation
+
+    sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
+    params = MetaTrainer(tiny(**sections)).params
+    full = evaluate(tiny(**sections), params, num_tasks=3, steps=1)
+    halved = evaluate(tiny(**sections, evaluation={"first_step_scale": 0.5}), params, num_tasks=3, steps=1)
+    assert halved.mean_return[0] == full.mean_return[0] and halved.mean_return[1] != full.mean_return[1]
+    assert save_evaluation(halved, tmp_path).name == "evaluation-3tasks-1steps-2episodes-seed20171-firststep0.5.json"
+    assert "first_step_scale" not in json.loads(save_evaluation(full, tmp_path).read_text())  # as files had before
 
 
 def test_evaluation_checks_seed_and_parameter_shapes():
