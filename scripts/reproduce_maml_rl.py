@@ -65,6 +65,9 @@ PUBLISHED_BUDGETS = {"navigation": (500, 20, 20), "halfcheetah-vel": (475, 40, 1
                      "ant-vel": (375, 40, 20), "ant-dir": (575, 40, 40)}
 # The two evaluations of every run: as the published values were measured, and unbiased.
 EVALUATIONS = ("published", "unbiased")
+# With --half-first-step, a third: as published, but every step at half the inner step, as the authors'
+# test code took them from February to April 2017 (first_order_optimizer.py, 87325bb to 285393d).
+HALF_FIRST_STEP = "published, every step at half"
 # The authors' test tasks, where a family has them (maml_examples/test_maml_*.py; none for the Ant goal).
 TASK_SETS = {family: "finn2017" for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
 # Their tests take every step after the first at half the inner step (examples/test_vpg_*.py at their
@@ -74,11 +77,12 @@ PUBLISHED_LATER_STEP_SCALE = 0.5
 
 
 def evaluation_settings(family: str, evaluation: str) -> dict[str, str | float | None]:
-    """``protocol``, ``task_set`` and ``later_step_scale`` of one of the :data:`EVALUATIONS`."""
-    if evaluation == "published":
-        return {"protocol": "steps", "task_set": TASK_SETS.get(family),
-                "later_step_scale": PUBLISHED_LATER_STEP_SCALE}
-    return {"protocol": "episodes", "task_set": None, "later_step_scale": 1.0}
+    """``protocol``, ``task_set``, ``later_step_scale`` and ``first_step_scale`` of one of the
+    :data:`EVALUATIONS` or :data:`HALF_FIRST_STEP`."""
+    if evaluation in ("published", HALF_FIRST_STEP):
+        return {"protocol": "steps", "task_set": TASK_SETS.get(family), "later_step_scale": PUBLISHED_LATER_STEP_SCALE,
+                "first_step_scale": 0.5 if evaluation == HALF_FIRST_STEP else 1.0}
+    return {"protocol": "episodes", "task_set": None, "later_step_scale": 1.0, "first_step_scale": 1.0}
 
 
 def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str:
@@ -93,8 +97,9 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
             f"episodes hold {n} x horizon steps; episodes still running are dropped, so episodes that end early "
             "count more; rllab's vectorised sampler is what their code ran when the result files were made, "
             "their later test scripts run its parallel sampler, the `workers` protocol, which keeps them), and "
-            "the steps after the first taken at "
-            f"{settings['later_step_scale']:g} times the first, as their test does.")
+            + ("every step taken at half the inner step, as their test code took them from February to April 2017."
+               if evaluation == HALF_FIRST_STEP else
+               f"the steps after the first taken at {settings['later_step_scale']:g} times the first, as their test does."))
 
 
 def published_budget(family: str) -> str:
@@ -190,7 +195,8 @@ def evaluate_run(directory: Path, family: str, method: str, overrides: list[str]
     settings = evaluation_settings(family, evaluation)
     command = [sys.executable, "-m", "metarl", "evaluate", str(directory), "--protocol", settings["protocol"],
                *(["--task-set", settings["task_set"]] if settings["task_set"] else []),
-               "--later-step-scale", str(settings["later_step_scale"]), "--quiet"]
+               "--later-step-scale", str(settings["later_step_scale"]),
+               "--first-step-scale", str(settings["first_step_scale"]), "--quiet"]
     done = subprocess.run(command, env=metarl_environment(), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"evaluating {directory} ({evaluation}) failed:\n{done.stderr[-3000:]}")
@@ -237,17 +243,19 @@ def over_seeds(results: dict[tuple[str, int], EvaluationResult], method: str, se
 
 
 def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
-              out: Path, page: str, command: str, jobs: int, overrides: list[str]) -> str:
+              out: Path, page: str, command: str, jobs: int, overrides: list[str],
+              evaluations: tuple[str, ...] = EVALUATIONS) -> str:
     results = {e: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), family, m, overrides, e))
                    for m in methods for s in seeds}
-               for e in EVALUATIONS}
+               for e in evaluations}
     first = results["unbiased"][(methods[0], seeds[0])]
     steps = first.steps
     config = load_config(config_path(family, methods[0]), overrides)
     n = first.episodes_per_task
     lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
              f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
-             f"Every run is evaluated twice, each time on the same {first.num_tasks} held-out tasks for all runs, "
+             f"Every run is evaluated {'twice' if len(evaluations) == 2 else f'{len(evaluations)} times'}, each time "
+             f"on the same {first.num_tasks} held-out tasks for all runs, "
              f"after 0..{steps[-1]} policy-gradient steps, the first of the training inner step: as the published "
              "values were measured, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale`, see the "
              f"README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
@@ -256,7 +264,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
              f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "
              "below include any other load the machine had.", ""]
-    for evaluation in EVALUATIONS:
+    for evaluation in evaluations:
         lines += [f"## Mean return on held-out tasks, {evaluation}", "",
                   describe(family, evaluation, n, first.num_tasks, first.seed) + " Mean over seeds +/- standard "
                   "error over seeds.", "", returns_table(results[evaluation], family, methods, seeds, steps), ""]
@@ -266,7 +274,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     rows = []
     for method in methods:
         for s in seeds:
-            for evaluation in EVALUATIONS:
+            for evaluation in evaluations:
                 r = results[evaluation][(method, s)]
                 rows.append((LABELS[method], s, evaluation,
                              *[f"{m:.2f} +/- {e:.2f}" for m, e in zip(r.mean_return, r.stderr)]))
@@ -296,7 +304,11 @@ def main() -> None:
     parser.add_argument("--page", default=None, help="name of the page and plot (default: the family)")
     parser.add_argument("--runs", type=Path, default=None, help="default: runs/reproduce-<page>")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--half-first-step", action="store_true",
+                        help="also evaluate as published with every step at half the inner step (the authors' test "
+                             "code from February to April 2017)")
     args = parser.parse_args()
+    evaluations = (*EVALUATIONS, HALF_FIRST_STEP) if args.half_first_step else EVALUATIONS
     page_name = args.page or args.family
     runs = args.runs or ROOT / "runs" / f"reproduce-{page_name}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -306,14 +318,14 @@ def main() -> None:
         walls = dict(zip(jobs, pool.map(
             lambda job: train(config_path(args.family, job[0]), run_dir(runs, *job), job[1], args.set),
             jobs)))
-        evaluations = [(job, e) for job in jobs for e in EVALUATIONS]  # training did the unbiased one
         list(pool.map(lambda item: evaluate_run(run_dir(runs, *item[0]), args.family, item[0][0], args.set, item[1]),
-                      evaluations))
+                      [(job, e) for job in jobs for e in evaluations]))  # training did the unbiased one
     command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
                        + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
-                       + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else []))
+                       + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else [])
+                       + (["--half-first-step"] if args.half_first_step else []))
     page = summarise(args.family, args.methods, runs, args.seeds, walls, args.out, page_name, command, args.jobs,
-                     args.set)
+                     args.set, evaluations)
     (args.out / f"{page_name}.md").write_text(page)
     print(page)
 
