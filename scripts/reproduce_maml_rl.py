@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -320,10 +321,11 @@ def main() -> None:
             jobs)))
         list(pool.map(lambda item: evaluate_run(run_dir(runs, *item[0]), args.family, item[0][0], args.set, item[1]),
                       [(job, e) for job in jobs for e in evaluations]))  # training did the unbiased one
-    command = " ".join(["python scripts/reproduce_maml_rl.py --family", args.family, "--seeds", *map(str, args.seeds)]
-                       + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
-                       + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else [])
-                       + (["--half-first-step"] if args.half_first_step else []))
+    command = shlex.join(["python", "scripts/reproduce_maml_rl.py", "--family", args.family,
+                          "--seeds", *map(str, args.seeds)]
+                         + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])
+                         + (["--set", *args.set] if args.set else []) + (["--page", page_name] if args.page else [])
+                         + (["--half-first-step"] if args.half_first_step else []))
     page = summarise(args.family, args.methods, runs, args.seeds, walls, args.out, page_name, command, args.jobs,
                      args.set, evaluations)
     (args.out / f"{page_name}.md").write_text(page)

@@ -138,13 +138,14 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp
     assert unknown.returncode == 2 and "invalid choice: 'reptile'" in unknown.stderr
     done = subprocess.run([*base, "--methods", "maml", "--set", "train.iterations=1", "meta.batch_tasks=2",
                            "meta.episodes_per_task=2", "evaluation.tasks=2", "evaluation.steps=1",
-                           "env.kwargs.horizon=5", "policy.hidden_sizes=[8]", "--half-first-step"],
+                           "env.kwargs.horizon=5", "policy.hidden_sizes=[8, 8]", "--half-first-step"],
                           capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     page = (out / "tiny.md").read_text()
     assert page.startswith("# HalfCheetah velocity: MAML against Finn et al. (2017)")
     assert "1 meta-iterations of 2 tasks x 2 episodes" in page and "-129.5 / -78.6 / -66.6 / -60.8" in page
     assert "(the authors' MAML checkpoint's: 475 x 40 x 10)" in page
+    assert "env.kwargs.horizon=5 'policy.hidden_sizes=[8, 8]' --page tiny --half-first-step`" in page  # a shell command
     assert "## Mean return on held-out tasks, published, every step at half" in page and "--half-first-step`" in page
     assert "every step taken at half the inner step" in page and "evaluated 3 times" in page
     assert (runs / "maml-seed1" / "evaluation-2tasks-1steps-20episodes-seed20171-stepsprotocol-finn2017tasks"
