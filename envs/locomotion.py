@@ -15,9 +15,9 @@ Rewards, with ``v`` the robot's forward (x) velocity, ``a`` the action clipped t
 family              task distribution               reward per step
 ==================  ==============================  ===========================================================
 ``halfcheetah_vel`` ``velocity ~ U[0, 2]``          ``-|v - velocity| - 0.05 ||a||^2``
-``halfcheetah_dir`` ``direction = +/-1``, p = 1/2   ``direction * v - 0.05 ||a||^2``
+``halfcheetah_dir`` ``direction = +/-1``           ``direction * v - 0.05 ||a||^2``
 ``ant_vel``         ``velocity ~ U[0, 3]``          ``-|v - velocity| + 1 - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``
-``ant_dir``         ``direction = +/-1``, p = 1/2   ``direction * v - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``
+``ant_dir``         ``direction = +/-1``           ``direction * v - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``
 ``ant_goal``        ``goal ~ U[-3, 3]^2``           ``-||p - goal||_1 + 4 - 0.005 ||a||^2 - 0.0005 ||f||^2 + 0.05``
 ==================  ==============================  ===========================================================
 
@@ -27,8 +27,11 @@ bonus keep the Ant's reward positive so that it does not learn to end episodes e
 episode terminates when the torso height leaves ``[0.2, 1.0]`` or the state is not finite, and
 the survive bonus is paid on the terminating step too; the HalfCheetah never terminates.
 Episodes are truncated after ``horizon`` steps (200 by default, as in the paper). The direction
-tasks are drawn as +/-1 with probability 1/2; the authors draw ``g ~ U[0, 2]`` (``U[0, 3]`` for the
-Ant) and run backward when ``g`` is below the middle, the same distribution.
+tasks are drawn forward with probability ``forward_probability`` (1/2 by default, the paper's
+description). The authors' code encodes a direction as a goal ``g``, backward below a threshold:
+``g ~ U[0.1, 0.8]`` below 0.4 (4/7 forward) when the result files were made, and after April 2017
+``U[0, 2]`` (``U[0, 3]`` for the Ant) below the middle; their training draws changed to those ranges
+78 minutes before their thresholds did.
 
 Two robots per family, chosen with ``robot`` (``env.kwargs: {robot: v5}`` in a config):
 
@@ -351,6 +354,8 @@ class Direction(LocomotionTask):
 
     def from_draws(self, draws: np.ndarray, low: float, high: float) -> list[Task]:
         """Backward below 0.4, forward from it (the authors' encoding for draws on ``[0.1, 0.8]``)."""
+        if not low < self.finn2017_backward_below < high:
+            raise ValueError(f"direction draws must straddle {self.finn2017_backward_below}, got [{low}, {high}]")
         return [{"direction": -1.0 if g < self.finn2017_backward_below else 1.0} for g in draws]
 
 
@@ -446,7 +451,8 @@ class LocomotionFamily(TaskFamily):
 
     def task_set(self, name: str) -> list[Task]:
         """``"finn2017"``: the 40 test tasks of Finn et al.'s results for this family, as their test script
-        draws them (``maml_examples/test_maml_*.py``: ``np.random.seed(s)``, then 40 uniform draws)."""
+        draws them (``np.random.seed(s)``, then 40 uniform draws: the ranges of which the result files'
+        returns show; see ``finn2017_draws`` of each family)."""
         if name != "finn2017" or self.finn2017_draws is None:
             return super().task_set(name)
         seed, low, high = self.finn2017_draws
@@ -531,7 +537,7 @@ class HalfCheetahVel(LocomotionFamily):
     name = "halfcheetah_vel"
     robots = {"rllab": HALF_CHEETAH, "v5": HALF_CHEETAH_V5}
     env_id = "metarl/HalfCheetahVel-v0"
-    finn2017_draws = (1, 0.0, 2.0)  # test_maml_cheetah.py
+    finn2017_draws = (1, 0.0, 2.0)  # the result files' returns change with the goal as U[0, 2] draws do
 
     @staticmethod
     def task_definition(velocity_low: float = 0.0, velocity_high: float = 2.0) -> LocomotionTask:
@@ -542,7 +548,20 @@ class HalfCheetahVel(LocomotionFamily):
         super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle, robot, threads)
 
 
-class HalfCheetahDir(LocomotionFamily):
+class DirectionFamily(LocomotionFamily):
+    """A robot running forward or backward (:class:`Direction`), forward with probability
+    ``forward_probability``."""
+
+    @staticmethod
+    def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
+        return Direction(forward_probability)
+
+    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
+                 threads: int = 0, forward_probability: float = 0.5) -> None:
+        super().__init__(self.task_definition(forward_probability), horizon, oracle, robot, threads)
+
+
+class HalfCheetahDir(DirectionFamily):
     """HalfCheetah running forward or backward (``direction = +/-1``; forward with probability
     ``forward_probability``, default 1/2).
 
@@ -553,14 +572,6 @@ class HalfCheetahDir(LocomotionFamily):
     robots = {"rllab": HALF_CHEETAH, "v5": HALF_CHEETAH_V5}
     env_id = "metarl/HalfCheetahDir-v0"
     finn2017_draws = (1, 0.1, 0.8)  # examples/test_vpg_cheetah_direc.py at their results commit
-
-    @staticmethod
-    def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
-        return Direction(forward_probability)
-
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
-                 threads: int = 0, forward_probability: float = 0.5) -> None:
-        super().__init__(self.task_definition(forward_probability), horizon, oracle, robot, threads)
 
 
 class AntVel(LocomotionFamily):
@@ -573,7 +584,7 @@ class AntVel(LocomotionFamily):
     name = "ant_vel"
     robots = {"rllab": ANT, "v5": ANT_V5}
     env_id = "metarl/AntVel-v0"
-    finn2017_draws = (1, 0.0, 3.0)  # test_maml_ant.py
+    finn2017_draws = (1, 0.0, 3.0)  # the result files' returns change with the goal as U[0, 3] draws do
 
     @staticmethod
     def task_definition(velocity_low: float = 0.0, velocity_high: float = 3.0) -> LocomotionTask:
@@ -584,7 +595,7 @@ class AntVel(LocomotionFamily):
         super().__init__(self.task_definition(velocity_low, velocity_high), horizon, oracle, robot, threads)
 
 
-class AntDir(LocomotionFamily):
+class AntDir(DirectionFamily):
     """Ant running forward or backward along x (``direction = +/-1``; forward with probability
     ``forward_probability``, default 1/2).
 
@@ -595,18 +606,10 @@ class AntDir(LocomotionFamily):
     name = "ant_dir"
     robots = {"rllab": ANT, "v5": ANT_V5}
     env_id = "metarl/AntDir-v0"
-    # examples/test_vpg_ant_direc.py at their results commit: 20 forward, 20 backward. Their later
-    # maml_examples/test_maml_ant_direc.py (U[0, 3], backward below 1.5) gives 15 and 25; the result
-    # files' rows split 20 / 20 (docs/results/finn2017-result-files.md).
+    # examples/test_vpg_ant_direc.py at their results commit: 20 forward, 20 backward, as every AntDir
+    # result file splits its rows (docs/results/finn2017-result-files-apr2017.md). Their July script,
+    # maml_examples/test_maml_ant_direc.py (U[0, 3], backward below 1.5), would give 15 and 25.
     finn2017_draws = (2, 0.1, 0.8)
-
-    @staticmethod
-    def task_definition(forward_probability: float = 0.5) -> LocomotionTask:
-        return Direction(forward_probability)
-
-    def __init__(self, horizon: int = DEFAULT_HORIZON, oracle: bool = False, robot: str = "rllab",
-                 threads: int = 0, forward_probability: float = 0.5) -> None:
-        super().__init__(self.task_definition(forward_probability), horizon, oracle, robot, threads)
 
 
 class AntGoal(LocomotionFamily):

@@ -165,10 +165,11 @@ def adapt_to_tasks(config: Config, params: Params, tasks: Sequence[Task], *, ste
                    on_batch: Callable[[int, Any], None] | None = None) -> tuple[list[Params], list[Any]]:
     """``steps`` policy-gradient steps from ``params`` on each of ``tasks`` with the config's inner
     step, on rollouts drawn from ``seed`` (``evaluation.episodes_per_task`` episodes per task and
-    step, or to that many episodes' steps with the ``"steps"`` and ``"workers"`` protocols), the first step
-    scaled by ``evaluation.first_step_scale`` and the later ones by ``evaluation.later_step_scale``;
-    returns the task-batched parameters after 0..steps steps and the batch drawn at each. The steps run on ``params``' device (a run's files hold CPU
-    tensors, so ``metarl evaluate`` works on any machine)."""
+    step, or to that many episodes' steps with the ``"steps"`` and ``"workers"`` protocols), the first
+    step scaled by ``evaluation.first_step_scale`` and the later ones by ``evaluation.later_step_scale``;
+    returns the task-batched parameters after 0..steps steps and the batch drawn at each. The steps
+    run on ``params``' device (a run's files hold CPU tensors, so ``metarl evaluate`` works on any
+    machine)."""
     family, policy = build_family_and_policy(config)
     episodes = config.evaluation.episodes_per_task or config.meta.episodes_per_task
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
@@ -255,8 +256,10 @@ def evaluate(
     per_task = [batch.episodes.task_mean_returns().to(torch.float64) for batch in batches]
     means = [float(returns.mean()) for returns in per_task]
     errors = [float(returns.std(unbiased=True)) / math.sqrt(num_tasks) for returns in per_task]
-    return EvaluationResult(list(range(steps + 1)), means, errors, num_tasks, seed, episodes,
-                            config.evaluation.protocol, config.evaluation.task_set, config.evaluation.later_step_scale,
-                            [returns.tolist() for returns in per_task],
-                            config.evaluation.workers if config.evaluation.protocol == "workers" else None,
-                            config.evaluation.first_step_scale)
+    settings = config.evaluation
+    return EvaluationResult(steps=list(range(steps + 1)), mean_return=means, stderr=errors, num_tasks=num_tasks,
+                            seed=seed, episodes_per_task=episodes, protocol=settings.protocol,
+                            task_set=settings.task_set, later_step_scale=settings.later_step_scale,
+                            task_returns=[returns.tolist() for returns in per_task],
+                            workers=settings.workers if settings.protocol == "workers" else None,
+                            first_step_scale=settings.first_step_scale)

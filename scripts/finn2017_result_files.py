@@ -18,6 +18,7 @@ import argparse
 import functools
 import io
 import pickle
+import shlex
 import statistics
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def main() -> None:
         raise SystemExit(str(error)) from None
     print(page)
     if args.out is not None:
-        command = " ".join(["python", "scripts/finn2017_result_files.py", *sys.argv[1:]])
+        command = shlex.join(["python", "scripts/finn2017_result_files.py", *sys.argv[1:]])
         args.out.write_text(f"# Finn et al.'s (2017) result files, task by task\n\nWritten by `{command}` "
                             "(`scripts/finn2017_result_files.py`).\n\n" + page)
 

@@ -8,12 +8,14 @@ with the ``metarl train`` command, and evaluates every run on the same 40 held-o
 values were measured (the authors' test tasks, ``finn2017``, where the family has them, their
 step budget, the ``steps`` protocol, and their test's step sizes: the first is the config's inner
 step, the later ones half of it) and unbiased (tasks drawn from the evaluation seed,
-independent episodes, every step the training inner step). Writes a markdown page with both tables beside the
-published one, the per-seed numbers, the wall time, and a plot.
+independent episodes, every step the training inner step). ``--half-first-step`` adds a third: as
+published, with every step at half the inner step (the authors' test code from February to April
+2017). Writes a markdown page with a table per evaluation beside the published one, the per-seed
+numbers, the wall time, and a plot.
 
     python scripts/reproduce_maml_rl.py --family navigation [--seeds 1 2 3] [--jobs 2]
         [--methods maml fomaml ...] [--set outer.metric=adapted ...] [--page navigation]
-        [--runs runs/reproduce-navigation] [--out docs/results]
+        [--runs runs/reproduce-navigation] [--out docs/results] [--half-first-step]
 
 ``--set`` applies config overrides to every run (``--page`` then names the variant's page and
 ``--runs`` its run directory).
@@ -61,7 +63,8 @@ PUBLISHED = {
     "ant-goal": {},
 }
 # The budget behind each published MAML row, iterations x tasks x episodes per task: the paper's for
-# navigation, the authors' checkpoint (their test scripts) for locomotion; none published for the Ant goal.
+# navigation; for locomotion the checkpoint the authors' July 2017 test scripts load (maml_examples/
+# test_maml_*.py; those at the results commit load others, e.g. AntDir's 350 x 20 x 40 "still training").
 PUBLISHED_BUDGETS = {"navigation": (500, 20, 20), "halfcheetah-vel": (475, 40, 10), "halfcheetah-dir": (100, 40, 20),
                      "ant-vel": (375, 40, 20), "ant-dir": (575, 40, 40)}
 # The two evaluations of every run: as the published values were measured, and unbiased.
@@ -69,11 +72,11 @@ EVALUATIONS = ("published", "unbiased")
 # With --half-first-step, a third: as published, but every step at half the inner step, as the authors'
 # test code took them from February to April 2017 (first_order_optimizer.py, 87325bb to 285393d).
 HALF_FIRST_STEP = "published, every step at half"
-# The authors' test tasks, where a family has them (maml_examples/test_maml_*.py; none for the Ant goal).
+# The authors' test tasks, where a family has them (the task set's family docstrings; none for the Ant goal).
 TASK_SETS = {family: "finn2017" for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
 # Their tests take every step after the first at half the inner step (examples/test_vpg_*.py at their
-# results commit 4d41869, whose tasks the result files hold; the hundredth of the Ant direction's July
-# script, maml_examples/test_maml_ant_direc.py, came after the files).
+# results commit 4d41869; the AntDir files hold that script's tasks, so the hundredth of its July
+# script, maml_examples/test_maml_ant_direc.py, came after them).
 PUBLISHED_LATER_STEP_SCALE = 0.5
 
 
@@ -99,8 +102,8 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
             "count more; rllab's vectorised sampler is what their code ran when the result files were made, "
             "their later test scripts run its parallel sampler, the `workers` protocol, which keeps them), and "
             + ("every step taken at half the inner step, as their test code took them from February to April 2017."
-               if evaluation == HALF_FIRST_STEP else
-               f"the steps after the first taken at {settings['later_step_scale']:g} times the first, as their test does."))
+               if evaluation == HALF_FIRST_STEP else f"the steps after the first taken at "
+               f"{settings['later_step_scale']:g} times the first, as their test does."))
 
 
 def published_budget(family: str) -> str:
@@ -108,7 +111,7 @@ def published_budget(family: str) -> str:
     if family not in PUBLISHED_BUDGETS:
         return "no published run"
     iterations, tasks, episodes = PUBLISHED_BUDGETS[family]
-    source = "the paper's" if family == "navigation" else "the authors' MAML checkpoint's"
+    source = "the paper's" if family == "navigation" else "the checkpoint of the authors' July 2017 test script"
     return f"{source}: {iterations} x {tasks} x {episodes}"
 
 
@@ -189,6 +192,14 @@ def result_path(directory: Path, family: str, method: str, overrides: list[str],
                            workers=settings.workers if settings.protocol == "workers" else None)
 
 
+def evaluation_of(family: str, method: str, overrides: list[str], evaluation: str) -> str:
+    """The evaluation that stands for ``evaluation``: a method evaluated without adaptation steps
+    (the oracle) takes no step to halve, so its published evaluation stands for the half-step one."""
+    if evaluation == HALF_FIRST_STEP and load_config(config_path(family, method), overrides).evaluation.steps == 0:
+        return "published"
+    return evaluation
+
+
 def evaluate_run(directory: Path, family: str, method: str, overrides: list[str], evaluation: str) -> None:
     """Evaluate a trained run (``metarl evaluate``) as ``evaluation`` says, unless done."""
     if result_path(directory, family, method, overrides, evaluation).exists():
@@ -246,7 +257,8 @@ def over_seeds(results: dict[tuple[str, int], EvaluationResult], method: str, se
 def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], walls: dict[tuple[str, int], float],
               out: Path, page: str, command: str, jobs: int, overrides: list[str],
               evaluations: tuple[str, ...] = EVALUATIONS) -> str:
-    results = {e: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), family, m, overrides, e))
+    results = {e: {(m, s): EvaluationResult.load(result_path(run_dir(runs, m, s), family, m, overrides,
+                                                             evaluation_of(family, m, overrides, e)))
                    for m in methods for s in seeds}
                for e in evaluations}
     first = results["unbiased"][(methods[0], seeds[0])]
@@ -256,10 +268,14 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
     lines = [f"# {TITLES[family]}: {', '.join(LABELS[m] for m in methods)} against Finn et al. (2017)", "",
              f"Written by `{command}` (`scripts/reproduce_maml_rl.py`).", "",
              f"Every run is evaluated {'twice' if len(evaluations) == 2 else f'{len(evaluations)} times'}, each time "
-             f"on the same {first.num_tasks} held-out tasks for all runs, "
-             f"after 0..{steps[-1]} policy-gradient steps, the first of the training inner step: as the published "
-             "values were measured, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale`, see the "
-             f"README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
+             f"on the same {first.num_tasks} held-out tasks for all runs, after 0..{steps[-1]} policy-gradient steps, "
+             + ("the first of the training inner step: as the published values were measured, and unbiased "
+                "(`metarl evaluate --protocol --task-set --later-step-scale`"
+                if HALF_FIRST_STEP not in evaluations else
+                "as the published values were measured (the first of the training inner step), the same with every "
+                "step at half the inner step, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale "
+                "--first-step-scale`")
+             + f", see the README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
              f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
              f"{config.meta.episodes_per_task} episodes ({published_budget(family)}). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
@@ -319,8 +335,9 @@ def main() -> None:
         walls = dict(zip(jobs, pool.map(
             lambda job: train(config_path(args.family, job[0]), run_dir(runs, *job), job[1], args.set),
             jobs)))
+        wanted = {(job, evaluation_of(args.family, job[0], args.set, e)) for job in jobs for e in evaluations}
         list(pool.map(lambda item: evaluate_run(run_dir(runs, *item[0]), args.family, item[0][0], args.set, item[1]),
-                      [(job, e) for job in jobs for e in evaluations]))  # training did the unbiased one
+                      sorted(wanted)))  # training did the unbiased one
     command = shlex.join(["python", "scripts/reproduce_maml_rl.py", "--family", args.family,
                           "--seeds", *map(str, args.seeds)]
                          + (["--methods", *args.methods] if list(args.methods) != list(METHODS) else [])

@@ -180,6 +180,7 @@ def test_batched_equals_single_envs_step_for_step(name, oracle, robot):
         (AntDir, {"oracle": "yes"}, "oracle must be true or false"),
         (HalfCheetahDir, {"forward_probability": 1.5}, r"forward_probability must be in \[0, 1\]"),
         (AntDir, {"forward_probability": float("nan")}, "forward_probability must be a finite number"),
+        (AntDir, {"forward_probability": True}, "forward_probability must be a finite number"),
     ],
 )
 def test_bad_family_arguments(family_cls, kwargs, pattern):

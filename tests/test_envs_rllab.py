@@ -336,13 +336,21 @@ def test_finn2017_directions_are_the_test_scripts_draws(family_cls, seed, backwa
     assert sum(t["direction"] == -1.0 for t in tasks) == backward
 
 
-def test_finn2017_cheetah_directions_agree_with_the_later_scripts_draws():
-    """On seed 1 the later test script's U[0, 2] split at 1 puts the same tasks backward (so the
-    HalfCheetahDir pages keep their tasks); on the Ant's seed 2 it would put 25 backward, not 20."""
-    later = {seed: np.where(np.random.RandomState(seed).uniform(0.0, high, size=40) < high / 2, -1.0, 1.0)
-             for seed, high in ((1, 2.0), (2, 3.0))}
-    np.testing.assert_array_equal([t["direction"] for t in HalfCheetahDir().task_set("finn2017")], later[1])
-    assert sum(later[2] == -1.0) == 25
+def test_finn2017_directions_against_the_july_scripts_draws():
+    """On seed 1 the July test script's U[0, 2] split at 1 puts the same tasks backward (so the
+    HalfCheetahDir pages keep their tasks); on the Ant's seed 2 it puts 5 more backward, tasks that
+    every AntDir result file scores as forward ones."""
+    july = {seed: np.where(np.random.RandomState(seed).uniform(0.0, high, size=40) < high / 2, -1.0, 1.0)
+            for seed, high in ((1, 2.0), (2, 3.0))}
+    np.testing.assert_array_equal([t["direction"] for t in HalfCheetahDir().task_set("finn2017")], july[1])
+    ours = np.array([t["direction"] for t in AntDir().task_set("finn2017")])
+    differ = ours != july[2]
+    assert differ.sum() == 5 and set(ours[differ]) == {1.0} and set(july[2][differ]) == {-1.0}
+
+
+def test_direction_draws_must_straddle_the_threshold():
+    with pytest.raises(ValueError, match="must straddle 0.4"):
+        AntDir().task.from_draws(np.array([1.0, 2.0]), 0.0, 0.3)
 
 
 def test_ant_goal_has_no_published_test_set():

@@ -102,15 +102,19 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     command = [sys.executable, str(SCRIPTS / "reproduce_maml_rl.py"), "--seeds", "1", "2", "--methods", "maml",
-               "random", "oracle", "--jobs", "2", "--runs", str(runs), "--out", str(out), "--page", "tiny", "--set",
-               "train.iterations=2", "meta.batch_tasks=2", "meta.episodes_per_task=2", "evaluation.tasks=3",
-               "env.kwargs.horizon=10"]
+               "random", "oracle", "--jobs", "2", "--runs", str(runs), "--out", str(out), "--page", "tiny",
+               "--half-first-step", "--set", "train.iterations=2", "meta.batch_tasks=2", "meta.episodes_per_task=2",
+               "evaluation.tasks=3", "env.kwargs.horizon=10"]
     environment = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS.parent)}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     page = (out / "tiny.md").read_text()
     assert "| MAML |" in page and "-40.4 / -11.7 / -3.3 / -3.2" in page and "| oracle | 2 | published |" in page
-    assert page.count("-40.4 / -11.7 / -3.3 / -3.2") == 2  # a table per evaluation
+    assert page.count("-40.4 / -11.7 / -3.3 / -3.2") == 3  # a table per evaluation
+    # the oracle takes no step: its published evaluation stands for the half-step one, not evaluated again
+    assert not list((runs / "oracle-seed1").glob("*firststep*")) and list((runs / "maml-seed1").glob("*firststep0.5*"))
+    half = page.split("## Mean return on held-out tasks, published, every step at half")[1].split("##")[0]
+    assert "| oracle |" in half
     assert "## Mean return on held-out tasks, published" in page and "authors' 3 test tasks (task set `finn2017`)" in page
     assert "## Mean return on held-out tasks, unbiased" in page
     assert "the steps after the first taken at 0.5 times the first" in page
@@ -123,6 +127,18 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     stamp = (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns
     again = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert again.returncode == 0 and (runs / "maml-seed1" / "evaluation.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("family", ["navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir"])
+def test_published_evaluation_takes_later_steps_at_half_and_the_half_step_one_every_step(family):
+    """The authors' results-commit test scripts take later steps at half the inner step on every family
+    (the AntDir files hold that script's tasks); their February-April optimiser took every step at half."""
+    maml = load_script("reproduce_maml_rl")
+    published = maml.evaluation_settings(family, "published")
+    assert (published["protocol"], published["task_set"]) == ("steps", "finn2017")
+    assert (published["first_step_scale"], published["later_step_scale"]) == (1.0, 0.5)
+    half = maml.evaluation_settings(family, maml.HALF_FIRST_STEP)
+    assert (half["first_step_scale"], half["later_step_scale"]) == (0.5, 0.5)
 
 
 def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp_path):
@@ -144,7 +160,7 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp
     page = (out / "tiny.md").read_text()
     assert page.startswith("# HalfCheetah velocity: MAML against Finn et al. (2017)")
     assert "1 meta-iterations of 2 tasks x 2 episodes" in page and "-129.5 / -78.6 / -66.6 / -60.8" in page
-    assert "(the authors' MAML checkpoint's: 475 x 40 x 10)" in page
+    assert "(the checkpoint of the authors' July 2017 test script: 475 x 40 x 10)" in page
     assert "env.kwargs.horizon=5 'policy.hidden_sizes=[8, 8]' --page tiny --half-first-step`" in page  # a shell command
     assert "## Mean return on held-out tasks, published, every step at half" in page and "--half-first-step`" in page
     assert "every step taken at half the inner step" in page and "evaluated 3 times" in page
