@@ -59,7 +59,9 @@ PUBLISHED = {
     "halfcheetah-dir": {"maml": [-50.7, 293.2, 313.5, 315.7], "pretrained": [-43.0, -24.8, -12.9, 19.6],
                         "random": [-35.7, 21.8, 62.3, 86.2], "oracle": [442.7]},
     "ant-vel": {"maml": [30.6, 96.7, 100.1, 101.4], "pretrained": [-1.8, 6.1, 8.5, 9.5], "oracle": [107.9]},
-    "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": [524.8]},
+    # the AntDir figure plots the random control too (icml/make_antdirec_plots.py; the AntVel one does not)
+    "ant-dir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9],
+                "random": [3.1, 9.2, 16.0, 26.1], "oracle": [524.8]},
     "ant-goal": {},
 }
 # The budget behind each published MAML row, iterations x tasks x episodes per task: the paper's for
