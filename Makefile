@@ -21,6 +21,7 @@ demo: install
 	$(PYTHON) -m metarl train configs/navigation-maml.yaml
 
 test: install-dev
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
 benchmark: install-dev

@@ -177,7 +177,7 @@ class AttributePath:
     index: tuple[int, ...] | None
 
     @classmethod
-    def parse(cls, text: Any, field: str) -> "AttributePath":
+    def parse(cls, text: Any, field: str) -> AttributePath:
         match = _PATH.match(text) if isinstance(text, str) else None
         if match is None:
             raise ValueError(f"{field} = {text!r} is not an attribute path like 'model.opt.gravity[2]'")
@@ -225,13 +225,14 @@ class Param:
     scale: bool
 
     @classmethod
-    def from_spec(cls, name: str, spec: Any) -> "Param":
+    def from_spec(cls, name: str, spec: Any) -> Param:
         field = f"params.{name}"
         if not isinstance(spec, Mapping):
             raise ValueError(f"{field} must be a mapping of fields (distribution, low, high, ...), got {spec!r}")
         unknown = sorted(set(spec) - _PARAM_FIELDS)
         if unknown:
-            raise ValueError(f"{field}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_PARAM_FIELDS))}")
+            raise ValueError(f"{field}: unknown field(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(sorted(_PARAM_FIELDS))}")
         kind = spec.get("distribution", "uniform")
         if kind not in DISTRIBUTIONS:
             raise ValueError(f"{field}.distribution = {kind!r} is unknown; allowed: {', '.join(DISTRIBUTIONS)}")
@@ -283,7 +284,7 @@ class GymParamsEnv(gym.Wrapper):
     :param make_kwargs: more arguments of ``gym.make`` (for example ``render_mode``).
     """
 
-    def __init__(self, family: "GymParamsFamily", task: Task | None = None, **make_kwargs: Any) -> None:
+    def __init__(self, family: GymParamsFamily, task: Task | None = None, **make_kwargs: Any) -> None:
         self.family, self._make_kwargs = family, make_kwargs
         self._task = family.check_task(family.default_task() if task is None else task)
         super().__init__(self._build())

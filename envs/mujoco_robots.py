@@ -310,7 +310,8 @@ class LocomotionCopies:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, *self.action_space.shape):
-            raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, got {actions.shape}")
+            raise ValueError(f"actions must have shape {(self.num_envs, *self.action_space.shape)}, "
+                             f"got {actions.shape}")
         return actions
 
 

@@ -277,4 +277,5 @@ class Navigation2D(TaskFamily):
         """Build a :class:`Navigation2DBatch` with one copy per task."""
         if len(tasks) == 0:
             raise ValueError("tasks must contain at least one task, got an empty sequence")
-        return Navigation2DBatch(np.stack([_goal_from_task(t) for t in tasks]), horizon=self.horizon, oracle=self.oracle)
+        return Navigation2DBatch(np.stack([_goal_from_task(t) for t in tasks]), horizon=self.horizon,
+                                 oracle=self.oracle)

@@ -42,7 +42,8 @@ def reuse_freed_memory() -> bool:
         logger.debug("not glibc: the allocator's thresholds are left as they are")
         return False
     libc = ctypes.CDLL(None)
-    if not (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
+    if not (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
         logger.warning("glibc refused the allocator thresholds (mallopt returned 0); freed memory is returned as usual")
         return False
     _applied = True

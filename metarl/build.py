@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -11,11 +12,11 @@ import torch
 import envs
 from envs import Task, TaskFamily
 from metarl.config import Config
-from metarl.meta import inner_step_size
 from metarl.lipschitz import OnlineLipschitz
+from metarl.meta import inner_step_size
+from metarl.oracles import PolicyGradientOracle
 from metarl.outer import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, IndependentDraw, OuterOptimizer
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Params, Policy
-from metarl.oracles import PolicyGradientOracle
 from metarl.returns import LinearFeatureBaseline
 from metarl.sampling import RaySampler, Sampler, SubprocessSampler, VectorSampler, WorkerSpec
 from metarl.sampling.step_budget import StepBudgetSampler

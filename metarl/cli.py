@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from metarl.signals import exit_status, signal_name, stop_on_signals
 
@@ -46,7 +46,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def finished_run(path: str | Path) -> Path:
-    """``path`` as the directory of a finished run (``config.yaml`` and the final parameters); ``ConfigError`` otherwise."""
+    """``path`` as the directory of a finished run (``config.yaml`` and the final parameters);
+    ``ConfigError`` otherwise."""
     from metarl.config import ConfigError
     from metarl.trainer import PARAMS_FILE
 
@@ -218,7 +219,8 @@ def _at_least(low: int) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     from metarl import __version__
 
-    parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning with MAML, FO-MAML and HF-MAML.")
+    parser = argparse.ArgumentParser(prog="metarl",
+                                     description="Meta-reinforcement learning with MAML, FO-MAML and HF-MAML.")
     parser.add_argument("--version", action="version", version=f"metarl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="meta-train as a config file says")
@@ -231,14 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
     evaluation = commands.add_parser("evaluate", help="adapt trained runs to held-out tasks, side by side")
     evaluation.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'metarl train'")
-    evaluation.add_argument("--tasks", type=int, default=None, help="number of held-out tasks (default: the run config's evaluation.tasks)")
-    evaluation.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the run config's evaluation.steps)")
-    evaluation.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the run config's evaluation.seed)")
+    evaluation.add_argument("--tasks", type=int, default=None,
+                            help="number of held-out tasks (default: the run config's evaluation.tasks)")
+    evaluation.add_argument("--steps", type=int, default=None,
+                            help="adaptation steps (default: the run config's evaluation.steps)")
+    evaluation.add_argument("--seed", type=int, default=None,
+                            help="seed of the held-out tasks (default: the run config's evaluation.seed)")
     evaluation.add_argument("--protocol", choices=["episodes", "steps", "workers"], default=None,
                             help="'episodes': independent episodes per task; 'steps': collected to a step budget as "
                                  "rllab's vectorised sampler collects (episodes under way dropped); 'workers': as its "
-                                 "parallel sampler, which Finn et al.'s later test scripts run (episodes under way kept) "
-                                 "(default: the run config's evaluation.protocol)")
+                                 "parallel sampler, which Finn et al.'s later test scripts run (episodes under way "
+                                 "kept) (default: the run config's evaluation.protocol)")
     evaluation.add_argument("--workers", type=int, default=None, metavar="N",
                             help="the 'workers' protocol's parallel workers (default: the run config's "
                                  "evaluation.workers, 4)")
@@ -246,19 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
                             help="evaluate on a fixed task set of the family instead of drawn tasks, e.g. navigation's "
                                  "'finn2017' (the 40 test goals of Finn et al.)")
     evaluation.add_argument("--later-step-scale", type=float, default=None, metavar="SCALE",
-                            help="take the steps after the first at SCALE times the inner step (Finn et al.'s test: 0.5; "
-                                 "default: the run config's evaluation.later_step_scale)")
+                            help="take the steps after the first at SCALE times the inner step (Finn et al.'s "
+                                 "test: 0.5; default: the run config's evaluation.later_step_scale)")
     evaluation.add_argument("--first-step-scale", type=float, default=None, metavar="SCALE",
                             help="take the first step at SCALE times the inner step (Finn et al.'s test code from "
                                  "February to April 2017 took every step at 0.5; default: the run config's "
                                  "evaluation.first_step_scale, 1)")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(run=_evaluate)
-    export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another library")
+    export = commands.add_parser("export", help="adapt a trained run to one task and save its policy for another "
+                                                 "library")
     export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'metarl train'")
     task = export.add_mutually_exclusive_group(required=True)
     task.add_argument("--task", help="the task's parameters as a YAML or JSON mapping, e.g. '{goal: [0.3, -0.2]}'")
-    task.add_argument("--task-seed", type=int, default=None, metavar="N", help="draw the task from the run's family with seed N")
+    task.add_argument("--task-seed", type=int, default=None, metavar="N",
+                      help="draw the task from the run's family with seed N")
     export.add_argument("--steps", type=int, default=1,
                         help="adaptation steps, as 'metarl evaluate' takes them (default: 1; 0: the meta-parameters)")
     export.add_argument("--seed", type=int, default=None,
@@ -287,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "--curves; required for several)")
     plot.add_argument("--title", default=None, help="figure title")
     plot.set_defaults(run=_plot)
-    video = commands.add_parser("video", help="a GIF of a trained run's policy on one task, before and after adaptation")
+    video = commands.add_parser("video", help="a GIF of a trained run's policy on one task, before and after "
+                                              "adaptation")
     video.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'metarl train'")
     video_task = video.add_mutually_exclusive_group(required=True)
     video_task.add_argument("--task", help="the task's parameters as a YAML or JSON mapping, e.g. '{direction: -1}'")

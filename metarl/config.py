@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,7 +36,7 @@ class EnvConfig(_Section):
         return family
 
     @model_validator(mode="after")
-    def _family_accepts_kwargs(self) -> "EnvConfig":
+    def _family_accepts_kwargs(self) -> EnvConfig:
         try:
             envs.make_family(self.family, **self.kwargs)
         except (TypeError, ValueError) as error:
@@ -49,10 +49,10 @@ class PolicyConfig(_Section):
     activation: Literal["relu", "tanh", "elu"] = "relu"
     init_std: float = Field(1.0, gt=0)
     weight_init: Literal["xavier", "small_output"] = "xavier"
-    init_from: Optional[str] = None  # an SB3 PPO/A2C model whose actor gives the initial parameters
+    init_from: str | None = None  # an SB3 PPO/A2C model whose actor gives the initial parameters
 
     @model_validator(mode="after")
-    def _positive_sizes(self) -> "PolicyConfig":
+    def _positive_sizes(self) -> PolicyConfig:
         if any(size < 1 for size in self.hidden_sizes):
             raise ValueError(f"hidden_sizes = {self.hidden_sizes}: every size must be >= 1")
         return self
@@ -75,7 +75,7 @@ class MetaConfig(_Section):
     hf_delta: float = Field(1e-3, gt=0)
     hf_delta_rule: Literal["scaled", "theory"] = "scaled"
     hf_difference: Literal["central", "forward"] = "central"
-    rho: Optional[float] = Field(None, gt=0)
+    rho: float | None = Field(None, gt=0)
 
 
 class SurrogateConfig(_Section):
@@ -88,7 +88,7 @@ class SurrogateConfig(_Section):
     baseline_ridge: Literal["relative", "absolute"] = "relative"  # "absolute": rllab's 1e-5 (Finn et al.'s code)
 
     @model_validator(mode="after")
-    def _dice_discounts_scores(self) -> "SurrogateConfig":
+    def _dice_discounts_scores(self) -> SurrogateConfig:
         if self.kind == "dice" and not self.discount_scores:
             raise ValueError(
                 "surrogate.kind = 'dice' with discount_scores = false: DiCE is the discounted return's own "
@@ -101,10 +101,10 @@ class OuterConfig(_Section):
     kind: Literal["sgd", "adaptive_sgd", "adam", "trpo"] = "adam"
     lr: float = Field(1e-3, gt=0)
     anneal: bool = False
-    max_grad_norm: Optional[float] = Field(None, gt=0)
-    c: Optional[float] = Field(None, gt=0)
-    smoothness: Optional[float] = Field(None, gt=0)
-    rho: Optional[float] = Field(None, gt=0)
+    max_grad_norm: float | None = Field(None, gt=0)
+    c: float | None = Field(None, gt=0)
+    smoothness: float | None = Field(None, gt=0)
+    rho: float | None = Field(None, gt=0)
     lipschitz: Literal["given", "online"] = "given"
     max_kl: float = Field(0.01, gt=0)
     cg_iterations: int = Field(10, ge=1)
@@ -113,16 +113,16 @@ class OuterConfig(_Section):
     line_search_ratio: float = Field(0.8, gt=0, lt=1)
     line_search: Literal["predicted", "plain"] = "predicted"
     metric: Literal["post", "adapted"] = "post"
-    metric_episodes: Optional[int] = Field(1, ge=1)
-    metric_tasks: Optional[int] = Field(None, ge=1)
-    metric_task_chunk: Optional[int] = Field(None, ge=1)
+    metric_episodes: int | None = Field(1, ge=1)
+    metric_tasks: int | None = Field(None, ge=1)
+    metric_task_chunk: int | None = Field(None, ge=1)
     replay: Literal["dice", "ratio"] = "dice"
     direction: Literal["natural", "gradient"] = "natural"
     probe_radius: float = Field(1e-2, gt=0)
     max_nonfinite: int = Field(5, ge=1)
 
     @model_validator(mode="after")
-    def _adaptive_needs_constants(self) -> "OuterConfig":
+    def _adaptive_needs_constants(self) -> OuterConfig:
         if self.kind == "adaptive_sgd" and self.lipschitz == "given" and (self.smoothness is None or self.rho is None):
             raise ValueError(
                 "kind = 'adaptive_sgd' with lipschitz = 'given' needs outer.smoothness (L) and outer.rho, both > 0; "
@@ -138,7 +138,7 @@ class OuterConfig(_Section):
 class TrainConfig(_Section):
     iterations: int = Field(200, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
-    threads: Optional[int] = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
     device: str = "cpu"  # policy, meta-gradient and outer step: cpu, cuda, cuda:N or auto (rollouts stay on the CPU)
     reuse_freed_memory: bool = True  # keep freed tensor memory in the process (metarl.allocator; glibc only)
 
@@ -153,12 +153,12 @@ class TrainConfig(_Section):
 class EvaluationConfig(_Section):
     tasks: int = Field(40, ge=2)
     steps: int = Field(3, ge=0)
-    episodes_per_task: Optional[int] = Field(None, ge=1)
+    episodes_per_task: int | None = Field(None, ge=1)
     seed: int = Field(20171, ge=0, lt=2**63)
     at_end: bool = True
     protocol: Literal["episodes", "steps", "workers"] = "episodes"
     workers: int = Field(4, ge=1)  # the "workers" protocol's parallel workers (Finn et al.'s test scripts: 4)
-    task_set: Optional[str] = None
+    task_set: str | None = None
     later_step_scale: float = Field(1.0, gt=0)  # steps after the first at this multiple of the inner step
     first_step_scale: float = Field(1.0, gt=0)  # the first step at this multiple of the inner step
 
@@ -177,10 +177,10 @@ class WandbConfig(_Section):
 
     mode: Literal["auto", "offline", "online", "disabled"] = "auto"
     project: str = "metarl"
-    entity: Optional[str] = None
-    group: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
     tags: list[str] = Field(default_factory=list)
-    name: Optional[str] = None
+    name: str | None = None
 
 
 class SamplerConfig(_Section):
@@ -191,12 +191,12 @@ class SamplerConfig(_Section):
 
     kind: Literal["vector", "subprocess", "ray"] = "vector"
     workers: int = Field(2, ge=1)
-    address: Optional[str] = Field(None, min_length=1)
+    address: str | None = Field(None, min_length=1)
     timeout: float = Field(300.0, gt=0)
     max_restarts: int = Field(3, ge=0)
 
     @model_validator(mode="after")
-    def _address_needs_ray(self) -> "SamplerConfig":
+    def _address_needs_ray(self) -> SamplerConfig:
         if self.address is not None and self.kind != "ray":
             raise ValueError(f"address = {self.address!r} with kind = {self.kind!r}: an address is a Ray cluster's, "
                              "used only with kind = 'ray'")
@@ -208,7 +208,7 @@ class LoggingConfig(_Section):
 
 
 class RunConfig(_Section):
-    dir: Optional[str] = None
+    dir: str | None = None
 
 
 class Config(_Section):
@@ -229,13 +229,13 @@ class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
-    def _pretrain_adaptive_step_needs_c(self) -> "Config":
+    def _pretrain_adaptive_step_needs_c(self) -> Config:
         if self.meta.method == "pretrain" and self.outer.kind == "adaptive_sgd" and self.outer.c is None:
             raise ValueError("meta.method = 'pretrain' with outer.kind = 'adaptive_sgd' needs outer.c (no default)")
         return self
 
     @model_validator(mode="after")
-    def _theory_delta_needs_rho(self) -> "Config":
+    def _theory_delta_needs_rho(self) -> Config:
         if self.meta.hf_delta_rule == "theory" and self.meta.rho is None and not self.outer.estimates_online:
             raise ValueError(
                 "meta.hf_delta_rule = 'theory' needs meta.rho (the Hessian Lipschitz constant) > 0, "
@@ -244,7 +244,7 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _online_estimates_need_importance_weights(self) -> "Config":
+    def _online_estimates_need_importance_weights(self) -> Config:
         if self.outer.estimates_online and self.surrogate.kind != "dice":
             raise ValueError(
                 f"outer.lipschitz = 'online' with surrogate.kind = {self.surrogate.kind!r}: the secants evaluate the "
@@ -253,7 +253,7 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _evaluation_seed_differs(self) -> "Config":
+    def _evaluation_seed_differs(self) -> Config:
         if self.evaluation.seed == self.seed:
             raise ValueError(
                 f"evaluation.seed = {self.evaluation.seed} equals seed: held-out tasks need their own seed"

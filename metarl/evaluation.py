@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class EvaluationResult:
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "EvaluationResult":
+    def load(cls, path: str | Path) -> EvaluationResult:
         """Read a result written by :meth:`save`."""
         try:
             data = json.loads(Path(path).read_text())
@@ -198,7 +198,8 @@ def evaluation_path(run_dir: str | Path, *, num_tasks: int, steps: int, episodes
     suffix = collection + ("" if task_set is None else f"-{task_set}tasks")
     suffix += "" if first_step_scale == 1 else f"-firststep{first_step_scale:g}"
     suffix += "" if later_step_scale == 1 else f"-laterstep{later_step_scale:g}"
-    return Path(run_dir) / f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-seed{seed}{suffix}.json"
+    return Path(run_dir) / (f"evaluation-{num_tasks}tasks-{steps}steps-{episodes_per_task}episodes-"
+                            f"seed{seed}{suffix}.json")
 
 
 def save_evaluation(result: EvaluationResult, run_dir: str | Path) -> Path:
@@ -236,7 +237,8 @@ def evaluate(
     if steps < 0:
         raise ValueError(f"steps = {steps}: the number of adaptation steps must be >= 0")
     if not 0 <= seed < 2**63 or seed == config.seed:
-        raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed {config.seed}")
+        raise ValueError(f"seed = {seed}: held-out tasks need a seed >= 0 that differs from the training seed "
+                         f"{config.seed}")
     if not all(bool(torch.isfinite(v).all()) for v in params.values()):
         raise ValueError("the parameters hold NaN or Inf: there is nothing to evaluate")
     if config.train.reuse_freed_memory:

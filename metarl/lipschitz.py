@@ -6,7 +6,7 @@ secants taken on *common data*: one batch D drawn at theta serves both end point
 [theta', theta], so the difference measures curvature and not sampling noise::
 
     L_hat   = || grad S(theta; D) - grad S(theta'; D) || / || theta - theta' ||
-    rho_hat = || H(theta; D) u - H(theta'; D) u ||     / || theta - theta' ||,   u = (theta - theta') / ||theta - theta'||
+    rho_hat = || H(theta; D) u - H(theta'; D) u ||     / || theta - theta' ||, u = (theta - theta') / ||theta - theta'||
 
 theta' is the previous meta-iterate (the segment the outer step just travelled) or, at the first
 estimate, a probe point a short distance back along the gradient. For RL the surrogate at theta'

@@ -13,10 +13,10 @@ with N inner steps of size alpha::
 * ``hfmaml`` (Fallah et al.): ``H_k u`` is replaced by the finite difference
   ``[grad S(theta_k + delta u) - grad S(theta_k - delta u)] / (2 delta)`` on the same batch,
   first-order gradients only (or the forward difference ``[grad S(theta_k + delta u) - grad S(theta_k)] / delta``,
-  which on a shared batch reuses the inner step's gradient). With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
-  ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the surrogate must be importance
-  weighted away from the sampling parameters (``dice``), or the difference sees only part of
-  the Hessian.
+  which on a shared batch reuses the inner step's gradient). With ``delta_rule="scaled"``,
+  ``delta = delta_0 / ||u||``; with ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the
+  surrogate must be importance weighted away from the sampling parameters (``dice``), or the
+  difference sees only part of the Hessian.
 
 An oracle with ``task_axis = True`` carries B tasks at once: every parameter tensor has a leading
 task axis and its objective is the sum of the B independent per-task objectives, so gradients
@@ -27,8 +27,9 @@ taken per task. This is how the RL trainer batches a meta-batch; the maths is un
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor

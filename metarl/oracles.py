@@ -8,7 +8,7 @@ of each task's surrogate.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 

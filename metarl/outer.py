@@ -7,10 +7,10 @@ meta-gradient estimate (adapted parameters, batches) it needs for its trust regi
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any, Callable
-
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -33,7 +33,7 @@ class OuterOptimizer(ABC):
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 (optional hook: nothing to restore by default)
         pass
 
 

@@ -4,8 +4,9 @@ bands, and training curves (returns, trust-region step, policy std) from ``metri
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metarl.evaluation import EvaluationResult
 

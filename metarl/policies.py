@@ -11,7 +11,7 @@ leading axis, and the forward pass is vectorised over it with ``torch.func.vmap`
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -68,7 +68,8 @@ class LinearFeatureBaseline:
     def features(observations: Tensor, mask: Tensor) -> Tensor:
         """Features of shape (T, ..., 2 * obs_dim + 4); zero on padded steps."""
         T = observations.shape[0]
-        t = (torch.arange(T, dtype=observations.dtype, device=observations.device) / 100.0).view(T, *([1] * (mask.dim() - 1)), 1)
+        t = (torch.arange(T, dtype=observations.dtype,
+                          device=observations.device) / 100.0).view(T, *([1] * (mask.dim() - 1)), 1)
         t = t.expand(*mask.shape, 1)
         obs = observations.clamp(-10, 10)
         feats = torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -63,14 +63,14 @@ def _handlers(signums: tuple[int, ...], handler: Any) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def stop_on_signals() -> ContextManager[None]:
+def stop_on_signals() -> AbstractContextManager[None]:
     """Within the block, SIGTERM, SIGUSR1 and Ctrl-C raise :class:`Stopped`; a SIGINT that was ignored
     (a background job of a script) stays ignored."""
     sigint = () if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else (signal.SIGINT,)
     return _handlers((*sigint, *STOP_SIGNALS), _raise_stopped)
 
 
-def signals_ignored() -> ContextManager[None]:
+def signals_ignored() -> AbstractContextManager[None]:
     """Within the block, Ctrl-C and the stop signals are ignored, so that a second signal does not cut
     a stopping run's final writes short (they take a second at most)."""
     return _handlers((signal.SIGINT, *STOP_SIGNALS), signal.SIG_IGN)

@@ -20,8 +20,8 @@ leaves every estimator's properties intact: gradient and Hessian are scaled by i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

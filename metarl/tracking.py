@@ -30,10 +30,11 @@ import netrc
 import os
 import struct
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -170,7 +171,8 @@ class WandbTracker(_ContextManager):
 
     def log_figure(self, key: str, path: Path) -> None:
         """``path`` as a ``wandb.Image`` under ``key``, at the step last logged by this tracker."""
-        self._run.log({key: self._wandb.Image(str(path))}, step=self.first_step if self._last_step is None else self._last_step)
+        self._run.log({key: self._wandb.Image(str(path))},
+                      step=self.first_step if self._last_step is None else self._last_step)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run with ``exit_code`` and, unless another W&B run is active in this

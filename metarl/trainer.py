@@ -12,18 +12,26 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from metarl.allocator import reuse_freed_memory
-from metarl.build import (build_collection, build_family_and_policy, build_oracle, build_outer, initial_params,
-                          on_device, resolve_device)
+from metarl.build import (
+    build_collection,
+    build_family_and_policy,
+    build_oracle,
+    build_outer,
+    initial_params,
+    on_device,
+    resolve_device,
+)
 from metarl.checkpoint import atomic_save, atomic_write_text, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.config import Config, dump_config, load_config
 from metarl.evaluation import LATEST_EVALUATION, EvaluationResult, evaluate, held_out_tasks, save_evaluation
@@ -93,7 +101,7 @@ class MetaTrainer:
         """Stop the sampler's workers (if any); safe to call twice."""
         self.sampler.close()
 
-    def __enter__(self) -> "MetaTrainer":
+    def __enter__(self) -> MetaTrainer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -386,7 +394,8 @@ def _continue_with(config: Config, run_dir: Path, done: int, checkpoint: Path) -
         raise ValueError("train.iterations cannot change on resume with outer.anneal: Adam's step size is annealed "
                          "over the run's planned iterations")
     params, evaluation = run_dir / PARAMS_FILE, run_dir / LATEST_EVALUATION
-    complete = _written_after(params, checkpoint) and (not config.evaluation.at_end or _written_after(evaluation, params))
+    complete = (_written_after(params, checkpoint)
+                and (not config.evaluation.at_end or _written_after(evaluation, params)))
     if iterations == done and complete:
         print(f"the run in {run_dir} has finished its {done} iterations; to train it further: metarl train --resume "
               f"{run_dir} train.iterations=N", file=sys.stderr, flush=True)

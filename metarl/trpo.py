@@ -71,8 +71,9 @@ Two directions (``direction``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields, replace
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -96,7 +97,7 @@ class RatioReplay:
     """``oracle`` with the per-step importance-ratio surrogate as its objective: the map the line
     search re-adapts candidates with when ``replay="ratio"`` (see the module docstring)."""
 
-    def __init__(self, oracle: "TrustRegionOracle") -> None:
+    def __init__(self, oracle: TrustRegionOracle) -> None:
         self.oracle, self.task_axis = oracle, oracle.task_axis
 
     def objective(self, params: Params, batch: Any) -> Tensor:

@@ -109,7 +109,7 @@ def sampling_row(name: str, batch_size: int | None, args: argparse.Namespace) ->
         steps = sampler.sample(tasks, params, key=(1 + round_,)).num_steps
         samples.append(steps / (time.perf_counter() - start))
         limits.append(physics_limit(family, args.tasks * args.episodes, threads, seed=round_))
-    ratios = [s / l for s, l in zip(samples, limits)]
+    ratios = [s / limit for s, limit in zip(samples, limits)]
     return SamplingRow(name, batch_size, steps, statistics.median(samples), statistics.median(limits),
                        statistics.median(ratios), (min(ratios), max(ratios)))
 

@@ -41,9 +41,10 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -361,8 +362,9 @@ def compare(run_dir: Path, num_tasks: int, budget: int, seeds: list[int], settin
             key = {"family": config.env.family, "env_kwargs": config.env.kwargs, "task": jsonable_task(task),
                    "ppo": dataclasses.asdict(settings), "net": net_text(policy_kwargs),
                    "budget": budget, "eval_episodes": eval_episodes, "seed": s}
-            curves[(i, s)] = cached_ppo(cache, key, lambda: train_ppo(family, task, settings, policy_kwargs, budget,
-                                                                      eval_episodes, s))
+            curves[(i, s)] = cached_ppo(cache, key,
+                                        lambda task=task, s=s: train_ppo(family, task, settings, policy_kwargs, budget,
+                                                                         eval_episodes, s))
             print(f"  task {i} seed {s}: PPO env steps to reach {meta.after[i]:.2f}: "
                   f"{steps_text(steps_to_reach(curves[(i, s)], meta.after[i]), budget)}", flush=True)
     return Comparison(config, run_dir, tasks, meta, curves, seeds, budget, settings, policy_kwargs, eval_episodes)

@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="also append the tables, under the command that made them, to this markdown page")
     parser.add_argument("--params", type=Path, default=None,
-                        help="parameters to estimate at (default: the run's params.pt), e.g. another run's initial ones")
+                        help="parameters to estimate at (default: the run's params.pt), e.g. another run's initial "
+                             "ones")
     args = parser.parse_args()
     if args.batches < 1:
         parser.error("--batches must be at least 1")

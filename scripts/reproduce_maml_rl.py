@@ -75,7 +75,8 @@ EVALUATIONS = ("published", "unbiased")
 # test code took them from February to April 2017 (first_order_optimizer.py, 87325bb to 285393d).
 HALF_FIRST_STEP = "published, every step at half"
 # The authors' test tasks, where a family has them (the task set's family docstrings; none for the Ant goal).
-TASK_SETS = {family: "finn2017" for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
+TASK_SETS = {family: "finn2017"
+             for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir")}
 # Their tests take every step after the first at half the inner step (examples/test_vpg_*.py at their
 # results commit 4d41869; the AntDir files hold that script's tasks, so the hundredth of its July
 # script, maml_examples/test_maml_ant_direc.py, came after them).
@@ -97,7 +98,8 @@ def describe(family: str, evaluation: str, n: int, tasks: int, seed: int) -> str
         return (f"{tasks} tasks drawn from the evaluation seed {seed}, {n} independent episodes per task and step "
                 "(`episodes` protocol): an unbiased estimate of the expected return.")
     where = (f"on the authors' {tasks} test tasks (task set `{settings['task_set']}`)" if settings["task_set"]
-             else f"on {tasks} tasks drawn from the evaluation seed {seed} (the authors' test tasks are not reproduced)")
+             else f"on {tasks} tasks drawn from the evaluation seed {seed} (the authors' test tasks are not "
+                  "reproduced)")
     return (f"As the published values were measured: {where}, collected to their step budget as rllab's "
             f"vectorised sampler collects (`steps` protocol: {n} environments per task run until their finished "
             f"episodes hold {n} x horizon steps; episodes still running are dropped, so episodes that end early "
@@ -277,8 +279,8 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
                 "as the published values were measured (the first of the training inner step), the same with every "
                 "step at half the inner step, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale "
                 "--first-step-scale`")
-             + f", see the README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget per run: "
-             f"{config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
+             + f", see the README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget "
+             f"per run: {config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
              f"{config.meta.episodes_per_task} episodes ({published_budget(family)}). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",
              f"Trainings ran {jobs} at a time on this two-core machine, one torch thread each; the times "

@@ -200,7 +200,8 @@ How it matches seed 001 (for the default settings): with the constant step, one 
 steps still converge (two more slowly), four steps are left far behind (median meta-gradient
 norm about 2e-2 after the last iteration, worst replica 0.25, against at most 2.4e-7 with
 alpha_0 / N), and with eight steps three of the five replicas diverge within the first
-iterations while the other two stall near 0.1. The inner gradient steps overshoot: `alpha_0 * lambda_max(Hessian of f_i at g_i) =
+iterations while the other two stall near 0.1. The inner gradient steps overshoot: \
+`alpha_0 * lambda_max(Hessian of f_i at g_i) =
 2 alpha_0 ||g_i||^2` exceeds 2 for 10-20% of the tasks, so the inner iterates of those tasks
 oscillate instead of converging and each extra step multiplies their meta-gradient by an
 `I + alpha H` of norm above one, the `(1 + alpha L)^N` growth of the theory. With alpha_0 / N every

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -138,8 +137,9 @@ def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool,
         direction, _ = conjugate_gradient(product, gradient, iterations=10)
         curvature = float(direction @ product(direction))
         rows.append((name, direction, curvature, list(moved)))
-    return [f"| {iteration} | {gradient.norm():.4g} | {name} | {cosine(direction, gradient):.4f} | {direction.norm() / gradient.norm():.4g} | "
-            f"{curvature:.4g} | {', '.join(f'{s:.2g}' for s in shares)} |" for name, direction, curvature, shares in rows]
+    return [f"| {iteration} | {gradient.norm():.4g} | {name} | {cosine(direction, gradient):.4f} | "
+            f"{direction.norm() / gradient.norm():.4g} | {curvature:.4g} | {', '.join(f'{s:.2g}' for s in shares)} |"
+            for name, direction, curvature, shares in rows]
 
 
 if __name__ == "__main__":

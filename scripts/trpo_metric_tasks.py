@@ -36,7 +36,8 @@ from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, lo
 from metarl.trpo import TrustRegionMetric, conjugate_gradient, flatten  # noqa: E402
 
 KEY_OFFSET = 10**6  # rollouts no training iteration used
-HEADER = ["| meta-batch | tasks in the metric | cos(x_k, x_B) | efficiency | seconds |", "| --- | --- | --- | --- | --- |"]
+HEADER = ["| meta-batch | tasks in the metric | cos(x_k, x_B) | efficiency | seconds |",
+          "| --- | --- | --- | --- | --- |"]
 
 
 def cosine(a: Tensor, b: Tensor) -> float:

@@ -146,7 +146,8 @@ def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(t
     with pytest.raises(ValueError, match=r"only train.iterations.* \(not meta.inner_lr\)"):  # the Python API too
         run_training(load_config(short / "config.yaml", ["meta.inner_lr=0.5"]), progress=False, resume=short)
     result = metarl("train", "--resume", str(short), "meta.inner_lr=0.5", "train.iterations=6", cwd=tmp_path)
-    assert result.returncode == 2 and "only train.iterations" in result.stderr and "(not meta.inner_lr)" in result.stderr
+    assert (result.returncode == 2 and "only train.iterations" in result.stderr
+            and "(not meta.inner_lr)" in result.stderr)
     result = metarl("train", "--resume", str(short), "train.iterations=4", cwd=tmp_path)
     assert result.returncode == 2 and "train.iterations=4 is below the 5 iterations the run has done" in result.stderr
     assert load_config(short / "config.yaml").train.iterations == 5  # refused changes leave config.yaml alone

@@ -34,8 +34,10 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     assert re.fullmatch(r"3 tasks: first-order part \S+, second-order part \S+ \(\S+x\), cosine\(MAML, first-order\) "
                         r"-?[0-9.]+\n", out), out
     single = out
-    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--batches", "3", "--out", str(tmp_path / "p.md"))
-    assert f"## `python scripts/meta_gradient_parts.py {run_dir} --tasks 3 --batches 3 --out" in (tmp_path / "p.md").read_text()
+    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--batches", "3", "--out",
+                 str(tmp_path / "p.md"))
+    assert (f"## `python scripts/meta_gradient_parts.py {run_dir} --tasks 3 --batches 3 --out"
+            in (tmp_path / "p.md").read_text())
     assert out.strip() in (tmp_path / "p.md").read_text()
     lines = out.splitlines()
     assert lines[0] == single.strip() and "3 independent batches" in out  # batch 0: the same rollouts
@@ -64,12 +66,13 @@ def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
     page = tmp_path / "page.md"
     out = script("trpo_finite_difference.py", str(run_dir), "--exact", "--iterations", "1", "2", "--out", str(page))
-    assert out.strip() in page.read_text(encoding="utf-8") and "--iterations 1 2 --out" in page.read_text(encoding="utf-8")
+    assert (out.strip() in page.read_text(encoding="utf-8")
+            and "--iterations 1 2 --out" in page.read_text(encoding="utf-8"))
     assert "| meta-batch | ‖g‖ | product |" in out  # no bare || to split the markdown cells
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
     assert [(row[0], row[2]) for row in rows] == [("1", "finite difference, float32"), ("1", "exact"),
                                                   ("2", "finite difference, float32"), ("2", "exact")], out
-    for iteration, norm, name, cos, ratio, curvature, moved in rows:
+    for _, norm, name, cos, ratio, curvature, moved in rows:
         assert -1 <= float(cos) <= 1 and float(ratio) > 0 and float(curvature) > 0 and float(norm) > 0
         shares = [float(s) for s in moved.split(",")] if name != "exact" else []
         assert (1 <= len(shares) <= 11 if name != "exact" else not shares) and all(0 <= s <= 1 for s in shares), out
@@ -116,13 +119,14 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     page = tmp_path / "files.md"
     out = script("finn2017_result_files.py", str(tmp_path / "maml_rl"), "--runs", str(run), "--out", str(page))
     assert out.strip() in page.read_text() and "scripts/finn2017_result_files.py" in page.read_text()
-    rows = {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in (line.split("|") for line in out.splitlines())
-            if len(cells) > 5}
+    rows = {cells[1].strip(): [c.strip() for c in cells[2:-1]]
+            for cells in (line.split("|") for line in out.splitlines()) if len(cells) > 5}
     forward, backward = sum(s > 0 for s in signs), sum(s < 0 for s in signs)
     expected = [(-40.0 * forward - 30.0 * backward) / 40, (30.0 * forward + 10.0 * backward) / 40]
     assert rows["icml_cheetahdirec_results_random.pkl"][:2] == ["40", "2"]
     assert rows["icml_cheetahdirec_results_random.pkl"][2].startswith(f"{expected[0]:.1f} / {expected[1]:.1f} / ")
-    assert rows["icml_cheetahdirec_results_random.pkl"][3:5] == ["-40.0 / 30.0 / 40.0 / 50.0", "-30.0 / 10.0 / 70.0 / 110.0"]
+    assert rows["icml_cheetahdirec_results_random.pkl"][3:5] == ["-40.0 / 30.0 / 40.0 / 50.0",
+                                                                 "-30.0 / 10.0 / 70.0 / 110.0"]
     assert rows["icml_cheetah_results_maml.pkl"][:2] == ["40", "40"] and rows["icml_cheetah_results_maml.pkl"][3] == ""
     assert rows["icml_cheetah_results_maml.pkl"][-1] == "no" and rows["icml_cheetah_results_random.pkl"][-1] == "yes"
     assert rows["icml_cheetahdirec_results_random.pkl"][-1] == ""
@@ -130,8 +134,8 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     spread = torch.tensor(ours_forward).std().item()
     mean = sum(ours_forward) / forward
     assert (f"| random | forward | {forward} | -40.0 / {mean - 40:.1f} | {mean:.1f} | {spread:.1f} | "
-            f"{min(ours_forward):.1f} .. {max(ours_forward):.1f} | random | -40.0 / 30.0 | 70.0 | {(70.0 - mean) / spread:+.1f} "
-            "| 0.00 |") in out
+            f"{min(ours_forward):.1f} .. {max(ours_forward):.1f} | random | -40.0 / 30.0 | 70.0 | "
+            f"{(70.0 - mean) / spread:+.1f} | 0.00 |") in out
     assert f"| random | backward | {backward} | " in out and "| 40.0 |" in out
 
 
@@ -170,7 +174,8 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
     records.append({"iteration": 4, "return_pre": 0.0, "return_post": 10.0})  # resumed: the last record counts
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     progress = tmp_path / "progress.csv"
-    progress.write_text("Iteration,0AverageReturn,1AverageReturn\n" + "".join(f"{i},{-40 + i},{-20 + 3 * i}\n" for i in range(4)))
+    progress.write_text("Iteration,0AverageReturn,1AverageReturn\n"
+                        + "".join(f"{i},{-40 + i},{-20 + 3 * i}\n" for i in range(4)))
     out = tmp_path / "page.md"
     curves.main([str(run), "--progress", f"theirs={progress}", "--window", "2", "--out", str(out), "--plot",
                  "--title", "Ours and theirs"])

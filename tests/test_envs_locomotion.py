@@ -27,7 +27,8 @@ NAMES = [family.name for family in LOCOMOTION_FAMILIES]
 def test_registered_envs(family_cls):
     task = family_cls().sample_tasks(1, np.random.default_rng(1))[0]
     for env_id, oracle in ((family_cls.env_id, False), (family_cls.oracle_env_id(), True)):
-        for robot, env_type in (({}, rllab_robots.LocomotionEnv), ({"robot": "v5"}, mujoco_robots.V5_ENVS[family_cls.name])):
+        for robot, env_type in (({}, rllab_robots.LocomotionEnv),
+                                ({"robot": "v5"}, mujoco_robots.V5_ENVS[family_cls.name])):
             env = gym.make(env_id, task=task, **robot)
             assert env.spec is not None and env.spec.max_episode_steps == 200
             assert type(env.unwrapped) is env_type and env.unwrapped.oracle is oracle

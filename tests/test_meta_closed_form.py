@@ -62,7 +62,8 @@ def bandit_exact(steps: int, first_order: bool = False) -> dict[str, torch.Tenso
 
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize(
-    "method,hessian_batch", [("maml", "shared"), ("maml", "independent"), ("hfmaml", "shared"), ("hfmaml", "independent")]
+    "method,hessian_batch",
+    [("maml", "shared"), ("maml", "independent"), ("hfmaml", "shared"), ("hfmaml", "independent")]
 )
 def test_second_order_estimators_are_unbiased_for_maml_gradient(method: str, hessian_batch: str, steps: int) -> None:
     # Fewer replicas with larger batches for the shared batch, whose correlation bias is 1/M.
@@ -123,8 +124,8 @@ def test_task_axis_gives_the_same_per_task_estimates_as_single_tasks() -> None:
     batched = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 3), 0.0, 0.0, seed=0), {"x": starts},
                             inner_lr=0.1, inner_steps=2)
     for i in range(3):
-        single = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 1), 0.0, 0.0, seed=0), {"x": starts[i:i + 1]},
-                               inner_lr=0.1, inner_steps=2)
+        single = meta_gradient("hfmaml", MatrixFactorisationOracle(tasks(g, 1), 0.0, 0.0, seed=0),
+                               {"x": starts[i:i + 1]}, inner_lr=0.1, inner_steps=2)
         torch.testing.assert_close(batched["x"][i], single["x"][0])
 
 
@@ -203,9 +204,11 @@ def test_lqr_closed_form_matches_monte_carlo_return() -> None:
 
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize(
-    "method,hessian_batch", [("maml", "shared"), ("maml", "independent"), ("hfmaml", "shared"), ("hfmaml", "independent")]
+    "method,hessian_batch",
+    [("maml", "shared"), ("maml", "independent"), ("hfmaml", "shared"), ("hfmaml", "independent")]
 )
-def test_lqr_second_order_estimators_are_unbiased_for_maml_gradient(method: str, hessian_batch: str, steps: int) -> None:
+def test_lqr_second_order_estimators_are_unbiased_for_maml_gradient(method: str, hessian_batch: str,
+                                                                    steps: int) -> None:
     # The shared batch's correlation bias is about 8/M per coordinate here (measured with 4000
     # replicas at M = 100 and 1000 at M = 400); M = 4000 puts it below a third of a standard error.
     replicas, episodes = (150, 4000) if hessian_batch == "shared" else (1000, 500)

@@ -116,7 +116,8 @@ def test_online_lipschitz_starts_from_given_lower_bounds():
     draw, _ = draw_cubic()
     estimator = OnlineLipschitz(smoothness=100.0, rho=0.5)
     optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, draw=draw, lipschitz=estimator)
-    stats = optimizer.step({"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}, {"x": torch.zeros(2, dtype=torch.float64)})
+    stats = optimizer.step({"x": torch.tensor([2.0, 0.0], dtype=torch.float64)},
+                           {"x": torch.zeros(2, dtype=torch.float64)})
     assert stats["smoothness"] == 100.0 and stats["rho"] == pytest.approx(1.0)
     restored = OnlineLipschitz()
     restored.load_state_dict(estimator.state_dict())

@@ -10,7 +10,8 @@ from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 
 def stacked(params, n, scale=0.1, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return {k: v.unsqueeze(0) + scale * torch.randn((n, *v.shape), generator=gen, dtype=v.dtype) for k, v in params.items()}
+    return {k: v.unsqueeze(0) + scale * torch.randn((n, *v.shape), generator=gen, dtype=v.dtype)
+            for k, v in params.items()}
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -26,7 +27,8 @@ def test_task_batched_forward_equals_vmap_of_functional_call(activation):
     assert policy.is_task_batched(params) and not policy.is_task_batched(policy.init_params())
 
 
-@pytest.mark.parametrize("policy", [GaussianMLPPolicy(3, 2, (16, 8), "tanh"), CategoricalMLPPolicy(3, 4, (16,), "relu")],
+@pytest.mark.parametrize("policy",
+                         [GaussianMLPPolicy(3, 2, (16, 8), "tanh"), CategoricalMLPPolicy(3, 4, (16,), "relu")],
                          ids=["gaussian", "categorical"])
 @pytest.mark.parametrize("task_batched", [True, False])
 def test_a_rollout_actor_returns_exactly_what_act_returns(policy, task_batched):

@@ -67,7 +67,8 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupt
 
     assert metarl("train", "--resume", str(stopped), "--quiet", cwd=tmp_path).returncode == 0
     assert metarl("train", CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={whole}", cwd=tmp_path).returncode == 0
-    assert without_times(read_metrics(stopped / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
+    assert (without_times(read_metrics(stopped / "metrics.jsonl"))
+            == without_times(read_metrics(whole / "metrics.jsonl")))
     final_stopped, final_whole = torch.load(stopped / PARAMS_FILE), torch.load(whole / PARAMS_FILE)
     assert all(torch.equal(final_stopped[k], final_whole[k]) for k in final_whole)
 
@@ -123,7 +124,8 @@ def test_ctrl_c_during_metarl_evaluate_is_a_message(tmp_path):
     run_dir = tmp_path / "run"
     assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=0", "evaluation.at_end=false", f"run.dir={run_dir}",
                   cwd=tmp_path).returncode == 0
-    process = subprocess.Popen([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "20000", "--quiet"],
+    process = subprocess.Popen([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "20000",
+                                "--quiet"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:  # torch is imported inside the command, so once it is loaded the command is running
@@ -213,7 +215,8 @@ def test_evaluation_settings_are_checked_before_anything_is_written(tmp_path, ca
     run_dir = tmp_path / "run"
     assert main(["train", CONFIG, *RUN, "evaluation.task_set=nope", f"run.dir={run_dir}"]) == 2
     assert "has no task set 'nope'" in capsys.readouterr().err and not run_dir.exists()
-    assert main(["train", CONFIG, *RUN, "evaluation.task_set=finn2017", "evaluation.tasks=41", f"run.dir={run_dir}"]) == 2
+    assert main(["train", CONFIG, *RUN, "evaluation.task_set=finn2017", "evaluation.tasks=41",
+                 f"run.dir={run_dir}"]) == 2
     assert "task set 'finn2017' has 40 tasks" in capsys.readouterr().err and not run_dir.exists()
 
 

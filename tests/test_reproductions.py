@@ -115,7 +115,8 @@ def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     assert not list((runs / "oracle-seed1").glob("*firststep*")) and list((runs / "maml-seed1").glob("*firststep0.5*"))
     half = page.split("## Mean return on held-out tasks, published, every step at half")[1].split("##")[0]
     assert "| oracle |" in half
-    assert "## Mean return on held-out tasks, published" in page and "authors' 3 test tasks (task set `finn2017`)" in page
+    assert ("## Mean return on held-out tasks, published" in page
+            and "authors' 3 test tasks (task set `finn2017`)" in page)
     assert "## Mean return on held-out tasks, unbiased" in page
     assert "the steps after the first taken at 0.5 times the first" in page
     assert "(the paper's: 500 x 20 x 20)" in page
@@ -186,7 +187,8 @@ def test_reproduction_resumes_a_run_stopped_after_a_checkpoint(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
 
     stopped = tmp_path / "stopped" / "maml-seed1"
-    first = subprocess.run([sys.executable, "-m", "metarl", "train", str(SCRIPTS.parent / "configs/navigation-maml.yaml"),
+    first = subprocess.run([sys.executable, "-m", "metarl", "train",
+                            str(SCRIPTS.parent / "configs/navigation-maml.yaml"),
                             "seed=1", f"run.dir={stopped}", "train.threads=1", "logging.wandb.mode=disabled",
                             "train.iterations=2", *tiny, "--quiet"],
                            capture_output=True, text=True, env=environment, timeout=300)

@@ -68,11 +68,13 @@ def test_linear_baseline_ridge_is_rllab_absolute_or_scaled_by_the_normal_matrix(
     y = targets.permute(1, 0, 2).reshape(2, 100, 1)
     gram, eye = X.transpose(1, 2) @ X, torch.eye(X.shape[-1], dtype=torch.float64)
     coeff = 1e-2  # large enough for the two ridges to differ visibly
-    for ridge, reg in [("absolute", coeff * eye), ("relative", coeff * gram.diagonal(dim1=1, dim2=2).mean(1).view(2, 1, 1) * eye)]:
+    for ridge, reg in [("absolute", coeff * eye),
+                       ("relative", coeff * gram.diagonal(dim1=1, dim2=2).mean(1).view(2, 1, 1) * eye)]:
         expected = (X @ torch.linalg.solve(gram + reg, X.transpose(1, 2) @ y)).view(2, 20, 5).permute(1, 0, 2)
         fitted = LinearFeatureBaseline(reg_coeff=coeff, ridge=ridge).fit_predict(obs, targets, mask)
         torch.testing.assert_close(fitted, expected, rtol=1e-9, atol=1e-9)
     relative = LinearFeatureBaseline(reg_coeff=coeff).fit_predict(obs, targets, mask)
-    assert not torch.allclose(relative, LinearFeatureBaseline(reg_coeff=coeff, ridge="absolute").fit_predict(obs, targets, mask))
+    assert not torch.allclose(relative,
+                              LinearFeatureBaseline(reg_coeff=coeff, ridge="absolute").fit_predict(obs, targets, mask))
     with pytest.raises(ValueError, match="ridge 'l2' is unknown"):
         LinearFeatureBaseline(ridge="l2")

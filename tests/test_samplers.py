@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -23,8 +22,15 @@ import torch
 from metarl.build import build_family, build_policy, build_sampler
 from metarl.cli import main
 from metarl.config import ConfigError, load_config, validate
-from metarl.sampling import (Episodes, RaySampler, SubprocessSampler, VectorSampler, WorkerError, WorkerRestartWarning,
-                             WorkerSpec)
+from metarl.sampling import (
+    Episodes,
+    RaySampler,
+    SubprocessSampler,
+    VectorSampler,
+    WorkerError,
+    WorkerRestartWarning,
+    WorkerSpec,
+)
 from metarl.trainer import MetaTrainer
 from tests.faulty_env import make_parts
 from tests.test_training import ROOT, TINY, checkout_env, interrupt_long_run, metarl

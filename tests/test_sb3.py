@@ -238,7 +238,8 @@ def test_missing_sb3_says_what_to_install_for_export_and_is_not_needed_to_read_a
         export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
     if PPO is not None:
         params = MetaTrainer(sb3_config(path)).params
-        assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name]) for name, sb3_name in SB3_NAMES.items())
+        assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name])
+                   for name, sb3_name in SB3_NAMES.items())
 
 
 class Exploit:

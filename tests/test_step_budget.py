@@ -1,7 +1,6 @@
 """The step-budget collection of Finn et al.'s code (:mod:`metarl.sampling.step_budget`)."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -174,12 +173,14 @@ def test_absent_episodes_change_no_surrogate(surrogate, per_step_units):
     absent = {name: torch.cat([value, torch.zeros_like(value[:, :, :3])], dim=2)
               for name, value in episodes.numpy().items() for value in [torch.from_numpy(value)]}
     padded = Episodes(**absent)
-    assert padded.episode_counts().tolist() == [4, 4, 4] and padded.mean_return() == pytest.approx(episodes.mean_return())
+    assert (padded.episode_counts().tolist() == [4, 4, 4]
+            and padded.mean_return() == pytest.approx(episodes.mean_return()))
     gradients = []
     for batch_episodes in (episodes, padded):
         oracle = PolicyGradientOracle(FixedSampler(batch_episodes, policy), tasks, surrogate=surrogate,
                                       per_step_units=per_step_units)
-        params = {k: v.detach().unsqueeze(0).repeat(3, *[1] * v.dim()).requires_grad_() for k, v in policy.init_params().items()}
+        params = {k: v.detach().unsqueeze(0).repeat(3, *[1] * v.dim()).requires_grad_()
+                  for k, v in policy.init_params().items()}
         batch = oracle.sample(params)
         gradients.append(torch.autograd.grad(oracle.objective(params, batch), list(params.values())))
     for full, with_absent in zip(*gradients):

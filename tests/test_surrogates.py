@@ -58,9 +58,11 @@ def test_gae_lambda_below_one_changes_reinforce_but_not_dice(setting):
     one = PolicyGradientOracle(oracle.sampler, oracle.tasks, gamma=GAMMA, gae_lambda=1.0)
     batch_lam, batch_one = lam.sample(params), one.sample(params)  # same key: same episodes
     leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    dice = [gradient(SURROGATES["dice"](episode_log_probs(policy, leaf, b.episodes), b), leaf) for b in (batch_lam, batch_one)]
+    dice = [gradient(SURROGATES["dice"](episode_log_probs(policy, leaf, b.episodes), b), leaf)
+            for b in (batch_lam, batch_one)]
     torch.testing.assert_close(dice[0], dice[1])
-    rf = [gradient(SURROGATES["reinforce"](episode_log_probs(policy, leaf, b.episodes), b), leaf) for b in (batch_lam, batch_one)]
+    rf = [gradient(SURROGATES["reinforce"](episode_log_probs(policy, leaf, b.episodes), b), leaf)
+          for b in (batch_lam, batch_one)]
     assert not torch.allclose(rf[0], rf[1])
 
 
@@ -98,7 +100,8 @@ def test_per_step_units_scale_each_task_by_its_length_and_advantage_spread(setti
 
     def per_task_gradient(data):
         leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        grads = torch.autograd.grad(surrogate(episode_log_probs(policy, leaf, data.episodes), data), list(leaf.values()))
+        grads = torch.autograd.grad(surrogate(episode_log_probs(policy, leaf, data.episodes), data),
+                                    list(leaf.values()))
         return torch.cat([g.reshape(3, -1) for g in grads], dim=1)
 
     plain, per_step = per_task_gradient(batch), per_task_gradient(scaled)

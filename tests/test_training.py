@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.config import load_config, validate
 import envs
+from metarl.config import load_config, validate
 from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks
 from metarl.trainer import MetaTrainer, NonFiniteError
 
@@ -136,7 +136,8 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert "evaluation-5tasks-1steps-2episodes-seed99.json" in result.stdout
     evaluation = json.loads((run_dir / "evaluation.json").read_text())  # the latest, what plot draws
     assert evaluation["steps"] == [0, 1] and evaluation["num_tasks"] == 5
-    assert (run_dir / "evaluation-5tasks-1steps-2episodes-seed99.json").read_text() == json.dumps(evaluation, indent=2) + "\n"
+    assert ((run_dir / "evaluation-5tasks-1steps-2episodes-seed99.json").read_text()
+            == json.dumps(evaluation, indent=2) + "\n")
     assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end  # kept
 
     result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "1", "--protocol", "steps", cwd=tmp_path)
@@ -148,7 +149,8 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 x horizon steps per task and step on 3 workers, episodes under way kept" in result.stdout
-    assert EvaluationResult.load(run_dir / "evaluation-3tasks-0steps-2episodes-seed20171-3workersprotocol.json").workers == 3
+    assert EvaluationResult.load(run_dir / "evaluation-3tasks-0steps-2episodes-"
+                                           "seed20171-3workersprotocol.json").workers == 3
     result = metarl("evaluate", str(run_dir), "--protocol", "workers", "--workers", "0", cwd=tmp_path)
     assert result.returncode != 0 and "evaluation.workers" in result.stderr and "Traceback" not in result.stderr
     result = metarl("evaluate", str(run_dir), "--workers", "3", cwd=tmp_path)
@@ -158,13 +160,15 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(the first 2 tasks of set 'finn2017', 2 independent episodes per task and step)" in result.stdout
-    assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-seed20171-finn2017tasks.json").task_set == "finn2017"
+    assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-"
+                                           "seed20171-finn2017tasks.json").task_set == "finn2017"
     result = metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
     assert result.returncode == 2 and "has no task set 'finn2018'" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "2", "--later-step-scale", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "steps after the first at 0.5x" in result.stdout
-    assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-seed20171-laterstep0.5.json").later_step_scale == 0.5
+    assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-"
+                                           "seed20171-laterstep0.5.json").later_step_scale == 0.5
     result = metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
     assert result.returncode == 2 and "evaluation.later_step_scale" in result.stderr
     result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "1", "--first-step-scale", "0.5",
@@ -206,7 +210,8 @@ def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == f"wrote {runs[0] / 'adaptation.png'}", result.stderr
 
     for x in ("iteration", "env_steps"):
-        result = metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"), cwd=tmp_path)
+        result = metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"),
+                        cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert png_size(tmp_path / f"curves-{x}.png") == (1320, 864)  # 2 x 2 panels
     with (runs[1] / "metrics.jsonl").open("a") as metrics:
@@ -253,7 +258,8 @@ def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
 
 
 def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
-    result = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false", cwd=tmp_path)
+    result = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false",
+                    cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("navigation-fomaml-")
@@ -305,7 +311,8 @@ def test_every_method_and_option_trains(sections):
 
 
 def test_adaptive_step_size_is_c_over_lipschitz_estimate():
-    trainer = MetaTrainer(tiny(meta={"method": "hfmaml"}, outer={"kind": "adaptive_sgd", "smoothness": 2.0, "rho": 3.0}))
+    trainer = MetaTrainer(tiny(meta={"method": "hfmaml"},
+                               outer={"kind": "adaptive_sgd", "smoothness": 2.0, "rho": 3.0}))
     record = trainer.step()
     grad_norm = record["lipschitz_estimate"] - 4 * 2.0
     assert grad_norm > 0
@@ -408,7 +415,8 @@ def test_evaluation_on_a_task_set_takes_its_first_tasks():
     expected = envs.make_family("navigation2d").task_set("finn2017")
     tasks = held_out_tasks(config, 3, seed=5)
     assert [t["goal"].tolist() for t in tasks] == [t["goal"].tolist() for t in expected[:3]]
-    assert held_out_tasks(config, 3, seed=6)[0]["goal"].tolist() == tasks[0]["goal"].tolist()  # fixed, whatever the seed
+    assert (held_out_tasks(config, 3, seed=6)[0]["goal"].tolist()
+            == tasks[0]["goal"].tolist())  # fixed, whatever the seed
     with pytest.raises(ValueError, match="task set 'finn2017' has 40 tasks"):
         held_out_tasks(config, 41, seed=5)
     result = evaluate(config, MetaTrainer(config).params, num_tasks=2, steps=0)
@@ -489,9 +497,10 @@ def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
     from PIL import Image
 
     run_dir = tmp_path / "run"
-    assert metarl("train", str(ROOT / "configs/halfcheetah-dir-maml.yaml"), "train.iterations=0", "evaluation.at_end=false",
-                  "env.kwargs={horizon: 10}", "evaluation.episodes_per_task=2", "policy.hidden_sizes=[16]",
-                  "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
+    assert metarl("train", str(ROOT / "configs/halfcheetah-dir-maml.yaml"), "train.iterations=0",
+                  "evaluation.at_end=false", "env.kwargs={horizon: 10}", "evaluation.episodes_per_task=2",
+                  "policy.hidden_sizes=[16]", "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet",
+                  cwd=tmp_path).returncode == 0
     result = metarl("video", str(run_dir), "--task", "{direction: -1}", "--steps", "2", "--out", str(tmp_path / "v"),
                     cwd=tmp_path)
     if result.returncode != 0 and "cannot render" in result.stderr:

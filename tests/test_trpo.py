@@ -4,12 +4,21 @@ line search's guarantees (KL bound, improvement, rejection of a bad direction)."
 import pytest
 import torch
 
+import metarl.trpo as trpo_module
 from metarl.config import load_config, validate
 from metarl.meta import adapt_on
-from metarl.trainer import MetaTrainer
 from metarl.oracles import stack_params
-import metarl.trpo as trpo_module
-from metarl.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, flatten, task_range, unflatten
+from metarl.trainer import MetaTrainer
+from metarl.trpo import (
+    TRPO,
+    RatioReplay,
+    TrustRegionMetric,
+    conjugate_gradient,
+    first_episodes,
+    flatten,
+    task_range,
+    unflatten,
+)
 from tests.test_training import ROOT
 
 
@@ -305,8 +314,9 @@ def test_shipped_locomotion_estimator_takes_accepted_steps_that_move_the_policy(
     accepted within the KL bound, improves the measured surrogate, and changes the pre-adaptation
     policy. A surrogate that cannot improve (DiCE's forward value, or its overflowing replay) fails here."""
     pytest.importorskip("mujoco")
-    config = load_config(ROOT / "configs" / f"{family}-maml.yaml", ["meta.batch_tasks=2", "meta.episodes_per_task=3", "policy.hidden_sizes=[32,32]",
-                                "train.iterations=3", "env.kwargs.threads=1"])
+    config = load_config(ROOT / "configs" / f"{family}-maml.yaml",
+                         ["meta.batch_tasks=2", "meta.episodes_per_task=3", "policy.hidden_sizes=[32,32]",
+                          "train.iterations=3", "env.kwargs.threads=1"])
     trainer = MetaTrainer(config)
     for _ in range(3):
         before, _, _, record = captured_step(trainer)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Sequence
 
 import torch
 
@@ -37,10 +37,10 @@ class Sampler(ABC):
                 same key and seed always give the same episodes.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: in-process samplers hold no workers)
         """Release the sampler's workers (nothing to release in-process); safe to call twice."""
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

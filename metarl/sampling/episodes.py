@@ -58,7 +58,7 @@ class Episodes:
         """Mean undiscounted episode return over all tasks and episodes."""
         return float(self.episode_returns().sum() / self.episode_counts().sum().clamp_min(1))
 
-    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Episodes":
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Episodes:
         """The same episodes on ``device``, with floating-point tensors cast to ``dtype``."""
         cast = {f.name: getattr(self, f.name) for f in fields(self)}
         cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in cast.items()}
@@ -69,6 +69,6 @@ class Episodes:
         return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
 
     @classmethod
-    def from_numpy(cls, arrays: dict[str, np.ndarray]) -> "Episodes":
+    def from_numpy(cls, arrays: dict[str, np.ndarray]) -> Episodes:
         """The inverse of :meth:`numpy` (the arrays are shared, not copied)."""
         return cls(**{name: torch.from_numpy(array) for name, array in arrays.items()})

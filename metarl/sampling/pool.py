@@ -25,8 +25,9 @@ import time
 import warnings
 import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,6 @@ from metarl.policies import Params, Policy
 from metarl.sampling.base import Sampler
 from metarl.sampling.episodes import Episodes
 from metarl.sampling.shards import ShardJob, WorkerSpec, make_jobs, merge_shards
-
 
 POLL_S = 0.5  # longest single wait: a Ctrl-C delivered to another thread is acted on within this
 

@@ -16,15 +16,16 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Sequence
+from typing import Any
 
 from metarl.policies import Policy
-from metarl.signals import STOP_SIGNALS
 from metarl.sampling.pool import Fault, WorkerPool, WorkerPoolSampler, check_pool_settings
 from metarl.sampling.shards import ShardRunner, WorkerSpec
+from metarl.signals import STOP_SIGNALS
 
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 STOP_GRACE_S = 1.0  # an idle worker told to stop is killed if it has not exited after this long

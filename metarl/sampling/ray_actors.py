@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from envs import MissingDependencyError
 from metarl.policies import Policy

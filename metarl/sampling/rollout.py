@@ -21,9 +21,9 @@ only, so that any split of the pairs among workers or chunks gives the same epis
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -9,8 +9,8 @@ pair, so the merged batch equals the in-process sampler's, bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

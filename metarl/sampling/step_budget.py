@@ -23,8 +23,8 @@ environment's ``r``-th episode, and rounds are drawn until the selection is sett
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields, replace
-from typing import Sequence
 
 import torch
 from torch import Tensor

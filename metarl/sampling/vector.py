@@ -11,7 +11,7 @@ same episodes whatever else is sampled, and in whatever order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
