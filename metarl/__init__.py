@@ -9,12 +9,17 @@ __version__ = "0.1.0"
 
 # The public API, loaded on first use (PEP 562): importing torch takes seconds, and the ``metarl``
 # command should not pay for it before it knows what to do.
-_EXPORTS = {
-    "Config": "metarl.config", "load_config": "metarl.config",
-    "EvaluationResult": "metarl.evaluation", "evaluate": "metarl.evaluation",
-    "TaskOracle": "metarl.meta", "estimate_meta_gradient": "metarl.meta", "meta_gradient": "metarl.meta",
-    "MetaTrainer": "metarl.trainer", "run_training": "metarl.trainer",
+_MODULES = {
+    "metarl.estimators.meta_gradient": ("TaskOracle", "MetaGradient", "meta_gradient", "estimate_meta_gradient",
+                                        "adapt"),
+    "metarl.rl.oracles": ("PolicyGradientOracle",),
+    "metarl.rl.policies": ("GaussianMLPPolicy", "CategoricalMLPPolicy"),
+    "metarl.experiment.config": ("Config", "load_config"),
+    "metarl.experiment.trainer": ("MetaTrainer", "run_training"),
+    "metarl.experiment.evaluation": ("EvaluationResult", "evaluate"),
+    "metarl.experiment.run_dir": ("load_params", "save_params"),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_EXPORTS)
 
 

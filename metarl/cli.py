@@ -15,8 +15,8 @@ from metarl.signals import exit_status, signal_name, stop_on_signals
 
 
 def _train(args: argparse.Namespace) -> None:
-    from metarl.config import ConfigError, load_config
-    from metarl.trainer import run_training
+    from metarl.experiment.config import ConfigError, load_config
+    from metarl.experiment.trainer import run_training
 
     if args.resume is not None:
         overrides = args.overrides
@@ -48,8 +48,8 @@ def _train(args: argparse.Namespace) -> None:
 def finished_run(path: str | Path) -> Path:
     """``path`` as the directory of a finished run (``config.yaml`` and the final parameters);
     ``ConfigError`` otherwise."""
-    from metarl.config import ConfigError
-    from metarl.trainer import PARAMS_FILE
+    from metarl.experiment.config import ConfigError
+    from metarl.experiment.run_dir import PARAMS_FILE
 
     run_dir = Path(path)
     if not run_dir.is_dir():
@@ -67,9 +67,9 @@ def _labels(run_dirs: list[Path]) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from metarl.config import load_config
-    from metarl.evaluation import LATEST_EVALUATION, evaluate, save_evaluation, side_by_side
-    from metarl.trainer import PARAMS_FILE, load_params
+    from metarl.experiment.config import load_config
+    from metarl.experiment.evaluation import LATEST_EVALUATION, evaluate, save_evaluation, side_by_side
+    from metarl.experiment.run_dir import PARAMS_FILE, load_params
 
     run_dirs = [finished_run(path) for path in args.run_dirs]
     overrides = [f"evaluation.protocol={args.protocol}"] if args.protocol else []
@@ -103,8 +103,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from metarl.config import load_yaml
-    from metarl.sb3 import export_sb3  # Stable-Baselines3 is optional
+    from metarl.experiment.config import load_yaml
+    from metarl.integrations.sb3 import export_sb3  # Stable-Baselines3 is optional
 
     run_dir = finished_run(args.run_dir)
     task = None if args.task is None else load_yaml(args.task, f"--task {args.task!r}")
@@ -112,10 +112,10 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path}: SB3 PPO model of the run's policy after {args.steps} adaptation step(s)")
 
 
-def _run_names(run_dirs: list[Path]) -> list[str]:
+def run_names(run_dirs: list[Path]) -> list[str]:
     """Each run's ``name`` from its config.yaml, with its seed where names repeat, with its directory
     where those repeat too (a directory without a readable config is named by its path)."""
-    from metarl.config import ConfigError, load_yaml
+    from metarl.experiment.config import ConfigError, load_yaml
 
     def read(run_dir: Path) -> tuple[str, str]:
         try:
@@ -130,10 +130,10 @@ def _run_names(run_dirs: list[Path]) -> list[str]:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from metarl.config import ConfigError
-    from metarl.evaluation import LATEST_EVALUATION, EvaluationResult
-    from metarl.logging import read_metrics
-    from metarl.plotting import plot_adaptation, plot_training_curves
+    from metarl.experiment.config import ConfigError
+    from metarl.experiment.evaluation import LATEST_EVALUATION, EvaluationResult
+    from metarl.experiment.metrics import read_metrics
+    from metarl.experiment.plotting import plot_adaptation, plot_training_curves
 
     if args.curves and args.paths:
         raise ConfigError("give --curves or --paths, not both")
@@ -148,7 +148,7 @@ def _plot(args: argparse.Namespace) -> None:
     if args.out is None and len(run_dirs) > 1:
         raise ConfigError(f"give --out FILE for a figure of {len(run_dirs)} runs (one run's goes to RUN_DIR/{figure})")
     out = args.out if args.out is not None else run_dirs[0] / figure
-    labels = _run_names(run_dirs)
+    labels = run_names(run_dirs)
     if args.curves:
         metrics = {}
         for label, run_dir in zip(labels, run_dirs):
@@ -167,11 +167,11 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 def _plot_paths(args: argparse.Namespace) -> None:
-    from metarl.config import ConfigError, load_config
-    from metarl.evaluation import held_out_tasks
-    from metarl.pictures import navigation_paths
-    from metarl.plotting import plot_navigation_paths
-    from metarl.trainer import PARAMS_FILE, load_params
+    from metarl.experiment.config import ConfigError, load_config
+    from metarl.experiment.evaluation import held_out_tasks
+    from metarl.experiment.pictures import navigation_paths
+    from metarl.experiment.plotting import plot_navigation_paths
+    from metarl.experiment.run_dir import PARAMS_FILE, load_params
 
     if len(args.run_dirs) != 1:
         raise ConfigError("--paths draws one run")
@@ -186,11 +186,11 @@ def _plot_paths(args: argparse.Namespace) -> None:
 
 
 def _video(args: argparse.Namespace) -> None:
-    from metarl.build import build_family
-    from metarl.config import load_config, load_yaml
-    from metarl.evaluation import check_task, draw_task
-    from metarl.pictures import write_video
-    from metarl.trainer import PARAMS_FILE, load_params
+    from metarl.experiment.build import build_family
+    from metarl.experiment.config import load_config, load_yaml
+    from metarl.experiment.evaluation import check_task, draw_task
+    from metarl.experiment.pictures import write_video
+    from metarl.experiment.run_dir import PARAMS_FILE, load_params
 
     run_dir = finished_run(args.run_dir)
     config = load_config(run_dir / "config.yaml")
@@ -329,10 +329,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the command; a known kind of failure is a one-line message and exit status 2."""
-    from metarl.config import ConfigError
-    from metarl.run_lock import RunDirectoryInUse
-    from metarl.sampling import WorkerError
-    from metarl.trainer import Interrupted, NonFiniteError
+    from metarl.experiment.config import ConfigError
+    from metarl.experiment.run_dir import RunDirectoryInUse
+    from metarl.experiment.trainer import Interrupted, NonFiniteError
+    from metarl.rl.sampling import WorkerError
 
     try:
         args.run(args)

@@ -22,11 +22,12 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.build import build_oracle  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.oracles import stack_params  # noqa: E402
-from metarl.returns import RIDGES, LinearFeatureBaseline, discounted_returns  # noqa: E402
-from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, load_params  # noqa: E402
+from metarl.experiment.build import build_oracle
+from metarl.experiment.config import load_config
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
+from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
+from metarl.params import stack_params
+from metarl.rl.returns import RIDGES, LinearFeatureBaseline, discounted_returns
 
 KEY_OFFSET = 10**6  # rollouts no training iteration used
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from metarl.config import load_config
-from metarl.logging import format_table
-from metarl.trainer import MetaTrainer
+from metarl.experiment.config import load_config
+from metarl.experiment.metrics import format_table
+from metarl.experiment.trainer import MetaTrainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

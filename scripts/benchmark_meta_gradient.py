@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from envs import make_family
-from metarl.logging import format_table
-from metarl.meta import estimate_meta_gradient
-from metarl.oracles import PolicyGradientOracle, stack_params
-from metarl.policies import GaussianMLPPolicy, Params
-from metarl.sampling import VectorSampler
+from metarl.estimators.meta_gradient import estimate_meta_gradient
+from metarl.experiment.metrics import format_table
+from metarl.params import Params, stack_params
+from metarl.rl.oracles import PolicyGradientOracle
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.sampling import VectorSampler
 
 WIDTHS = (29, 97, 313, 997)  # about 1e3, 1e4, 1e5 and 1e6 parameters
 # name -> (method, HF-MAML finite difference)

@@ -2,7 +2,7 @@
 
 First table, for every family (the authors' environments, ``robot: rllab``), in wall-clock time:
 
-* ``sampler``: env steps per second of ``metarl.sampling.VectorSampler.sample`` with a 100x100
+* ``sampler``: env steps per second of ``metarl.rl.sampling.VectorSampler.sample`` with a 100x100
   Gaussian MLP policy in the loop and one parameter set per task (as after adaptation), tasks x
   episodes x horizon steps, building and resetting its batched envs included;
 * ``physics limit``: the same number of env steps of the same model with uniformly random controls
@@ -39,12 +39,12 @@ import torch
 
 import envs
 from envs.locomotion import LOCOMOTION_FAMILIES, LocomotionFamily
-from metarl.build import build_family, build_policy, build_sampler
-from metarl.config import load_config, validate
-from metarl.logging import format_table
-from metarl.oracles import stack_params
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import VectorSampler
+from metarl.experiment.build import build_family, build_policy, build_sampler
+from metarl.experiment.config import load_config, validate
+from metarl.experiment.metrics import format_table
+from metarl.params import stack_params
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.sampling import VectorSampler
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PHASES = ("sampling", "adaptation", "meta_gradient", "update")
@@ -117,7 +117,7 @@ def sampling_row(name: str, batch_size: int | None, args: argparse.Namespace) ->
 def iteration_times(args: argparse.Namespace) -> tuple[list[float], dict[str, float], int]:
     """Seconds per MAML TRPO meta-iteration of ``configs/halfcheetah-vel-maml.yaml`` (40 tasks x 20
     episodes), the median seconds of each phase and the env steps per iteration."""
-    from metarl.trainer import MetaTrainer
+    from metarl.experiment.trainer import MetaTrainer
 
     config = load_config(CONFIGS / "halfcheetah-vel-maml.yaml",
                          ["meta.batch_tasks=40", "meta.episodes_per_task=20"])

@@ -28,13 +28,16 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.build import build_oracle  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.logging import format_table  # noqa: E402
-from metarl.meta import estimate_meta_gradient  # noqa: E402
-from metarl.oracles import stack_params  # noqa: E402
-from metarl.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer  # noqa: E402
-from metarl.trpo import TrustRegionMetric, flatten  # noqa: E402
+from metarl.estimators.meta_gradient import estimate_meta_gradient
+from metarl.experiment.build import build_oracle
+from metarl.experiment.config import load_config
+from metarl.experiment.metrics import format_table
+from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
+from metarl.outer.trpo import TrustRegionMetric
+from metarl.params import (
+    flatten,
+    stack_params,
+)
 
 
 def timed_products(make_metric, vectors: list[Tensor]) -> tuple[float, float, list[Tensor]]:

@@ -2,7 +2,7 @@
 
 For each of the first N held-out tasks of a finished run (the tasks ``metarl evaluate RUN_DIR``
 draws: the run's ``evaluation.seed``, the evaluation task stream), the meta-learned policy takes
-one policy-gradient step as ``metarl evaluate`` takes it (``metarl.evaluation.adapt_to_tasks``,
+one policy-gradient step as ``metarl evaluate`` takes it (``metarl.experiment.evaluation.adapt_to_tasks``,
 ``evaluation.episodes_per_task`` episodes); its mean return before (0 steps) and after (1 step) is
 the mean of the sampled episodes, as ``metarl evaluate`` reports it. Stable-Baselines3 PPO then
 trains from scratch on the task's environment (``family.make_env(task)``) for ``--budget`` env
@@ -50,19 +50,20 @@ import numpy as np
 import torch
 
 from envs import Task, TaskFamily
-from metarl.build import build_family, build_policy
 from metarl.cli import finished_run
-from metarl.config import Config, load_config
-from metarl.evaluation import adapt_to_tasks, held_out_tasks
-from metarl.logging import format_table, read_metrics
-from metarl.plotting import pyplot
-from metarl.policies import Params
-from metarl.sb3 import require_sb3, sb3_policy_kwargs
-from metarl.trainer import PARAMS_FILE, load_params
+from metarl.experiment.build import build_family, build_policy
+from metarl.experiment.config import Config, load_config
+from metarl.experiment.evaluation import adapt_to_tasks, held_out_tasks
+from metarl.experiment.metrics import format_table, read_metrics
+from metarl.experiment.plotting import pyplot
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
+from metarl.integrations.sb3 import require_sb3
+from metarl.params import Params
+from metarl.rl.sb3_weights import sb3_policy_kwargs
 
 require_sb3()
-from stable_baselines3 import PPO  # noqa: E402  (after the check that says what to install)
-from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3 import PPO  # after the check that says what to install
+from stable_baselines3.common.callbacks import BaseCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 

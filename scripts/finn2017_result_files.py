@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from reproduce_maml_rl import evaluation_settings  # noqa: E402
+from reproduce_maml_rl import evaluation_settings
 
-from envs import make_family  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.evaluation import EvaluationResult, evaluation_path  # noqa: E402
-from metarl.logging import format_table  # noqa: E402
+from envs import make_family
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import EvaluationResult, evaluation_path
+from metarl.experiment.metrics import format_table
 
 # The authors' file prefix -> our family name.
 FAMILIES = {"point": "navigation", "cheetah": "halfcheetah_vel", "cheetahdirec": "halfcheetah_dir",

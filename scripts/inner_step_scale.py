@@ -22,13 +22,14 @@ import torch
 
 import envs
 from envs.locomotion import LOCOMOTION_FAMILIES
-from metarl.logging import format_table
-from metarl.meta import objective_gradient, tree_norm
-from metarl.oracles import PolicyGradientOracle, episode_log_probs, stack_params
-from metarl.policies import GaussianMLPPolicy
-from metarl.returns import gae
-from metarl.sampling import VectorSampler
-from metarl.surrogates import PolicyGradientBatch
+from metarl.estimators.meta_gradient import objective_gradient
+from metarl.experiment.metrics import format_table
+from metarl.params import stack_params, tree_norm
+from metarl.rl.oracles import PolicyGradientOracle, episode_log_probs
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.returns import gae
+from metarl.rl.sampling import VectorSampler
+from metarl.rl.surrogates import PolicyGradientBatch
 
 
 def published_surrogate_gradient_norms(policy: GaussianMLPPolicy, params: dict, batch: PolicyGradientBatch,

@@ -22,10 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.config import load_config  # noqa: E402
-from metarl.evaluation import adapt_to_tasks, held_out_tasks  # noqa: E402
-from metarl.logging import format_table  # noqa: E402
-from metarl.trainer import PARAMS_FILE, load_params  # noqa: E402
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import adapt_to_tasks, held_out_tasks
+from metarl.experiment.metrics import format_table
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
 
 
 def per_task_returns(batch) -> np.ndarray:

@@ -41,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from metarl.config import load_config
-from metarl.evaluation import EvaluationResult, evaluation_path
-from metarl.logging import format_table
-from metarl.plotting import plot_adaptation
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import EvaluationResult, evaluation_path
+from metarl.experiment.metrics import format_table
+from metarl.experiment.plotting import plot_adaptation
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("maml", "fomaml", "hfmaml", "pretrained", "random", "oracle")

@@ -3,8 +3,8 @@
 Rank-one matrix factorisation: task i's loss is ``f_i(x) = 1/4 ||x x^T - g_i g_i^T||_F^2`` with
 ``g_i = mu + s * z_i``, ``z_i ~ N(0, I)`` (the task spread ``s`` sets how similar the tasks are).
 Each method runs one inner step of size alpha and a plain SGD outer step of fixed size beta, with
-its meta-gradient estimated by ``metarl.meta.meta_gradient`` (the code that also runs RL) on
-``metarl.synthetic.MatrixFactorisationOracle``. The y axis is the norm of the EXACT meta-gradient
+its meta-gradient estimated by ``metarl.estimators.meta_gradient.meta_gradient`` (the code that also runs RL) on
+``metarl.estimators.synthetic.MatrixFactorisationOracle``. The y axis is the norm of the EXACT meta-gradient
 of the panel's MAML objective ``F(x) = mean_i J_i(x + alpha grad J_i(x))`` over all its tasks
 (``J_i = -f_i``), computed by autograd through the closed form.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from metarl.meta import meta_gradient
-from metarl.plotting import pyplot
-from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
+from metarl.estimators.meta_gradient import meta_gradient
+from metarl.estimators.synthetic import MatrixFactorisationOracle, factorisation_objective
+from metarl.experiment.plotting import pyplot
 
 METHODS = ("maml", "fomaml", "hfmaml")
 LABELS = {"maml": "MAML", "fomaml": "FO-MAML", "hfmaml": "HF-MAML"}
@@ -184,8 +184,8 @@ meta-gradient; when the tasks differ, that term does not vanish at a MAML statio
 FO-MAML stalls at a gradient norm of order `alpha * L * (task spread)`, while MAML and HF-MAML
 keep going (seed 002, Theorems 4.12, 4.15 and 4.17).
 
-Here each method's meta-gradient comes from `metarl.meta.meta_gradient` (the estimator code that
-also runs RL) on the task-batched `metarl.synthetic.MatrixFactorisationOracle`; noise enters as an
+Here each method's meta-gradient comes from `metarl.estimators.meta_gradient.meta_gradient` (the estimator code that
+also runs RL) on the task-batched `metarl.estimators.synthetic.MatrixFactorisationOracle`; noise enters as an
 unbiased random linear-quadratic term, so both the gradient and the Hessian are noisy. The outer
 step is plain SGD with a fixed step size (the same for all methods; not the c / L~ rule of seed
 002). The y axis is the norm of the exact gradient of the panel's MAML objective

@@ -5,9 +5,9 @@ the meta-gradient by another ``I + alpha H``, so the meta-objective's smoothness
 ``(1 + alpha_0 L)^N``), and with a fixed outer step it eventually diverges; with
 ``alpha = alpha_0 / N`` (``step_rule="inverse_steps"``) every N keeps converging.
 
-Problem: the rank-one matrix factorisation tasks of seed 003 (``metarl.synthetic``), exact gradients
+Problem: the rank-one matrix factorisation tasks of seed 003 (``metarl.estimators.synthetic``), exact gradients
 and Hessians, all tasks every iteration; the N-step MAML meta-gradient is estimated by
-``metarl.meta.meta_gradient`` (the code that also runs RL), the outer step is plain SGD with a fixed
+``metarl.estimators.meta_gradient.meta_gradient`` (the code that also runs RL), the outer step is plain SGD with a fixed
 step. The y axis is the norm of the EXACT gradient of the N-step MAML objective
 ``F_N(x) = mean_i J_i(theta_N^i(x))`` (each N and rule its own objective, with its own alpha),
 computed by autograd through the closed form. A run whose norm becomes non-finite or exceeds
@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from metarl.meta import inner_step_size, meta_gradient
-from metarl.plotting import pyplot
-from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
+from metarl.estimators.meta_gradient import inner_step_size, meta_gradient
+from metarl.estimators.synthetic import MatrixFactorisationOracle, factorisation_objective
+from metarl.experiment.plotting import pyplot
 
 RULES = ("constant", "inverse_steps")
 RULE_TITLES = {"constant": "constant inner step alpha = alpha_0", "inverse_steps": "inner step alpha = alpha_0 / N"}
@@ -172,7 +172,7 @@ proportional to N; with a constant inner step the meta-gradient's Lipschitz cons
 `(1 + alpha L)^N`, so for a fixed outer step N-step MAML gets worse, and eventually diverges, as N
 grows. Here N-step MAML runs on the rank-one matrix factorisation tasks of seed 003 with exact
 gradients and Hessians, with `step_rule="constant"` (alpha = alpha_0) and
-`step_rule="inverse_steps"` (alpha = alpha_0 / N) of `metarl.meta.meta_gradient` (the estimator
+`step_rule="inverse_steps"` (alpha = alpha_0 / N) of `metarl.estimators.meta_gradient.meta_gradient` (the estimator
 code that also runs RL), and a plain SGD outer step of fixed size. The y axis is the norm of the
 exact gradient of each run's own N-step MAML objective `F_N(x) = mean_i J_i(theta_N^i(x))`,
 computed by autograd through the closed form; lines are medians over {setup.replicas} replicas

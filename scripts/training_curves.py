@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.logging import format_table, read_metrics  # noqa: E402
-from metarl.plotting import pyplot  # noqa: E402
+from metarl.experiment.metrics import format_table, read_metrics
+from metarl.experiment.plotting import pyplot
 
 Curve = tuple[list[float], list[float]]  # (return before adaptation, after), one entry per iteration
 

@@ -27,12 +27,17 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.build import build_oracle  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.meta import adapt_on, estimate_meta_gradient, inner_step_size  # noqa: E402
-from metarl.oracles import stack_params  # noqa: E402
-from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, load_params  # noqa: E402
-from metarl.trpo import conjugate_gradient, flatten, unflatten  # noqa: E402
+from metarl.estimators.meta_gradient import adapt_on, estimate_meta_gradient, inner_step_size
+from metarl.experiment.build import build_oracle
+from metarl.experiment.config import load_config
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
+from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
+from metarl.outer.trpo import conjugate_gradient
+from metarl.params import (
+    flatten,
+    stack_params,
+    unflatten,
+)
 
 PAGE_HEADER = """# The direction of Finn et al.'s TRPO step
 

@@ -28,12 +28,16 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl.build import build_oracle  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.meta import estimate_meta_gradient  # noqa: E402
-from metarl.oracles import stack_params  # noqa: E402
-from metarl.trainer import PARAMS_FILE, TRAINING_ROLLOUT_STREAM, MetaTrainer, load_params  # noqa: E402
-from metarl.trpo import TrustRegionMetric, conjugate_gradient, flatten  # noqa: E402
+from metarl.estimators.meta_gradient import estimate_meta_gradient
+from metarl.experiment.build import build_oracle
+from metarl.experiment.config import load_config
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
+from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
+from metarl.outer.trpo import TrustRegionMetric, conjugate_gradient
+from metarl.params import (
+    flatten,
+    stack_params,
+)
 
 KEY_OFFSET = 10**6  # rollouts no training iteration used
 HEADER = ["| meta-batch | tasks in the metric | cos(x_k, x_B) | efficiency | seconds |",

@@ -12,11 +12,11 @@ import math
 import torch
 from torch import Tensor
 
-from metarl.oracles import episode_log_probs
-from metarl.policies import GaussianMLPPolicy
-from metarl.returns import discount_weights, discounted_returns
-from metarl.sampling import Episodes
-from metarl.surrogates import SURROGATES, PolicyGradientBatch
+from metarl.rl.oracles import episode_log_probs
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.returns import discount_weights, discounted_returns
+from metarl.rl.sampling import Episodes
+from metarl.rl.surrogates import SURROGATES, PolicyGradientBatch
 
 Params = dict[str, Tensor]
 

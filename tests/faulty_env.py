@@ -20,7 +20,7 @@ import numpy as np
 
 import envs
 from envs import BatchedTaskEnv, Task, TaskFamily
-from metarl.policies import GaussianMLPPolicy
+from metarl.rl.policies import GaussianMLPPolicy
 
 FAULTS = ("none", "raise", "crash", "hang")
 

@@ -22,15 +22,15 @@ print(start <= block.data_ptr() < end)
 """
 
 TRAINER = """
-from metarl.config import load_config
-from metarl.trainer import MetaTrainer
+from metarl.experiment.config import load_config
+from metarl.experiment.trainer import MetaTrainer
 MetaTrainer(load_config('configs/navigation-maml.yaml', ['train.reuse_freed_memory={flag}'])).close()
 """
 
 EVALUATION = """
-from metarl.build import build_family_and_policy, initial_params
-from metarl.config import load_config
-from metarl.evaluation import evaluate
+from metarl.experiment.build import build_family_and_policy, initial_params
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import evaluate
 config = load_config('configs/navigation-maml.yaml', ['train.reuse_freed_memory={flag}', 'evaluation.tasks=2',
                      'evaluation.steps=0', 'evaluation.episodes_per_task=1'])
 evaluate(config, initial_params(config, build_family_and_policy(config)[1]))
@@ -49,7 +49,8 @@ def test_a_large_tensor_gets_its_own_mapping_by_default():
 
 
 def test_after_reuse_freed_memory_a_large_tensor_comes_from_the_heap():
-    assert run("from metarl.allocator import reuse_freed_memory\nprint(reuse_freed_memory())" + IN_HEAP) == "True"
+    reuse = "from metarl.experiment.allocator import reuse_freed_memory\nprint(reuse_freed_memory())"
+    assert run(reuse + IN_HEAP) == "True"
 
 
 @pytest.mark.parametrize("flag", ["true", "false"])

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from metarl.build import build_oracle
-from metarl.config import load_config
-from metarl.evaluation import evaluate
-from metarl.meta import objective_gradient, policy_gradient_estimate
-from metarl.oracles import stack_params
-from metarl.trainer import MetaTrainer
+from metarl.estimators.meta_gradient import objective_gradient, policy_gradient_estimate
+from metarl.experiment.build import build_oracle
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import evaluate
+from metarl.experiment.trainer import MetaTrainer
+from metarl.params import stack_params
 from tests.test_training import ROOT, TINY, metarl
 
 SMALL = [arg for arg in TINY if not arg.startswith(("env.kwargs", "train.iterations"))] + ["policy.hidden_sizes=[16]"]
@@ -65,7 +65,7 @@ def test_oracle_baseline_sees_the_goal_and_needs_no_adaptation():
 
 
 def test_pretrain_with_the_adaptive_step_needs_its_constant():
-    from metarl.config import ConfigError
+    from metarl.experiment.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs outer.c"):
         small("pretrained", "outer.kind=adaptive_sgd", "outer.smoothness=1.0", "outer.rho=1.0")
@@ -75,8 +75,8 @@ def test_plot_draws_an_unadapted_run_as_a_level(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from metarl.evaluation import EvaluationResult
-    from metarl.plotting import plot_adaptation
+    from metarl.experiment.evaluation import EvaluationResult
+    from metarl.experiment.plotting import plot_adaptation
 
     maml = EvaluationResult([0, 1, 2], [-40.0, -12.0, -8.0], [2.0, 1.0, 1.0], 40, 7, 20)
     oracle = EvaluationResult([0], [-2.5], [0.1], 40, 7, 20)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.checkpoint import checkpoint_path, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from metarl.config import load_config
-from metarl.logging import read_metrics
-from metarl.trainer import MetaTrainer, run_training
+from metarl.experiment.checkpoint import checkpoint_path, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.experiment.config import load_config
+from metarl.experiment.metrics import read_metrics
+from metarl.experiment.trainer import MetaTrainer, run_training
 from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
@@ -182,11 +182,11 @@ def test_resume_errors_name_the_problem(tmp_path):
 
 
 def test_training_never_checkpoints_non_finite_parameters(tmp_path, capsys):
-    from metarl.trainer import _checkpoint
+    from metarl.experiment.trainer import checkpoint_unless_skipped
 
     trainer = MetaTrainer(tiny())
     trainer.params["log_std"].fill_(float("nan"))
-    _checkpoint(trainer.state_dict(), tmp_path, keep=3)
+    checkpoint_unless_skipped(trainer.state_dict(), tmp_path, keep=3)
     assert list_checkpoints(tmp_path) == []
     captured = capsys.readouterr()
     assert "checkpoint skipped" in captured.out + captured.err

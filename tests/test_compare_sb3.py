@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.build import build_family, build_policy, build_sampler
-from metarl.config import load_config
-from metarl.evaluation import evaluate
-from metarl.logging import read_metrics
-from metarl.sb3 import to_sb3
-from metarl.trainer import PARAMS_FILE, load_params
+from metarl.experiment.build import build_family, build_policy, build_sampler
+from metarl.experiment.config import load_config
+from metarl.experiment.evaluation import evaluate
+from metarl.experiment.metrics import read_metrics
+from metarl.experiment.run_dir import PARAMS_FILE, load_params
+from metarl.integrations.sb3 import to_sb3
 from tests.test_reproductions import SCRIPTS, load_script
 from tests.test_training import ROOT, TINY, checkout_env, metarl
 

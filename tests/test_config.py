@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.config import ConfigError, apply_overrides, load_config, validate
+from metarl.experiment.config import ConfigError, apply_overrides, load_config, validate
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 

@@ -6,12 +6,13 @@ import sys
 import pytest
 import torch
 
-from metarl.build import on_device, resolve_device
-from metarl.checkpoint import load_latest_checkpoint
-from metarl.config import ConfigError, load_config
-from metarl.logging import read_metrics
-from metarl.sampling import Episodes
-from metarl.trainer import MetaTrainer, load_params, run_training
+from metarl.experiment.build import on_device, resolve_device
+from metarl.experiment.checkpoint import load_latest_checkpoint
+from metarl.experiment.config import ConfigError, load_config
+from metarl.experiment.metrics import read_metrics
+from metarl.experiment.run_dir import load_params
+from metarl.experiment.trainer import MetaTrainer, run_training
+from metarl.rl.sampling import Episodes
 from tests.test_training import ROOT, checkout_env, tiny
 
 NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"

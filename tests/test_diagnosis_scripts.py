@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from metarl.config import dump_config
-from metarl.trainer import run_training
+from metarl.experiment.config import dump_config
+from metarl.experiment.trainer import run_training
 from tests.test_training import ROOT, checkout_env, tiny
 
 
@@ -93,8 +93,8 @@ def _result_file(path, task_rows) -> None:
 def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_our_gains_beside(tmp_path):
     pytest.importorskip("mujoco")
     from envs import make_family
-    from metarl.config import load_config
-    from metarl.evaluation import EvaluationResult, evaluation_path
+    from metarl.experiment.config import load_config
+    from metarl.experiment.evaluation import EvaluationResult, evaluation_path
 
     signs = [task["direction"] for task in make_family("halfcheetah_dir").task_set("finn2017")]
     icml = tmp_path / "maml_rl" / "icml"

@@ -5,10 +5,11 @@ import numpy as np
 import torch
 
 from envs import TaskFamily
-from metarl.meta import meta_gradient
-from metarl.oracles import PolicyGradientOracle, stack_params
-from metarl.policies import CategoricalMLPPolicy
-from metarl.sampling import VectorSampler
+from metarl.estimators.meta_gradient import meta_gradient
+from metarl.params import stack_params
+from metarl.rl.oracles import PolicyGradientOracle
+from metarl.rl.policies import CategoricalMLPPolicy
+from metarl.rl.sampling import VectorSampler
 
 
 class CartPoleLengths(TaskFamily):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from envs import FAMILIES, EnvListBatch, GymParamsEnv, GymParamsFamily, make_family
-from metarl.build import build_family
-from metarl.config import ConfigError, validate
+from metarl.experiment.build import build_family
+from metarl.experiment.config import ConfigError, validate
 
 PENDULUM_G = {"env_id": "Pendulum-v1", "params": {"g": {"low": 8, "high": 12}}, "horizon": 50}
 
@@ -208,7 +208,7 @@ def test_missing_mujoco_attribute_names_the_field():
 
 
 def test_meta_training_on_an_adapted_family():
-    from metarl.trainer import MetaTrainer
+    from metarl.experiment.trainer import MetaTrainer
 
     config = validate({
         "seed": 2, "env": {"family": "gym_params", "kwargs": {**PENDULUM_G, "horizon": 10}},

@@ -199,7 +199,7 @@ def test_missing_mujoco_gives_an_install_hint():
 import sys
 sys.modules["mujoco"] = None  # as if MuJoCo were not installed
 from envs import make_family, MissingDependencyError
-from metarl.config import ConfigError, validate
+from metarl.experiment.config import ConfigError, validate
 make_family("navigation2d")
 try:
     make_family("halfcheetah_vel")
@@ -251,7 +251,7 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_config_loads(path):
-    from metarl.config import load_config
+    from metarl.experiment.config import load_config
 
     config = load_config(path)
     assert config.train.iterations >= 1 or path.name.endswith("-random.yaml")  # random baseline: untrained
@@ -269,7 +269,7 @@ def test_locomotion_configs_use_finn_et_als_trust_region_metric(stem):
     """MAML and HF-MAML measure the trust region through the inner step on all episodes, as Finn et al.'s
     code does; FO-MAML's direction ignores the inner step, and so does its metric (theirs stops the
     gradient through it)."""
-    from metarl.config import load_config
+    from metarl.experiment.config import load_config
 
     for method, metric, episodes in [("maml", "adapted", None), ("hfmaml", "adapted", None), ("fomaml", "post", 1)]:
         outer = load_config(ROOT / "configs" / f"{stem}-{method}.yaml").outer
@@ -278,8 +278,8 @@ def test_locomotion_configs_use_finn_et_als_trust_region_metric(stem):
 
 @pytest.mark.parametrize("stem", ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"])
 def test_ci_config_meta_trains(stem):
-    from metarl.config import load_config
-    from metarl.trainer import MetaTrainer
+    from metarl.experiment.config import load_config
+    from metarl.experiment.trainer import MetaTrainer
 
     config = load_config(ROOT / "configs" / "ci" / f"{stem}.yaml")
     trainer = MetaTrainer(config)
@@ -293,8 +293,8 @@ def test_halfcheetah_vel_meta_training_through_the_trainer():
     """A few MAML iterations on HalfCheetahVel: finite numbers, the parameters move, same seed same numbers."""
     import torch
 
-    from metarl.config import validate
-    from metarl.trainer import MetaTrainer
+    from metarl.experiment.config import validate
+    from metarl.experiment.trainer import MetaTrainer
 
     def run():
         config = validate({
@@ -325,9 +325,9 @@ def test_training_collects_as_finn_et_als_parallel_sampler(family, horizon):
     under way kept (E + W - 1 episodes where episodes last the horizon); MAML with TRPO trains on it."""
     import torch
 
-    from metarl.build import build_oracle
-    from metarl.config import validate
-    from metarl.trainer import MetaTrainer
+    from metarl.experiment.build import build_oracle
+    from metarl.experiment.config import validate
+    from metarl.experiment.trainer import MetaTrainer
 
     config = validate({
         "seed": 5, "env": {"family": family, "kwargs": {"horizon": horizon}}, "policy": {"hidden_sizes": [16]},

@@ -244,8 +244,8 @@ def test_oracle_appends_the_task(name):
 
 
 def _zero_policy_returns(family, tasks, episodes):
-    from metarl.policies import GaussianMLPPolicy
-    from metarl.sampling import VectorSampler
+    from metarl.rl.policies import GaussianMLPPolicy
+    from metarl.rl.sampling import VectorSampler
 
     env = family.make_env()
     policy = GaussianMLPPolicy(env.observation_space.shape[0], env.action_space.shape[0], (8,), "relu", init_std=1.0)
@@ -273,8 +273,8 @@ def test_zero_policy_scores_what_the_definitions_predict():
 
 @pytest.mark.parametrize("name", ["halfcheetah_vel", "ant_vel"])
 def test_same_episodes_with_any_thread_count_and_chunking(name):
-    from metarl.policies import GaussianMLPPolicy
-    from metarl.sampling import VectorSampler
+    from metarl.rl.policies import GaussianMLPPolicy
+    from metarl.rl.sampling import VectorSampler
 
     def sample(threads, batch_size):
         family = make_family(name, horizon=25 if name == "halfcheetah_vel" else 60, threads=threads)
@@ -382,8 +382,8 @@ def test_render_gives_an_image_or_says_what_is_missing():
 def test_subprocess_workers_give_the_in_process_episodes_bit_for_bit():
     """Workers cut the call at pairs, inside tasks; three episodes per task leave the Ant's task blocks
     of observations off 16-byte boundaries unless the sampler aligns them."""
-    from metarl.build import build_family, build_policy, build_sampler
-    from metarl.config import validate
+    from metarl.experiment.build import build_family, build_policy, build_sampler
+    from metarl.experiment.config import validate
 
     def sample(kind):
         config = validate({"env": {"family": "ant_vel", "kwargs": {"horizon": 80}}, "policy": {"hidden_sizes": [16]},

@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.meta import estimate_meta_gradient, meta_gradient
-from metarl.synthetic import MatrixFactorisationOracle, factorisation_objective
+from metarl.estimators.meta_gradient import estimate_meta_gradient, meta_gradient
+from metarl.estimators.synthetic import MatrixFactorisationOracle, factorisation_objective
 from tests.closed_form import GaussianBandit, LinearQuadraticControl, exact_maml_gradient
 
 STANDARD_ERRORS = 4.0
@@ -173,7 +173,7 @@ def test_hfmaml_with_a_zero_direction_gives_zero_not_nan():
 
 
 def test_per_task_norm_handles_scalar_parameters():
-    from metarl.meta import tree_norm
+    from metarl.params import tree_norm
 
     norms = tree_norm({"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([[4.0], [2.0]])}, task_axis=True)
     torch.testing.assert_close(norms, torch.tensor([5.0, 2.0]))
@@ -354,7 +354,7 @@ class _Quadratic:
 def test_adapt_takes_the_first_and_later_steps_at_their_scales(first: float, scale: float) -> None:
     """``x_{k+1} = x_k + alpha_k (target - x_k)``: ``x_k - target = (x_0 - target) prod_j (1 - alpha_j)``
     with ``alpha_0 = first * alpha`` and ``alpha_j = scale * alpha`` after."""
-    from metarl.meta import adapt
+    from metarl.estimators.meta_gradient import adapt
 
     target, start, alpha = torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]), 0.3
     thetas, batches = adapt(_Quadratic(target), {"x": start}, inner_lr=alpha, steps=3, later_step_scale=scale,

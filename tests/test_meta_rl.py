@@ -5,10 +5,11 @@ import pytest
 import torch
 
 import envs
-from metarl.meta import meta_gradient, tree_norm
-from metarl.oracles import PolicyGradientOracle, stack_params
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import VectorSampler
+from metarl.estimators.meta_gradient import meta_gradient
+from metarl.params import stack_params, tree_norm
+from metarl.rl.oracles import PolicyGradientOracle
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.sampling import VectorSampler
 
 
 def navigation_oracle(activation="tanh", seed=0, surrogate="dice"):

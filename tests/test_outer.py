@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from metarl.lipschitz import OnlineLipschitz, secants
-from metarl.outer import SGD, Adam, AdaptiveSGD
-from metarl.synthetic import MatrixFactorisationOracle
+from metarl.estimators.synthetic import MatrixFactorisationOracle
+from metarl.outer.lipschitz import OnlineLipschitz, secants
+from metarl.outer.optimizers import SGD, Adam, AdaptiveSGD
 
 
 def test_sgd_ascends_along_the_direction():
@@ -144,8 +144,8 @@ def test_adam_refuses_params_it_was_not_built_with():
 
 def test_adaptive_sgd_with_online_constants_converges_on_the_factorisation_tasks():
     """Seed 002's step size with L and rho estimated online drives the exact MAML gradient down."""
-    from metarl.meta import meta_gradient
-    from metarl.synthetic import factorisation_objective
+    from metarl.estimators.meta_gradient import meta_gradient
+    from metarl.estimators.synthetic import factorisation_objective
 
     tasks, d, alpha = 20, 5, 0.1
     g = 1.0 + 0.5 * torch.randn(tasks, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

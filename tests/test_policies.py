@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 
 
 def stacked(params, n, scale=0.1, seed=0):

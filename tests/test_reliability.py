@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.checkpoint import list_checkpoints
 from metarl.cli import main
-from metarl.config import dump_config
-from metarl.logging import read_metrics
-from metarl.run_lock import lock_holder
-from metarl.trainer import PARAMS_FILE, MetaTrainer, NonFiniteError, run_training, save_params
+from metarl.experiment.checkpoint import list_checkpoints
+from metarl.experiment.config import dump_config
+from metarl.experiment.metrics import read_metrics
+from metarl.experiment.run_dir import PARAMS_FILE, lock_holder, save_params
+from metarl.experiment.trainer import MetaTrainer, NonFiniteError, run_training
 from tests.test_samplers import processes_with_env, still_running
 from tests.test_training import ROOT, TINY, checkout_env, interrupt_training, metarl, tiny
 
@@ -243,7 +243,7 @@ def test_resume_names_each_damaged_checkpoint_and_the_one_it_used(tmp_path):
 
 
 def test_a_diverging_update_is_undone_and_never_pushes_the_last_good_checkpoint_out(tmp_path, monkeypatch, capsys):
-    import metarl.trainer as trainer_module
+    import metarl.experiment.trainer as trainer_module
 
     real = trainer_module.estimate_meta_gradient
 

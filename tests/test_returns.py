@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metarl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
+from metarl.rl.returns import LinearFeatureBaseline, discount_weights, discounted_returns, gae
 
 
 def test_discounted_returns_and_gae_lambda_one():

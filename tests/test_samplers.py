@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.build import build_family, build_policy, build_sampler
 from metarl.cli import main
-from metarl.config import ConfigError, load_config, validate
-from metarl.sampling import (
+from metarl.experiment.build import build_family, build_policy, build_sampler
+from metarl.experiment.config import ConfigError, load_config, validate
+from metarl.experiment.trainer import MetaTrainer
+from metarl.rl.sampling import (
     Episodes,
     RaySampler,
     SubprocessSampler,
@@ -31,7 +32,6 @@ from metarl.sampling import (
     WorkerRestartWarning,
     WorkerSpec,
 )
-from metarl.trainer import MetaTrainer
 from tests.faulty_env import make_parts
 from tests.test_training import ROOT, TINY, checkout_env, interrupt_long_run, metarl
 
@@ -149,7 +149,7 @@ def test_subprocess_workers_give_the_vector_samplers_episodes_bit_for_bit(worker
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    from metarl.sampling.ray_actors import local_ray_system_config
+    from metarl.rl.sampling.ray_actors import local_ray_system_config
 
     # As the sampler's own local instance: workers at niceness 0, not Ray's 15 (which slows their
     # start-up past the timeout on a machine with other busy processes).
@@ -180,7 +180,7 @@ def test_ray_actors_same_episodes_restart_after_a_kill_error_names_the_worker_an
 
 def test_a_local_ray_instance_the_sampler_starts_runs_its_workers_at_normal_priority(monkeypatch):
     ray = pytest.importorskip("ray")
-    from metarl.sampling.ray_actors import RayActorPool
+    from metarl.rl.sampling.ray_actors import RayActorPool
 
     options = {}
 
@@ -196,7 +196,7 @@ def test_a_local_ray_instance_the_sampler_starts_runs_its_workers_at_normal_prio
 
 
 def test_an_unreachable_ray_address_is_reported_instead_of_waited_for():
-    from metarl.sampling.ray_actors import check_reachable
+    from metarl.rl.sampling.ray_actors import check_reachable
 
     with deadline(30), pytest.raises(WorkerError, match=r"could not connect to the Ray cluster at sampler.address = "
                                                         r"'127.0.0.1:1': ConnectionRefusedError"):

@@ -2,9 +2,9 @@ import numpy as np
 import torch
 
 import envs
-from metarl.oracles import stack_params
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import VectorSampler
+from metarl.params import stack_params
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.sampling import VectorSampler
 
 
 def make_sampler(episodes=3, seed=0):

@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from envs import MissingDependencyError
-from metarl.build import build_family, build_policy
-from metarl.checkpoint import list_checkpoints
 from metarl.cli import build_parser, main
-from metarl.config import dump_config, load_config
-from metarl.evaluation import check_task
-from metarl.policies import CategoricalMLPPolicy
-from metarl.sb3 import actor_params, adapt_to_task, export_sb3, to_sb3
-from metarl.trainer import PARAMS_FILE, MetaTrainer, load_params, run_training, save_params
+from metarl.experiment.build import build_family, build_policy
+from metarl.experiment.checkpoint import list_checkpoints
+from metarl.experiment.config import dump_config, load_config
+from metarl.experiment.evaluation import check_task
+from metarl.experiment.run_dir import PARAMS_FILE, load_params, save_params
+from metarl.experiment.trainer import MetaTrainer, run_training
+from metarl.integrations.sb3 import adapt_to_task, export_sb3, to_sb3
+from metarl.rl.policies import CategoricalMLPPolicy
+from metarl.rl.sb3_weights import actor_params
 from tests.test_training import ROOT, TINY, metarl, tiny
 
 try:
@@ -30,7 +32,7 @@ except ImportError:
 
 needs_sb3 = pytest.mark.skipif(PPO is None, reason='stable-baselines3 is not installed: pip install -e ".[sb3]"')
 TASK = {"goal": [0.3, -0.2]}
-# The SB3 names of a two-hidden-layer actor, written out rather than taken from metarl.sb3.
+# The SB3 names of a two-hidden-layer actor, written out rather than taken from metarl.integrations.sb3.
 SB3_NAMES = {
     "mean_net.0.weight": "mlp_extractor.policy_net.0.weight", "mean_net.0.bias": "mlp_extractor.policy_net.0.bias",
     "mean_net.2.weight": "mlp_extractor.policy_net.2.weight", "mean_net.2.bias": "mlp_extractor.policy_net.2.bias",

@@ -1,4 +1,4 @@
-"""The step-budget collection of Finn et al.'s code (:mod:`metarl.sampling.step_budget`)."""
+"""The step-budget collection of Finn et al.'s code (:mod:`metarl.rl.sampling.step_budget`)."""
 
 import json
 
@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import envs
-from metarl.config import validate
-from metarl.evaluation import evaluate, evaluation_path, save_evaluation
-from metarl.oracles import PolicyGradientOracle
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import Episodes, VectorSampler
-from metarl.sampling.base import Sampler
-from metarl.sampling.step_budget import StepBudgetSampler, step_budget_selection
-from metarl.trainer import MetaTrainer
+from metarl.experiment.config import validate
+from metarl.experiment.evaluation import evaluate, evaluation_path, save_evaluation
+from metarl.experiment.trainer import MetaTrainer
+from metarl.rl.oracles import PolicyGradientOracle
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.sampling import Episodes, VectorSampler
+from metarl.rl.sampling.base import Sampler
+from metarl.rl.sampling.step_budget import StepBudgetSampler, step_budget_selection
 
 
 def simulate_vectorised_sampler(lengths: np.ndarray, budget: int) -> np.ndarray:

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 import envs
-from metarl.oracles import PolicyGradientOracle, episode_log_probs, stack_params
-from metarl.policies import GaussianMLPPolicy
-from metarl.returns import discounted_returns
-from metarl.sampling import VectorSampler
-from metarl.surrogates import SURROGATES
+from metarl.params import stack_params
+from metarl.rl.oracles import PolicyGradientOracle, episode_log_probs
+from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.returns import discounted_returns
+from metarl.rl.sampling import VectorSampler
+from metarl.rl.surrogates import SURROGATES
 
 GAMMA = 0.95
 

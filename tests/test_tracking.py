@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.evaluation import EvaluationResult
-from metarl.plotting import plot_adaptation
-from metarl.tracking import (
+from metarl.experiment.evaluation import EvaluationResult
+from metarl.experiment.plotting import plot_adaptation
+from metarl.experiment.tracking import (
     NullTracker,
     TrackingError,
     WandbSettings,
@@ -191,8 +191,8 @@ def test_disabled_mode_writes_nothing_and_never_imports_wandb(tmp_path, wandb_ho
     result = run_python(f"""
         import sys
         from pathlib import Path
-        from metarl.evaluation import EvaluationResult
-        from metarl.tracking import WandbSettings, make_tracker
+        from metarl.experiment.evaluation import EvaluationResult
+        from metarl.experiment.tracking import WandbSettings, make_tracker
         tracker = make_tracker(WandbSettings(mode="disabled"), Path("run"), {{"seed": 1}})
         tracker.log_metrics({{"iteration": 0, "x": "nan"}})
         tracker.log_evaluation(EvaluationResult([0], [1.0], [0.5], 2, 1, 1), Path("plot.png"))
@@ -211,7 +211,7 @@ def test_missing_wandb_gives_a_clear_error(tmp_path):
         import sys
         sys.modules["wandb"] = None  # as if it were not installed
         from pathlib import Path
-        from metarl.tracking import TrackingError, WandbSettings, make_tracker
+        from metarl.experiment.tracking import TrackingError, WandbSettings, make_tracker
         try:
             make_tracker(WandbSettings(), Path("run"), {})
         except TrackingError as error:
@@ -225,7 +225,7 @@ def test_missing_wandb_gives_a_clear_error(tmp_path):
 def test_online_mode_without_login_gives_a_clear_error(tmp_path):
     result = run_python("""
         from pathlib import Path
-        from metarl.tracking import TrackingError, WandbSettings, make_tracker
+        from metarl.experiment.tracking import TrackingError, WandbSettings, make_tracker
         try:
             make_tracker(WandbSettings(mode="online"), Path("run"), {})
         except TrackingError as error:

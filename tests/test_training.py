@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import envs
-from metarl.config import load_config, validate
-from metarl.evaluation import EvaluationResult, evaluate, held_out_tasks
-from metarl.trainer import MetaTrainer, NonFiniteError
+from metarl.experiment.config import load_config, validate
+from metarl.experiment.evaluation import EvaluationResult, evaluate, held_out_tasks
+from metarl.experiment.trainer import MetaTrainer, NonFiniteError
 
 ROOT = Path(__file__).parent.parent
 TINY = ["train.iterations=2", "meta.batch_tasks=3", "meta.episodes_per_task=2", "evaluation.tasks=4",
@@ -228,7 +228,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_run_names_label_runs_by_config_name_then_seed_then_directory(tmp_path):
-    from metarl.cli import _run_names
+    from metarl.cli import run_names
 
     def run(name: str, seed: int, directory: str) -> Path:
         (tmp_path / directory).mkdir()
@@ -236,7 +236,7 @@ def test_run_names_label_runs_by_config_name_then_seed_then_directory(tmp_path):
         return tmp_path / directory
 
     runs = [run("maml", 1, "a"), run("fomaml", 1, "b"), run("fomaml", 2, "c"), run("hf", 3, "d"), run("hf", 3, "e")]
-    assert _run_names([*runs, tmp_path / "missing"]) == [
+    assert run_names([*runs, tmp_path / "missing"]) == [
         "maml", "fomaml seed 1", "fomaml seed 2", f"hf seed 3 ({runs[3]})", f"hf seed 3 ({runs[4]})",
         str(tmp_path / "missing")]
 
@@ -346,7 +346,7 @@ def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
 
 
 def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, capsys):
-    import metarl.trainer as trainer_module
+    import metarl.experiment.trainer as trainer_module
 
     real = trainer_module.estimate_meta_gradient
 
@@ -402,7 +402,7 @@ def test_cli_errors_for_unusable_run_dirs_and_damaged_params(tmp_path):
 
 
 def test_runs_started_together_get_their_own_directories(tmp_path, monkeypatch):
-    from metarl.trainer import create_run_dir
+    from metarl.experiment.run_dir import create_run_dir
 
     monkeypatch.chdir(tmp_path)
     config = tiny()
@@ -424,7 +424,7 @@ def test_evaluation_on_a_task_set_takes_its_first_tasks():
 
 
 def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
-    from metarl.evaluation import save_evaluation
+    from metarl.experiment.evaluation import save_evaluation
 
     sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
     params = MetaTrainer(tiny(**sections)).params
@@ -438,7 +438,7 @@ def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
 
 
 def test_first_step_scale_changes_the_returns_after_one_step_and_keeps_old_files_fields(tmp_path):
-    from metarl.evaluation import save_evaluation
+    from metarl.experiment.evaluation import save_evaluation
 
     sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
     params = MetaTrainer(tiny(**sections)).params

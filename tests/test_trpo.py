@@ -4,21 +4,12 @@ line search's guarantees (KL bound, improvement, rejection of a bad direction)."
 import pytest
 import torch
 
-import metarl.trpo as trpo_module
-from metarl.config import load_config, validate
-from metarl.meta import adapt_on
-from metarl.oracles import stack_params
-from metarl.trainer import MetaTrainer
-from metarl.trpo import (
-    TRPO,
-    RatioReplay,
-    TrustRegionMetric,
-    conjugate_gradient,
-    first_episodes,
-    flatten,
-    task_range,
-    unflatten,
-)
+import metarl.outer.trpo as trpo_module
+from metarl.estimators.meta_gradient import adapt_on
+from metarl.experiment.config import load_config, validate
+from metarl.experiment.trainer import MetaTrainer
+from metarl.outer.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, task_range
+from metarl.params import flatten, stack_params, unflatten
 from tests.test_training import ROOT
 
 
