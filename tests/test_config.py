@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from metarl.experiment.config import ConfigError, apply_overrides, load_config, validate
+from metarl.experiment.config import ConfigError, apply_overrides, load_config, read_config_file, validate
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 
@@ -108,3 +109,61 @@ def test_direction_families_take_a_forward_probability_and_reject_one_out_of_ran
     assert config.env.kwargs == {"forward_probability": 0.8}
     with pytest.raises(ConfigError, match=r"forward_probability must be in \[0, 1\], got 2"):
         validate(apply_overrides({}, ["env.family=ant_dir", "env.kwargs={forward_probability: 2}"]), "test.yaml")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_config_lays_its_sections_over_its_bases_in_order(tmp_path):
+    write(tmp_path / "presets/paper.yaml",
+          "seed: 4\nmeta: {inner_lr: 0.1, batch_tasks: 7}\nenv: {kwargs: {horizon: 30}}\n")
+    write(tmp_path / "presets/short.yaml", "train: {iterations: 3}\nmeta: {batch_tasks: 2}\n")
+    path = write(tmp_path / "run.yaml", "base: [presets/paper.yaml, presets/short.yaml]\nname: run\n"
+                                        "meta: {inner_lr: 0.2}\nenv: {kwargs: {oracle: true}}\n")
+    config = load_config(path, ["seed=9"])
+    assert (config.name, config.seed, config.train.iterations) == ("run", 9, 3)
+    assert (config.meta.inner_lr, config.meta.batch_tasks) == (0.2, 2)  # own value, then the later base's
+    assert config.env.kwargs == {"horizon": 30, "oracle": True}  # sections merge key by key
+    assert "base" not in read_config_file(path)
+
+
+def test_a_base_names_its_own_bases_relative_to_itself(tmp_path):
+    write(tmp_path / "a/b/root.yaml", "train: {iterations: 5}\n")
+    write(tmp_path / "a/mid.yaml", "base: b/root.yaml\nseed: 2\n")
+    top = write(tmp_path / "top.yaml", "base: a/mid.yaml\n")
+    assert read_config_file(top) == {"train": {"iterations": 5}, "seed": 2}
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"top.yaml": "base: missing.yaml\n"}, r"missing.yaml' does not exist \(.*top.yaml -> .*missing.yaml\)"),
+    ({"top.yaml": "base: other.yaml\n", "other.yaml": "base: top.yaml\n"}, "name each other as base"),
+    ({"top.yaml": "base: top.yaml\n"}, "name each other as base"),
+    ({"top.yaml": "base: [ ]\n"}, "give a file name or a list of file names"),
+    ({"top.yaml": "base: {a: 1}\n"}, "give a file name or a list of file names"),
+    ({"top.yaml": "base: other.yaml\n", "other.yaml": "- a list\n"}, "must hold a mapping of sections"),
+])
+def test_bad_bases_are_named(tmp_path, files, message):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "top.yaml")
+
+
+def test_a_chain_of_bases_deeper_than_the_limit_is_refused(tmp_path):
+    for i in range(12):
+        write(tmp_path / f"c{i}.yaml", f"base: c{i + 1}.yaml\n" if i < 11 else "seed: 1\n")
+    with pytest.raises(ConfigError, match="nest deeper than 8"):
+        load_config(tmp_path / "c0.yaml")
+
+
+def test_siblings_share_their_family_config():
+    """A method's or baseline's config names only what differs from the family's MAML config."""
+    root = Path(__file__).parent.parent / "configs"
+    for family in ("navigation", "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"):
+        for method in ("fomaml", "hfmaml", "random", "pretrained", "oracle"):
+            own = yaml.safe_load((root / f"{family}-{method}.yaml").read_text())
+            assert own["base"] == f"{family}-maml.yaml"
+            assert own.keys() <= {"base", "name", "meta", "outer", "env", "train", "evaluation"}, (family, method)

@@ -340,15 +340,52 @@ def validate(data: dict[str, Any], source: str = "") -> Config:
         raise ConfigError(_format_errors(error, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file, apply ``key=value`` overrides and validate."""
+BASE_KEY = "base"
+MAX_BASE_DEPTH = 8
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` laid over ``base``: sections merge key by key, any other value replaces the base's."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge(merged[key], value) if both_sections else value
+    return merged
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's data with its bases resolved.
+
+    ``base:`` names one file or a list of files (relative to this one), read the same way and merged in
+    order; this file's own sections are laid over them. A missing base, a circle of bases or a chain
+    deeper than :data:`MAX_BASE_DEPTH` is a :class:`ConfigError` naming the files.
+    """
     path = Path(path)
+    where = " -> ".join(str(p) for p in (*_chain, path))
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"config file {str(path)!r} does not exist" + (f" ({where})" if _chain else ""))
+    if path.resolve() in {p.resolve() for p in _chain}:
+        raise ConfigError(f"config files name each other as base: {where}")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"config bases nest deeper than {MAX_BASE_DEPTH}: {where}")
     data = load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    return validate(apply_overrides(data, overrides or []), str(path))
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    names = [bases] if isinstance(bases, str) else bases
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"config file {str(path)!r}: base = {bases!r}; give a file name or a list of file names")
+    resolved: dict[str, Any] = {}
+    for name in names:
+        resolved = merge(resolved, read_config_file(path.parent / name, (*_chain, path)))
+    return merge(resolved, data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file (and its bases), apply ``key=value`` overrides and validate."""
+    return validate(apply_overrides(read_config_file(path), overrides or []), str(path))
 
 
 def dump_config(config: Config) -> str:
