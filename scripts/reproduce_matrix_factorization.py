@@ -1,4 +1,5 @@
-"""Reproduce Figure 2 of Fallah, Mokhtari & Ozdaglar (seed 003): MAML vs FO-MAML vs HF-MAML.
+"""Reproduce Figure 2 of Fallah (2019), "On Theory of Model-Agnostic Meta-Learning Algorithms", an account
+of Fallah, Mokhtari & Ozdaglar (2020, https://arxiv.org/abs/1908.10400): MAML vs FO-MAML vs HF-MAML.
 
 Rank-one matrix factorisation: task i's loss is ``f_i(x) = 1/4 ||x x^T - g_i g_i^T||_F^2`` with
 ``g_i = mu + s * z_i``, ``z_i ~ N(0, I)`` (the task spread ``s`` sets how similar the tasks are).
@@ -175,14 +176,15 @@ def hyper_parameters(panels: tuple[Panel, ...], setup: Setup) -> str:
 
 def write_markdown(path: Path, table: str, panels: tuple[Panel, ...], setup: Setup, seed: int) -> None:
     """The reproduction page (the discussion is written for the default settings)."""
-    text = f"""# Seed 003, Figure 2: MAML, FO-MAML and HF-MAML on rank-one matrix factorisation
+    text = f"""# MAML, FO-MAML and HF-MAML on rank-one matrix factorisation (Figure 2 of Fallah 2019)
 
 Fallah, Mokhtari & Ozdaglar compare the three meta-gradient estimators on a toy problem: task i's
 loss is `f_i(x) = 1/4 ||x x^T - g_i g_i^T||_F^2` with `g_i` Gaussian, whose variance sets how
 similar the tasks are. FO-MAML drops the term `alpha * Hessian * gradient` of the MAML
 meta-gradient; when the tasks differ, that term does not vanish at a MAML stationary point, so
 FO-MAML stalls at a gradient norm of order `alpha * L * (task spread)`, while MAML and HF-MAML
-keep going (seed 002, Theorems 4.12, 4.15 and 4.17).
+keep going (Fallah, Mokhtari & Ozdaglar 2020, https://arxiv.org/abs/1908.10400, Theorems 4.12, 4.15
+and 4.17).
 
 Here each method's meta-gradient comes from `metarl.estimators.meta_gradient.meta_gradient` (the estimator code that
 also runs RL) on the task-batched `metarl.estimators.synthetic.MatrixFactorisationOracle`; noise enters as an

@@ -1,11 +1,11 @@
-"""Multi-step MAML (Ji, Yang & Liang, seed 001): the inner step must shrink as 1/N.
+"""Multi-step MAML (Ji, Yang & Liang 2020, https://arxiv.org/abs/2002.07836): the inner step must shrink as 1/N.
 
 N-step MAML with a constant inner step alpha_0 gets worse as N grows (each extra step multiplies
 the meta-gradient by another ``I + alpha H``, so the meta-objective's smoothness grows like
 ``(1 + alpha_0 L)^N``), and with a fixed outer step it eventually diverges; with
 ``alpha = alpha_0 / N`` (``step_rule="inverse_steps"``) every N keeps converging.
 
-Problem: the rank-one matrix factorisation tasks of seed 003 (``metarl.estimators.synthetic``), exact gradients
+Problem: the rank-one matrix factorisation tasks of Fallah et al. (``metarl.estimators.synthetic``), exact gradients
 and Hessians, all tasks every iteration; the N-step MAML meta-gradient is estimated by
 ``metarl.estimators.meta_gradient.meta_gradient`` (the code that also runs RL), the outer step is plain SGD with a fixed
 step. The y axis is the norm of the EXACT gradient of the N-step MAML objective
@@ -165,12 +165,12 @@ def plot(curves: dict[tuple[str, int], Tensor], setup: Setup, path: Path) -> Non
 
 def write_markdown(path: Path, table: str, setup: Setup, seed: int) -> None:
     """The reproduction page (the discussion is written for the default settings)."""
-    text = f"""# Seed 001: multi-step MAML needs an inner step of order 1/N
+    text = f"""# Multi-step MAML needs an inner step of order 1/N (Ji, Yang & Liang 2020)
 
 Ji, Yang & Liang prove convergence of N-step MAML when the inner step is chosen inversely
 proportional to N; with a constant inner step the meta-gradient's Lipschitz constant grows like
 `(1 + alpha L)^N`, so for a fixed outer step N-step MAML gets worse, and eventually diverges, as N
-grows. Here N-step MAML runs on the rank-one matrix factorisation tasks of seed 003 with exact
+grows. Here N-step MAML runs on the rank-one matrix factorisation tasks of Fallah et al. with exact
 gradients and Hessians, with `step_rule="constant"` (alpha = alpha_0) and
 `step_rule="inverse_steps"` (alpha = alpha_0 / N) of `metarl.estimators.meta_gradient.meta_gradient` (the estimator
 code that also runs RL), and a plain SGD outer step of fixed size. The y axis is the norm of the
@@ -196,7 +196,7 @@ Exact meta-gradient norm of `F_N` (median over replicas) at the start and after 
 
 {table}
 
-How it matches seed 001 (for the default settings): with the constant step, one and two inner
+How it matches Ji, Yang & Liang (for the default settings): with the constant step, one and two inner
 steps still converge (two more slowly), four steps are left far behind (median meta-gradient
 norm about 2e-2 after the last iteration, worst replica 0.25, against at most 2.4e-7 with
 alpha_0 / N), and with eight steps three of the five replicas diverge within the first

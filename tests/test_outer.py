@@ -143,7 +143,7 @@ def test_adam_refuses_params_it_was_not_built_with():
 
 
 def test_adaptive_sgd_with_online_constants_converges_on_the_factorisation_tasks():
-    """Seed 002's step size with L and rho estimated online drives the exact MAML gradient down."""
+    """Fallah, Mokhtari & Ozdaglar's step size with L and rho estimated online drives the exact MAML gradient down."""
     from metarl.estimators.meta_gradient import meta_gradient
     from metarl.estimators.synthetic import factorisation_objective
 

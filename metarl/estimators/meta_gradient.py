@@ -1,5 +1,8 @@
 """Meta-gradient estimators MAML, FO-MAML and HF-MAML, written once against a task oracle.
 
+MAML and FO-MAML: Finn, Abbeel & Levine (2017), https://arxiv.org/abs/1703.03400; N inner steps
+and their ``alpha_0 / N`` step rule: Ji, Yang & Liang (2020), https://arxiv.org/abs/2002.07836.
+
 Ascent form: ``J`` is the expected return (or minus a loss) and is maximised. For one task,
 with N inner steps of size alpha::
 
@@ -10,13 +13,14 @@ with N inner steps of size alpha::
 * ``maml``: ``H_k u`` is an exact Hessian-vector product (double backward) of the surrogate on
   D_k (``hessian_batch="shared"``) or on a fresh batch drawn at theta_k (``"independent"``).
 * ``fomaml``: the meta-gradient is ``v`` (no second-order term).
-* ``hfmaml`` (Fallah et al.): ``H_k u`` is replaced by the finite difference
-  ``[grad S(theta_k + delta u) - grad S(theta_k - delta u)] / (2 delta)`` on the same batch,
-  first-order gradients only (or the forward difference ``[grad S(theta_k + delta u) - grad S(theta_k)] / delta``,
-  which on a shared batch reuses the inner step's gradient). With ``delta_rule="scaled"``,
-  ``delta = delta_0 / ||u||``; with ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the
-  surrogate must be importance weighted away from the sampling parameters (``dice``), or the
-  difference sees only part of the Hessian.
+* ``hfmaml`` (Fallah, Mokhtari & Ozdaglar 2020, https://arxiv.org/abs/1908.10400): ``H_k u`` is
+  replaced by the finite difference ``[grad S(theta_k + delta u) - grad S(theta_k - delta u)] /
+  (2 delta)`` on the same batch, first-order gradients only (or the forward difference
+  ``[grad S(theta_k + delta u) - grad S(theta_k)] / delta``, which on a shared batch reuses the
+  inner step's gradient). With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
+  ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the surrogate must be importance
+  weighted away from the sampling parameters (``dice``), or the difference sees only part of the
+  Hessian.
 
 An oracle with ``task_axis = True`` carries B tasks at once: every parameter tensor has a leading
 task axis and its objective is the sum of the B independent per-task objectives, so gradients
@@ -279,7 +283,7 @@ def meta_gradient(
         delta: delta_0 of HF-MAML's ``delta = delta_0 / ||u||``.
         delta_rule: ``"scaled"`` or ``"theory"`` (``delta = 1 / (6 rho alpha ||u||)``).
         rho: Lipschitz constant of the Hessian, for ``delta_rule="theory"``.
-        difference: HF-MAML's ``"central"`` difference (the seed's; error O(delta^2) for smooth
+        difference: HF-MAML's ``"central"`` difference (Fallah et al.'s; error O(delta^2) for smooth
             surrogates) or ``"forward"`` (error O(delta); on a shared batch it reuses the inner
             step's gradient, one gradient per inner step instead of two).
     """

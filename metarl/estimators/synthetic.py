@@ -1,8 +1,9 @@
-"""Synthetic supervised tasks for checking the meta-gradient estimators (seed 003).
+"""Synthetic supervised tasks for checking the meta-gradient estimators (the rank-one matrix factorisation
+of Fallah (2019), "On Theory of Model-Agnostic Meta-Learning Algorithms").
 
 Rank-one matrix factorisation: task i's loss is ``f_i(x) = 1/4 ||x x^T - g_i g_i^T||_F^2`` with
 ``g_i`` Gaussian (its spread sets how similar the tasks are). In ascent form ``J_i = -f_i``.
-Noisy gradients and Hessians, as in the seed's experiment, come from a random linear-quadratic
+Noisy gradients and Hessians, as in Fallah's (2019) experiment, come from a random linear-quadratic
 term added to the objective: ``S(x; D) = J(x) + <xi, x> + 1/2 x^T Xi x`` with ``xi`` and the
 symmetric ``Xi`` zero-mean Gaussian, so ``grad S = grad J + xi + Xi x`` and
 ``hess S = hess J + Xi``: unbiased, with standard deviation ``sigma_g`` per gradient entry and

@@ -1,7 +1,8 @@
 """Online estimates of the smoothness constants L and rho that the adaptive step size needs.
 
-Seed 002's step size ``beta = c / L~`` uses L (the task gradients are L-Lipschitz) and rho (the
-task Hessians are rho-Lipschitz). When the user cannot give them, they are estimated from
+The step size of Fallah, Mokhtari & Ozdaglar (2020, https://arxiv.org/abs/1908.10400),
+``beta = c / L~``, uses L (the task gradients are L-Lipschitz) and rho (the task Hessians are
+rho-Lipschitz). When the user cannot give them, they are estimated from
 secants taken on *common data*: one batch D drawn at theta serves both end points of a segment
 [theta', theta], so the difference measures curvature and not sampling noise::
 

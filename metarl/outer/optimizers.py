@@ -1,4 +1,5 @@
-"""Outer (meta) updates: SGD with a fixed step, SGD with the adaptive step of Fallah et al.,
+"""Outer (meta) updates: SGD with a fixed step, SGD with the adaptive step of Fallah, Mokhtari &
+Ozdaglar (2020, https://arxiv.org/abs/1908.10400),
 and Adam. All take the averaged *ascent* direction and update the parameters in place.
 
 A TRPO update plugs in here as another :class:`OuterOptimizer`: ``step`` receives the
@@ -18,7 +19,7 @@ from metarl.estimators.meta_gradient import MetaGradient, TaskOracle, objective_
 from metarl.outer.lipschitz import OnlineLipschitz
 from metarl.params import Params, tree_norm
 
-# Seed 002 (Fallah et al., Theorems 4.8, 4.15, 4.17): beta = c / L~(theta).
+# Fallah, Mokhtari & Ozdaglar (2020), Theorems 4.8, 4.15, 4.17: beta = c / L~(theta).
 ADAPTIVE_STEP_CONSTANTS = {"maml": 1 / 12, "fomaml": 1 / 18, "hfmaml": 1 / 25}
 
 
