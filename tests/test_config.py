@@ -167,3 +167,12 @@ def test_siblings_share_their_family_config():
             own = yaml.safe_load((root / f"{family}-{method}.yaml").read_text())
             assert own["base"] == f"{family}-maml.yaml"
             assert own.keys() <= {"base", "name", "meta", "outer", "env", "train", "evaluation"}, (family, method)
+
+
+def test_the_config_reference_is_generated_from_the_schema():
+    """docs/configuration.md is what scripts/config_reference.py writes: edit the field docstrings, then run it."""
+    from metarl.experiment.config_reference import render, rows, sections
+
+    assert all(meaning for _, model in sections() for _, _, meaning in rows(model)), "a field has no description"
+    page = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert page.read_text(encoding="utf-8") == render(), "run: python scripts/config_reference.py"

@@ -5,7 +5,7 @@ glibc's ``malloc`` gives every block above its mmap threshold a fresh mapping, u
 Either way the next block of that size starts as untouched pages, and the kernel faults in and
 zeroes each 4 KiB page as the tensor is first written. A 2D-navigation meta-iteration creates and
 frees hundreds of 16 MB activations (20 tasks x 2000 steps x 100 units), so these faults were a
-large part of its time (``scripts/benchmark_iteration.py``; the README gives the figures).
+large part of its time (``scripts/benchmark_iteration.py``; docs/sampling.md gives the figures).
 
 :func:`reuse_freed_memory` fixes both thresholds (which also stops glibc's own adjustment of
 them): blocks up to 32 MiB come from the heap, and up to 1 GiB of its free top is kept for reuse.

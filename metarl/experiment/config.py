@@ -1,7 +1,7 @@
 """Experiment configuration: YAML files validated by pydantic, with ``key=value`` overrides.
 
 Every field is checked when a run starts; a bad value gives one line per problem naming the
-field, the value and what is allowed. See the README's config reference for every field.
+field, the value and what is allowed. docs/configuration.md lists every field.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
+    # Each field's docstring is its description: docs/configuration.md is generated from them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True,
+                              use_attribute_docstrings=True)
 
 
 class EnvConfig(_Section):
     family: str = "navigation2d"
+    """task family (`envs.FAMILIES`; see [Task families](task-families.md))"""
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    """arguments of the family, e.g. `{horizon: 100, goal_low: -0.5, goal_high: 0.5}`"""
 
     @field_validator("family")
     @classmethod
@@ -46,10 +50,18 @@ class EnvConfig(_Section):
 
 class PolicyConfig(_Section):
     hidden_sizes: list[int] = Field(default_factory=lambda: [100, 100], min_length=1)
+    """MLP widths (Gaussian policy for Box actions, categorical for Discrete)"""
     activation: Literal["relu", "tanh", "elu"] = "relu"
+    """`relu`, `tanh` or `elu`"""
     init_std: float = Field(1.0, gt=0)
+    """initial standard deviation of the Gaussian policy (log-std is learned, state-independent)"""
     weight_init: Literal["xavier", "small_output"] = "xavier"
-    init_from: str | None = None  # an SB3 PPO/A2C model whose actor gives the initial parameters
+    """`xavier`: Xavier-uniform weights, zero biases (Finn et al.'s code, pytorch-maml-rl); `small_output`: PyTorch's
+    default with the output layer scaled by 0.01 (the PPO convention)"""
+    init_from: str | None = None
+    """an SB3 `PPO`/`A2C` model file (path relative to the working directory) whose actor gives the initial
+    parameters; its architecture must match `policy.hidden_sizes` and `policy.activation` (see
+    [Stable-Baselines3](sb3.md))"""
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> PolicyConfig:
@@ -62,30 +74,61 @@ class MetaConfig(_Section):
     """The meta-gradient estimator and its inner loop."""
 
     method: Literal["maml", "fomaml", "hfmaml", "pretrain"] = "maml"
+    """`maml`, `fomaml` or `hfmaml`; `pretrain` trains with the plain policy gradient, no adaptation (the pretrained
+    and oracle baselines)"""
     batch_tasks: int = Field(20, ge=1)
+    """tasks per meta-iteration"""
     episodes_per_task: int = Field(20, ge=1)
-    # how they are collected, as evaluation.protocol: "workers" is Finn et al.'s later locomotion launchers
-    # (rllab's parallel sampler, n_parallel=8): at least episodes_per_task x horizon steps, episodes under way kept
+    """episodes per task in every phase (each inner step and the outer batch)"""
     protocol: Literal["episodes", "steps", "workers"] = "episodes"
+    """how those episodes are collected, as `evaluation.protocol`: `episodes` (independent), `steps` or `workers` (at
+    least `episodes_per_task` x horizon steps, as rllab's samplers collect; Finn et al.'s later locomotion
+    launchers run the parallel sampler on 8 workers, so 27 HalfCheetah episodes where the budget says 20; their
+    published runs had the vectorised one, exactly 20)"""
     workers: int = Field(8, ge=1)
-    inner_lr: float = Field(1e-4, gt=0)  # in units of the summed-over-time surrogate (see README)
+    """the `workers` collection's parallel workers (Finn et al.'s locomotion launchers: 8)"""
+    inner_lr: float = Field(1e-4, gt=0)
+    """inner step alpha_0, in the surrogate's units: summed over time by default (2D navigation: 0.0001), 0.1 with
+    `surrogate.per_step_units`"""
     inner_steps: int = Field(1, ge=1)
+    """N >= 1 inner policy-gradient steps"""
     inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
+    """`constant` (alpha = alpha_0) or `inverse_steps` (alpha = alpha_0 / N)"""
     hessian_batch: Literal["shared", "independent"] = "shared"
+    """curvature from the inner step's batch (`shared`) or a fresh batch (`independent`)"""
     hf_delta: float = Field(1e-3, gt=0)
+    """HF-MAML's delta_0 in `delta = delta_0 / ||u||`"""
     hf_delta_rule: Literal["scaled", "theory"] = "scaled"
+    """`scaled` or `theory` (`delta = 1 / (6 rho alpha ||u||)`, needs `meta.rho` or the online estimate of
+    `outer.lipschitz: online`)"""
     hf_difference: Literal["central", "forward"] = "central"
+    """HF-MAML's finite difference: `central` (Fallah et al.'s; error O(delta^2)) or `forward` (error O(delta); one
+    gradient per inner step instead of two on a shared batch)"""
     rho: float | None = Field(None, gt=0)
+    """Hessian Lipschitz constant for the theory delta rule"""
 
 
 class SurrogateConfig(_Section):
     kind: Literal["dice", "reinforce", "lvc"] = "dice"
+    """`dice`, `reinforce` or `lvc`"""
     gamma: float = Field(0.99, gt=0, le=1)
+    """discount factor"""
     gae_lambda: float = Field(1.0, ge=0, le=1)
+    """GAE lambda"""
     normalize_advantages: bool = False
+    """standardise advantages per task (`reinforce`, `lvc`)"""
     per_step_units: bool = False
-    discount_scores: bool = True  # weight the score at step t by gamma^t (False: as Finn et al.'s code)
-    baseline_ridge: Literal["relative", "absolute"] = "relative"  # "absolute": rllab's 1e-5 (Finn et al.'s code)
+    """multiply each task's surrogate by `1 / (mean episode length * std of its advantages)`, a constant of the
+    batch: the units of Finn et al.'s code (mean over steps, standardised advantages), where the inner step is
+    0.1; gradient and Hessian estimates are scaled by the same constant"""
+    discount_scores: bool = True
+    """weight the score at step t by gamma^t, as the discounted return's gradient does; `false` weights every step
+    alike, as Finn et al.'s code does (`reinforce` and `lvc` only)"""
+    baseline_ridge: Literal["relative", "absolute"] = "relative"
+    """the linear value baseline's ridge: `relative` (`1e-5` times the mean diagonal of the normal matrix) or
+    `absolute` (`1e-5`, as rllab and pytorch-maml-rl fit it, Finn et al.'s code); on HalfCheetah and Ant rollouts
+    the two fits differ by 0.06-0.11 of the returns' standard deviation (root mean square), and `absolute`
+    explains 0.005-0.013 more of their variance (`scripts/baseline_ridge.py`)"""
 
     @model_validator(mode="after")
     def _dice_discounts_scores(self) -> SurrogateConfig:
@@ -99,27 +142,64 @@ class SurrogateConfig(_Section):
 
 class OuterConfig(_Section):
     kind: Literal["sgd", "adaptive_sgd", "adam", "trpo"] = "adam"
+    """`adam`, `sgd`, `adaptive_sgd` (beta = c / L~, Fallah et al.) or `trpo`"""
     lr: float = Field(1e-3, gt=0)
+    """outer step size for `adam` and `sgd`"""
     anneal: bool = False
+    """decay Adam's step size linearly to 0 over `train.iterations`"""
     max_grad_norm: float | None = Field(None, gt=0)
+    """rescale the averaged meta-gradient to at most this norm before the outer step (`meta_grad_norm` is logged
+    before rescaling)"""
     c: float | None = Field(None, gt=0)
+    """constant of `adaptive_sgd` (default 1/12 MAML, 1/18 FO-MAML, 1/25 HF-MAML)"""
     smoothness: float | None = Field(None, gt=0)
+    """L in L and rho of `L~ = 4 L + 2 rho alpha mean_j ||grad S_j||` (required by `adaptive_sgd` with `lipschitz:
+    given`; starting lower bounds with `online`)"""
     rho: float | None = Field(None, gt=0)
+    """rho in L and rho of `L~ = 4 L + 2 rho alpha mean_j ||grad S_j||` (required by `adaptive_sgd` with `lipschitz:
+    given`; starting lower bounds with `online`)"""
     lipschitz: Literal["given", "online"] = "given"
+    """`given` (use `outer.smoothness`, `outer.rho`) or `online`: estimate L and rho as running maxima of secants
+    `||grad S(theta) - grad S(theta')|| / ||theta - theta'||` and `||H(theta) u - H(theta') u|| / ||theta -
+    theta'||` on one independent batch (needs `dice`; see `metarl/outer/lipschitz.py`)"""
     max_kl: float = Field(0.01, gt=0)
+    """TRPO: trust-region radius in mean KL of the post-adaptation policies"""
     cg_iterations: int = Field(10, ge=1)
+    """TRPO: conjugate-gradient iterations"""
     cg_damping: float = Field(1e-5, ge=0)
+    """TRPO: damping added to the metric"""
     line_search_steps: int = Field(15, ge=1)
+    """TRPO: the line search tries candidates `ratio^j * step`, j < steps"""
     line_search_ratio: float = Field(0.8, gt=0, lt=1)
+    """TRPO: the line search's ratio (see `line_search_steps`)"""
     line_search: Literal["predicted", "plain"] = "predicted"
+    """TRPO: `predicted` starts at the candidate the KL model (rescaled by the last accepted step's
+    measured/predicted KL) puts within `max_kl` and skips candidates predicted over it; `plain` tries every
+    candidate from the full step, as Finn et al.'s code (rllab) does"""
     metric: Literal["post", "adapted"] = "post"
+    """TRPO metric: `post` (Fisher of the adapted policies) or `adapted` (`J^T F J` through the adaptation, Finn et
+    al.'s)"""
     metric_episodes: int | None = Field(1, ge=1)
+    """TRPO: episodes per task of the outer batch in the Fisher part (`null`: all)"""
     metric_tasks: int | None = Field(None, ge=1)
+    """TRPO: the metric on the first this many tasks of the meta-batch only, at about that share of a product's cost
+    (none: all); the line search still measures the KL on every task (`scripts/trpo_metric_tasks.py` measures what
+    a subset keeps)"""
     metric_task_chunk: int | None = Field(None, ge=1)
+    """TRPO: the metric's graphs built for this many tasks at a time (none: all in one graph). The same products up
+    to float rounding, which a long training amplifies into a different run (so the default keeps the results
+    pages' runs); 8 makes a product of Finn et al.'s `adapted` metric 1.7x faster on HalfCheetahDir's 40 x 20
+    batch (`scripts/benchmark_trpo_metric.py`)"""
     replay: Literal["dice", "ratio"] = "dice"
+    """TRPO line search's re-adaptation: `dice` (the oracle's surrogate) or `ratio` (per-step importance ratio,
+    bounded where DiCE's weights overflow)"""
     direction: Literal["natural", "gradient"] = "natural"
+    """TRPO step direction: `natural` (conjugate gradient on the metric) or `gradient` (the meta-gradient itself, its
+    length from the metric; an ablation)"""
     probe_radius: float = Field(1e-2, gt=0)
+    """length of the probe segment for the first online estimate"""
     max_nonfinite: int = Field(5, ge=1)
+    """a NaN/Inf meta-gradient skips the update; this many in a row stop the run"""
 
     @model_validator(mode="after")
     def _adaptive_needs_constants(self) -> OuterConfig:
@@ -137,10 +217,21 @@ class OuterConfig(_Section):
 
 class TrainConfig(_Section):
     iterations: int = Field(200, ge=0)
+    """meta-iterations"""
     dtype: Literal["float32", "float64"] = "float32"
+    """`float32` or `float64`"""
     threads: int | None = Field(None, ge=1)
-    device: str = "cpu"  # policy, meta-gradient and outer step: cpu, cuda, cuda:N or auto (rollouts stay on the CPU)
-    reuse_freed_memory: bool = True  # keep freed tensor memory in the process (metarl.experiment.allocator; glibc only)
+    """torch threads (default: torch's choice)"""
+    device: str = "cpu"
+    """where the policy, the meta-gradient and the outer step run: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA where
+    torch sees a GPU); rollouts always run on the CPU; checkpoints and `params.pt` hold CPU tensors, and
+    evaluation (at the end of a run and `metarl evaluate`) runs on the CPU, so a run trained on a GPU is evaluated
+    anywhere, to the same numbers; `--resume RUN train.device=cpu` continues it without one. Tested on the CPU;
+    the CUDA test skips without a GPU"""
+    reuse_freed_memory: bool = True
+    """keep freed tensor memory in the process for the next tensors (glibc's allocator otherwise returns large blocks
+    to the kernel, and every new one page-faults; see `metarl/experiment/allocator.py`); the process keeps its
+    peak memory"""
 
     @field_validator("device")
     @classmethod
@@ -152,22 +243,40 @@ class TrainConfig(_Section):
 
 class EvaluationConfig(_Section):
     tasks: int = Field(40, ge=2)
+    """held-out tasks"""
     steps: int = Field(3, ge=0)
+    """adaptation steps K (returns reported after 0..K)"""
     episodes_per_task: int | None = Field(None, ge=1)
+    """episodes per task and step (none: `meta.episodes_per_task`)"""
     seed: int = Field(20171, ge=0, lt=2**63)
+    """seed of the held-out tasks and their rollouts; must differ from `seed`"""
     at_end: bool = True
+    """evaluate when training ends (the table `metarl train` prints)"""
     protocol: Literal["episodes", "steps", "workers"] = "episodes"
-    workers: int = Field(4, ge=1)  # the "workers" protocol's parallel workers (Finn et al.'s test scripts: 4)
+    """`episodes`: that many independent episodes per task and step (unbiased); `steps`: as many environments per
+    task run until their finished episodes hold that many horizons of steps, episodes still running dropped
+    (rllab's vectorised sampler); `workers`: `evaluation.workers` workers run whole episodes until the finished
+    ones hold that many horizons of steps, episodes under way kept (rllab's parallel sampler, which Finn et al.'s
+    later test scripts run; see [Evaluation protocols](evaluation-protocols.md))"""
+    workers: int = Field(4, ge=1)
+    """the `workers` protocol's parallel workers (Finn et al.'s test scripts: 4)"""
     task_set: str | None = None
-    later_step_scale: float = Field(1.0, gt=0)  # steps after the first at this multiple of the inner step
-    first_step_scale: float = Field(1.0, gt=0)  # the first step at this multiple of the inner step
+    """evaluate on a fixed task set of the family instead of tasks drawn from `evaluation.seed` (navigation:
+    `finn2017`, the 40 test goals of Finn et al.)"""
+    later_step_scale: float = Field(1.0, gt=0)
+    """adaptation steps after the first are taken at this multiple of the inner step (Finn et al.'s test code: `0.5`)"""
+    first_step_scale: float = Field(1.0, gt=0)
+    """the first adaptation step is taken at this multiple of the inner step (Finn et al.'s test code from February
+    to April 2017: `0.5`)"""
 
 
 class CheckpointConfig(_Section):
     """Checkpoints every ``every`` meta-iterations (and at the end), the newest ``keep`` kept."""
 
     every: int = Field(10, ge=1)
+    """meta-iterations between checkpoints (one is always written at the end)"""
     keep: int = Field(3, ge=1)
+    """newest checkpoints kept"""
 
 
 class WandbConfig(_Section):
@@ -176,11 +285,17 @@ class WandbConfig(_Section):
     run directory that ``wandb sync`` uploads later)."""
 
     mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    """`auto` (`WANDB_MODE` if set, else `online` when logged in, else `offline`), `offline`, `online` or `disabled`"""
     project: str = "metarl"
+    """the W&B run's project"""
     entity: str | None = None
+    """the W&B run's entity"""
     group: str | None = None
+    """the W&B run's group"""
     tags: list[str] = Field(default_factory=list)
+    """the W&B run's tags"""
     name: str | None = None
+    """the W&B run's name (none: W&B picks one)"""
 
 
 class SamplerConfig(_Section):
@@ -190,10 +305,17 @@ class SamplerConfig(_Section):
     sampled again, up to ``max_restarts`` times in one sampling call; then the run stops."""
 
     kind: Literal["vector", "subprocess", "ray"] = "vector"
+    """where rollouts run: `vector` (this process), `subprocess` (worker processes of this machine) or `ray` (Ray
+    actors); see [Sampling on more cores](sampling.md)"""
     workers: int = Field(2, ge=1)
+    """worker processes (`subprocess`) or actors (`ray`)"""
     address: str | None = Field(None, min_length=1)
+    """`ray` only: the cluster to connect to (`ray.init(address=...)`: `auto`, `ray://head:10001`, ...); none starts
+    a local Ray instance"""
     timeout: float = Field(300.0, gt=0)
+    """seconds a worker may take to start, or to sample its share of one call, before it counts as hung"""
     max_restarts: int = Field(3, ge=0)
+    """restarts of crashed or hung workers allowed within one sampling call"""
 
     @model_validator(mode="after")
     def _address_needs_ray(self) -> SamplerConfig:
@@ -209,13 +331,16 @@ class LoggingConfig(_Section):
 
 class RunConfig(_Section):
     dir: str | None = None
+    """the run directory (default `runs/<name>-<YYYYmmdd-HHMMSS>`); an existing run there is never overwritten"""
 
 
 class Config(_Section):
     """A whole experiment."""
 
     name: str = "experiment"
+    """run name (default run directory `runs/<name>-<time>`)"""
     seed: int = Field(0, ge=0, lt=2**63)
+    """seeds the policy initialisation, the training tasks and every rollout"""
     env: EnvConfig = Field(default_factory=EnvConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
