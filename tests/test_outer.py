@@ -3,7 +3,7 @@ import torch
 
 from metarl.estimators.synthetic import MatrixFactorisationOracle
 from metarl.outer.lipschitz import OnlineLipschitz, secants
-from metarl.outer.optimizers import SGD, Adam, AdaptiveSGD
+from metarl.outer.optimizers import SGD, Adam, AdaptiveSGD, StepInputs
 
 
 def test_sgd_ascends_along_the_direction():
@@ -68,16 +68,22 @@ def test_adaptive_sgd_step_is_c_over_lipschitz_estimate():
     def draw(theta):
         return Norm2(), {"w": theta["w"].unsqueeze(0).clone()}
 
-    stats = AdaptiveSGD(c=1 / 12, inner_lr=0.1, draw=draw, smoothness=2.0, rho=5.0).step(params, {"w": torch.ones(1)})
+    stats = AdaptiveSGD(c=1 / 12, inner_lr=0.1, smoothness=2.0, rho=5.0).step(params, {"w": torch.ones(1)},
+                                                                            StepInputs(independent=draw(params)))
     lipschitz = 4 * 2.0 + 2 * 5.0 * 0.1 * 2.0
     assert stats["lipschitz_estimate"] == pytest.approx(lipschitz)
     assert params["w"].item() == pytest.approx(1 / 12 / lipschitz)
     assert torch.equal(seen[0], torch.zeros(1, 1))  # the norm is taken at theta, before the step
 
 
+def test_adaptive_sgd_needs_an_independent_batch():
+    with pytest.raises(ValueError, match="needs StepInputs.independent"):
+        AdaptiveSGD(c=0.1, inner_lr=0.1, smoothness=1.0, rho=1.0).step({"w": torch.zeros(1)}, {"w": torch.ones(1)})
+
+
 def test_adaptive_sgd_needs_constants_or_an_estimator():
     with pytest.raises(ValueError, match="smoothness and rho"):
-        AdaptiveSGD(c=0.1, inner_lr=0.1, draw=draw_cubic()[0], smoothness=1.0)
+        AdaptiveSGD(c=0.1, inner_lr=0.1, smoothness=1.0)
 
 
 def test_secants_are_exact_on_a_known_function():
@@ -98,13 +104,16 @@ def test_online_lipschitz_probes_first_then_follows_the_path_as_a_running_maximu
     draw, oracle = draw_cubic()
     params = {"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}
     estimator = OnlineLipschitz(probe_radius=1e-3)
-    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, draw=draw, lipschitz=estimator)
+    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, lipschitz=estimator)
+    with pytest.raises(ValueError, match="needs an independent batch"):
+        optimizer.constants()
     # First estimate: a probe 1e-3 back along the gradient (-4, 0) from (2, 0), i.e. to (2.001, 0).
-    smoothness, rho = optimizer.constants(params)
+    smoothness, rho = optimizer.constants(draw(params))
     assert smoothness == pytest.approx(3.0005) and rho == pytest.approx(1.0)
     history = []
     for _ in range(3):
-        stats = optimizer.step(params, {"x": torch.tensor([-1.0, 0.0], dtype=torch.float64)})
+        stats = optimizer.step(params, {"x": torch.tensor([-1.0, 0.0], dtype=torch.float64)},
+                               StepInputs(independent=draw(params)))
         history.append(stats["smoothness"])
         assert stats["step_size"] == pytest.approx(0.5 / stats["lipschitz_estimate"])
     # x decreases, so the curvature falls and the running maximum keeps the first value.
@@ -115,9 +124,9 @@ def test_online_lipschitz_probes_first_then_follows_the_path_as_a_running_maximu
 def test_online_lipschitz_starts_from_given_lower_bounds():
     draw, _ = draw_cubic()
     estimator = OnlineLipschitz(smoothness=100.0, rho=0.5)
-    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, draw=draw, lipschitz=estimator)
-    stats = optimizer.step({"x": torch.tensor([2.0, 0.0], dtype=torch.float64)},
-                           {"x": torch.zeros(2, dtype=torch.float64)})
+    optimizer = AdaptiveSGD(c=0.5, inner_lr=0.1, lipschitz=estimator)
+    params = {"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}
+    stats = optimizer.step(params, {"x": torch.zeros(2, dtype=torch.float64)}, StepInputs(independent=draw(params)))
     assert stats["smoothness"] == 100.0 and stats["rho"] == pytest.approx(1.0)
     restored = OnlineLipschitz()
     restored.load_state_dict(estimator.state_dict())
@@ -161,12 +170,12 @@ def test_adaptive_sgd_with_online_constants_converges_on_the_factorisation_tasks
         return MatrixFactorisationOracle(g), {"x": params["x"].expand(tasks, d).clone()}
 
     params = {"x": torch.full((d,), 0.1, dtype=torch.float64)}
-    optimizer = AdaptiveSGD(1 / 12, alpha, draw, lipschitz=OnlineLipschitz())
+    optimizer = AdaptiveSGD(1 / 12, alpha, lipschitz=OnlineLipschitz())
     start, constants = exact_norm(params["x"]), []
     for _ in range(400):
         direction = meta_gradient("maml", MatrixFactorisationOracle(g), {"x": params["x"].expand(tasks, d).clone()},
                                   inner_lr=alpha)
-        stats = optimizer.step(params, {"x": direction["x"].mean(0)})
+        stats = optimizer.step(params, {"x": direction["x"].mean(0)}, StepInputs(independent=draw(params)))
         constants.append((stats["smoothness"], stats["rho"]))
     assert exact_norm(params["x"]) < start / 4
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(constants, constants[1:]))  # running maxima
@@ -183,7 +192,7 @@ def test_adaptive_sgd_skips_the_update_on_a_non_finite_independent_batch():
 
     params = {"x": torch.tensor([2.0, 0.0], dtype=torch.float64)}
     for lipschitz in (None, OnlineLipschitz()):
-        optimizer = AdaptiveSGD(0.5, 0.1, draw, smoothness=1.0, rho=1.0, lipschitz=lipschitz)
-        stats = optimizer.step(params, {"x": torch.ones(2, dtype=torch.float64)})
+        optimizer = AdaptiveSGD(0.5, 0.1, smoothness=1.0, rho=1.0, lipschitz=lipschitz)
+        stats = optimizer.step(params, {"x": torch.ones(2, dtype=torch.float64)}, StepInputs(independent=draw(params)))
         assert stats == {"step_size": 0.0, "skipped": True}
         assert torch.equal(params["x"], torch.tensor([2.0, 0.0], dtype=torch.float64))

@@ -24,18 +24,19 @@ def trpo_config(**sections):
 
 
 def captured_step(trainer: MetaTrainer):
-    """One meta-iteration; returns the parameters before the outer step, the direction and the estimate."""
+    """One meta-iteration; returns the parameters before the outer step, the direction, what the
+    trainer handed the outer step (the estimate and its oracle) and the iteration's record."""
     seen = {}
     real = trainer.outer.step
 
-    def capture(params, direction, estimate=None):
-        seen.update(before={k: v.clone() for k, v in params.items()}, direction=direction, estimate=estimate)
-        return real(params, direction, estimate)
+    def capture(params, direction, inputs=None):
+        seen.update(before={k: v.clone() for k, v in params.items()}, direction=direction, inputs=inputs)
+        return real(params, direction, inputs)
 
     trainer.outer.step = capture
     record = trainer.step()
     trainer.outer.step = real
-    return seen["before"], seen["direction"], seen["estimate"], record
+    return seen["before"], seen["direction"], seen["inputs"], record
 
 
 def test_conjugate_gradient_solves_a_positive_definite_system_and_returns_its_product():
@@ -57,8 +58,9 @@ def _dense_hessian(function, flat):
 def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks, task_chunk):
     """On all tasks, or the mean over the first ``metric_tasks`` only; in one graph or in chunks of tasks."""
     trainer = MetaTrainer(trpo_config(meta={"method": "maml", "inner_steps": 2, "hessian_batch": "independent"}))
-    params, _, estimate, _ = captured_step(trainer)
-    oracle, alpha, tasks = estimate.oracle, trainer.outer.inner_lr, 3
+    params, _, inputs, _ = captured_step(trainer)
+    estimate = inputs.estimate
+    oracle, alpha, tasks = inputs.oracle, trainer.outer.inner_lr, 3
     old = {k: v.detach() for k, v in estimate.adapted.items()}
     flat0 = flatten(params).detach()
 
@@ -82,10 +84,11 @@ def test_metric_products_are_the_hessian_of_the_mean_kl(metric, metric_tasks, ta
 
 def test_the_adapted_metric_differs_from_the_post_adaptation_fisher():
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
-    params, direction, estimate, _ = captured_step(trainer)
+    params, direction, inputs, _ = captured_step(trainer)
+    estimate = inputs.estimate
     g = flatten(direction)
-    post = TrustRegionMetric(estimate.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "post")(g)
-    adapted = TrustRegionMetric(estimate.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "adapted")(g)
+    post = TrustRegionMetric(inputs.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "post")(g)
+    adapted = TrustRegionMetric(inputs.oracle, params, estimate, trainer.outer.inner_lr, 1, 0.0, "adapted")(g)
     assert (post - adapted).norm() > 1e-3 * adapted.norm()
 
 
@@ -100,12 +103,13 @@ def test_step_improves_the_surrogate_within_the_kl_bound(method, metric):
     trainer = MetaTrainer(trpo_config(meta={"method": method}, outer={"metric": metric, "max_kl": 0.005}))
     captured_step(trainer)  # one step to leave the initialisation
     for _ in range(3):
-        before, _, estimate, record = captured_step(trainer)
+        before, _, inputs, record = captured_step(trainer)
+        estimate = inputs.estimate
         if record["accepted"] or metric == "adapted":
             break
         assert all(torch.equal(before[k], trainer.params[k]) for k in before)
     assert record["accepted"] is True
-    oracle, tasks = estimate.oracle, 3
+    oracle, tasks = inputs.oracle, 3
     adapted = adapt_on(oracle, stack_params(trainer.params, tasks), estimate.inner_batches, trainer.outer.inner_lr)
     with torch.no_grad():
         kl = float(oracle.kl(estimate.adapted, adapted, estimate.outer_batch).mean())
@@ -140,12 +144,13 @@ def test_gradient_direction_steps_along_the_meta_gradient_within_the_bound(metri
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"},
                                       outer={"metric": metric, "max_kl": 0.005, "direction": "gradient"}))
     captured_step(trainer)
-    before, direction, estimate, record = captured_step(trainer)
+    before, direction, inputs, record = captured_step(trainer)
+    estimate = inputs.estimate
     assert record["accepted"] is True and 0 < record["kl"] <= 0.005 and record["improvement"] > 0
     g = flatten(direction)
     step = flatten(trainer.params) - flatten(before)
     assert torch.nn.functional.cosine_similarity(step, g, dim=0) > 1 - 1e-9
-    model = TrustRegionMetric(estimate.oracle, before, estimate, trainer.outer.inner_lr, 1, trainer.outer.cg_damping,
+    model = TrustRegionMetric(inputs.oracle, before, estimate, trainer.outer.inner_lr, 1, trainer.outer.cg_damping,
                               metric)
     assert step.norm() <= (2 * 0.005 / (g @ model(g))).sqrt() * g.norm() * (1 + 1e-9)
     natural = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": metric, "max_kl": 0.005}))
@@ -158,13 +163,13 @@ def test_gradient_direction_steps_along_the_meta_gradient_within_the_bound(metri
 def test_a_direction_that_increases_the_loss_is_rejected_and_parameters_stay():
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
     captured_step(trainer)
-    params, direction, estimate, _ = captured_step(trainer)
+    params, direction, inputs, _ = captured_step(trainer)
     outer = TRPO(trainer.outer.inner_lr, 1)
     current = {k: v.clone() for k, v in trainer.params.items()}
     # re-evaluate at the parameters the estimate belongs to, along the negated meta-gradient
     for k in current:
         current[k].copy_(params[k])
-    stats = outer.step(current, {k: -v for k, v in direction.items()}, estimate)
+    stats = outer.step(current, {k: -v for k, v in direction.items()}, inputs)
     assert stats["accepted"] is False and stats["step_norm"] == 0.0
     assert stats["line_search_steps"] == outer.line_search_steps
     for k in current:
@@ -190,7 +195,7 @@ def test_plain_line_search_tries_every_candidate_from_the_full_step(line_search,
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": "adapted",
                                                                       "line_search": line_search}))
     captured_step(trainer)
-    params, direction, estimate, _ = captured_step(trainer)
+    params, direction, inputs, _ = captured_step(trainer)
     outer = trainer.outer
     outer.load_state_dict({"kl_scale": 1 / 0.8**6 * 1.0001})  # the model said 0.8^3 of the KL measured
     tried = []
@@ -198,7 +203,7 @@ def test_plain_line_search_tries_every_candidate_from_the_full_step(line_search,
     monkeypatch.setattr(trpo_module, "adapt_on", lambda *args: tried.append(args) or real_adapt_on(*args))
     for k in params:
         trainer.params[k].data.copy_(params[k])
-    stats = outer.step(trainer.params, direction, estimate)
+    stats = outer.step(trainer.params, direction, inputs)
     assert stats["accepted"]
     if line_search == "plain":
         assert outer._first_notch() == 0 and outer._notches_to_skip(1.0) == 1
@@ -211,7 +216,8 @@ def test_plain_line_search_tries_every_candidate_from_the_full_step(line_search,
 
 def test_metric_episodes_keeps_the_first_episodes_of_every_task():
     trainer = MetaTrainer(trpo_config(meta={"method": "fomaml"}))
-    _, _, estimate, _ = captured_step(trainer)
+    _, _, inputs, _ = captured_step(trainer)
+    estimate = inputs.estimate
     batch = first_episodes(estimate.outer_batch, 2)
     assert batch.episodes.observations.shape[:3] == (8, 3, 2)
     assert batch.advantages.shape == batch.values.shape == batch.old_log_probs.shape == (8, 3, 2)
@@ -236,7 +242,8 @@ def test_metric_tasks_keeps_the_first_tasks_and_reaches_trpo_from_the_config():
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}, outer={"metric": "adapted", "metric_tasks": 2}))
     assert trainer.outer.metric_tasks == 2
     records = [captured_step(trainer)[3] for _ in range(2)]
-    _, _, estimate, record = captured_step(trainer)
+    _, _, inputs, record = captured_step(trainer)
+    estimate = inputs.estimate
     records.append(record)
     # the line search still bounds the KL on every task (a metric on 2 of 3 tasks can miss curvature
     # the third has, and the search then rejects the step: the first two are rejected here)
@@ -274,8 +281,9 @@ def test_ratio_replay_has_the_oracle_gradient_at_the_sampling_parameters():
     """The line search re-adapts with the per-step ratio surrogate: at the parameters the inner batch
     was drawn at, its gradient (the inner step) is DiCE's."""
     trainer = MetaTrainer(trpo_config(meta={"method": "maml"}))
-    before, _, estimate, _ = captured_step(trainer)
-    oracle, batch = estimate.oracle, estimate.inner_batches[0]
+    before, _, inputs, _ = captured_step(trainer)
+    estimate = inputs.estimate
+    oracle, batch = inputs.oracle, estimate.inner_batches[0]
     params = {k: v.detach().requires_grad_() for k, v in stack_params(before, 3).items()}
     dice = torch.autograd.grad(oracle.objective(params, batch), list(params.values()))
     replay = torch.autograd.grad(RatioReplay(oracle).objective(params, batch), list(params.values()))

@@ -70,7 +70,6 @@ class MetaGradient:
     outer_batch: Any  # D_out
     inner_grad_norm: Tensor  # ||grad S(theta_0; D_0)||, per task when the oracle has a task axis
     timings: dict[str, float] = field(default_factory=dict)  # seconds: sampling, adaptation, meta_gradient
-    oracle: Any = None  # the oracle that drew the batches (a trust-region outer step re-evaluates on them)
 
 
 class _SampleClock:
@@ -212,8 +211,7 @@ def estimate_meta_gradient(
         "adaptation": adaptation_end - start - sampled_while_adapting,
         "meta_gradient": end - adaptation_end - (clock.seconds - sampled_while_adapting),
     }
-    return MetaGradient(detached(u), detached(adapted), inner_batches, outer_batch, inner_grad_norm, timings,
-                        oracle)
+    return MetaGradient(detached(u), detached(adapted), inner_batches, outer_batch, inner_grad_norm, timings)
 
 
 def policy_gradient_estimate(oracle: TaskOracle, params: Params) -> MetaGradient:
@@ -231,7 +229,7 @@ def policy_gradient_estimate(oracle: TaskOracle, params: Params) -> MetaGradient
     timings = {"sampling": clock.seconds, "adaptation": 0.0,
                "meta_gradient": time.perf_counter() - start - clock.seconds}
     return MetaGradient(detached(direction), detached(params), [batch], batch,
-                        tree_norm(detached(direction), task_axis), timings, oracle)
+                        tree_norm(detached(direction), task_axis), timings)
 
 
 def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad: Params, batch: Any,

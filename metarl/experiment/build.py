@@ -14,7 +14,7 @@ from envs import Task, TaskFamily
 from metarl.estimators.meta_gradient import inner_step_size
 from metarl.experiment.config import Config
 from metarl.outer.lipschitz import OnlineLipschitz
-from metarl.outer.optimizers import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, IndependentDraw, OuterOptimizer
+from metarl.outer.optimizers import ADAPTIVE_STEP_CONSTANTS, SGD, Adam, AdaptiveSGD, OuterOptimizer
 from metarl.outer.trpo import TRPO
 from metarl.params import Params
 from metarl.rl.oracles import PolicyGradientOracle
@@ -135,9 +135,8 @@ def build_oracle(config: Config, sampler: Sampler, tasks: Sequence[Task], key: t
     )
 
 
-def build_outer(config: Config, params: Params, draw: IndependentDraw | None = None) -> OuterOptimizer:
-    """The configured outer update; ``adaptive_sgd`` needs ``draw``, the independent tasks of its
-    step size (see :class:`AdaptiveSGD`)."""
+def build_outer(config: Config, params: Params) -> OuterOptimizer:
+    """The configured outer update."""
     outer = config.outer
     if outer.kind == "sgd":
         return SGD(outer.lr)
@@ -154,7 +153,5 @@ def build_outer(config: Config, params: Params, draw: IndependentDraw | None = N
         return Adam(params, outer.lr, anneal_steps=config.train.iterations if outer.anneal else None)
     c = outer.c if outer.c is not None else ADAPTIVE_STEP_CONSTANTS[config.meta.method]
     alpha = inner_step_size(config.meta.inner_lr, config.meta.inner_steps, config.meta.inner_step_rule)
-    if draw is None:
-        raise ValueError("outer.kind = 'adaptive_sgd' needs a draw function (an independent batch of tasks)")
     lipschitz = OnlineLipschitz(outer.smoothness, outer.rho, outer.probe_radius) if outer.estimates_online else None
-    return AdaptiveSGD(c, alpha, draw, smoothness=outer.smoothness, rho=outer.rho, lipschitz=lipschitz)
+    return AdaptiveSGD(c, alpha, smoothness=outer.smoothness, rho=outer.rho, lipschitz=lipschitz)

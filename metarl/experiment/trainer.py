@@ -4,6 +4,13 @@ Each meta-iteration samples a batch of tasks, adapts to each with ``inner_steps`
 steps on fresh episodes, samples post-adaptation episodes, estimates every task's meta-gradient
 (MAML, FO-MAML or HF-MAML, all tasks at once through one task-batched oracle) and updates the
 meta-parameters with the outer optimiser on the average.
+
+Data flows one way: the trainer draws the tasks and builds the oracle (which samples through the
+sampler), the estimator gets the oracle, and the outer step gets the direction with what it needs
+(:class:`~metarl.outer.optimizers.StepInputs`: the estimate, its oracle, independent tasks for the
+adaptive step size); nothing calls back into the trainer. One iteration, file by file:
+``experiment/trainer.py`` -> ``rl/oracles.py`` (rollouts from ``rl/sampling/vector.py``) ->
+``estimators/meta_gradient.py`` -> ``outer/trpo.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from metarl.experiment.metrics import MetricsWriter, read_metrics
 from metarl.experiment.plotting import plot_adaptation, plot_training_curves
 from metarl.experiment.run_dir import PARAMS_FILE, check_new_run_dir, create_run_dir, locked_run_dir, save_params
 from metarl.experiment.tracking import Tracker, WandbSettings, make_tracker
-from metarl.outer.optimizers import AdaptiveSGD
+from metarl.outer.optimizers import StepInputs
 from metarl.params import Params, stack_params, tree_norm
 from metarl.rl.oracles import PolicyGradientOracle
 from metarl.signals import exit_status, signal_name, signals_ignored, stop_on_signals
@@ -88,8 +95,7 @@ class MetaTrainer:
         self.policy.check_params(initial, params_source or "the starting parameters")
         self.device = resolve_device(config.train.device)
         self.params: Params = {k: v.detach().clone().to(device=self.device, dtype=dtype) for k, v in initial.items()}
-        self.outer = build_outer(config, self.params, self.independent_tasks)
-        self._independent_oracles: list[PolicyGradientOracle] = []
+        self.outer = build_outer(config, self.params)
         self.iteration = 0
         self.env_steps = 0
         self.nonfinite_in_a_row = 0
@@ -115,22 +121,13 @@ class MetaTrainer:
         seq = np.random.SeedSequence(self.config.seed, spawn_key=(TRAINING_TASK_STREAM, iteration))
         return self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
 
-    def independent_tasks(self, params: Params) -> tuple[PolicyGradientOracle, Params]:
+    def independent_tasks(self, iteration: int) -> tuple[PolicyGradientOracle, Params]:
         """An oracle over tasks drawn independently of the meta-gradient's (the B' batch of the
-        adaptive step size), with ``params`` stacked for it. Its episodes are counted in the
-        iteration's env steps."""
-        draw = len(self._independent_oracles)
-        seq = np.random.SeedSequence(self.config.seed, spawn_key=(STEP_SIZE_TASK_STREAM, self.iteration, draw))
+        adaptive step size), with the parameters stacked for it."""
+        seq = np.random.SeedSequence(self.config.seed, spawn_key=(STEP_SIZE_TASK_STREAM, iteration, 0))
         tasks = self.family.sample_tasks(self.config.meta.batch_tasks, np.random.default_rng(seq))
-        oracle = build_oracle(self.config, self.sampler, tasks, (STEP_SIZE_ROLLOUT_STREAM, self.iteration, draw))
-        self._independent_oracles.append(oracle)
-        return oracle, stack_params(params, len(tasks))
-
-    def _hessian_lipschitz(self) -> float | None:
-        """rho for HF-MAML's theory delta rule: given, or the outer step's online estimate."""
-        if self.config.meta.rho is not None or not isinstance(self.outer, AdaptiveSGD):
-            return self.config.meta.rho
-        return self.outer.constants(self.params)[1]
+        oracle = build_oracle(self.config, self.sampler, tasks, (STEP_SIZE_ROLLOUT_STREAM, iteration, 0))
+        return oracle, stack_params(self.params, len(tasks))
 
     def step(self) -> dict[str, Any]:
         """One meta-iteration; returns its metrics."""
@@ -140,20 +137,23 @@ class MetaTrainer:
         tasks = self.sample_tasks(self.iteration)
         oracle = build_oracle(self.config, self.sampler, tasks, (TRAINING_ROLLOUT_STREAM, self.iteration))
         stacked = stack_params(self.params, len(tasks))
+        independent = self.independent_tasks(self.iteration) if self.outer.uses_independent_tasks else None
         if meta.method == "pretrain":  # the pretrained baseline: plain policy gradient, no adaptation
             estimate = policy_gradient_estimate(oracle, stacked)
         else:
+            # HF-MAML's theory delta rule needs rho: given, or the adaptive step's online estimate.
+            rho = meta.rho if meta.rho is not None or independent is None else self.outer.constants(independent)[1]
             estimate = estimate_meta_gradient(
                 meta.method, oracle, stacked, inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
                 step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch, delta=meta.hf_delta,
-                delta_rule=meta.hf_delta_rule, rho=self._hessian_lipschitz(), difference=meta.hf_difference,
+                delta_rule=meta.hf_delta_rule, rho=rho, difference=meta.hf_difference,
             )
         direction = {k: v.mean(0) for k, v in estimate.direction.items()}
         grad_norm = float(tree_norm(direction))
         record: dict[str, Any] = {
             "iteration": self.iteration,
-            "return_pre": estimate.inner_batches[0].episodes.mean_return(),
-            "return_post": estimate.outer_batch.episodes.mean_return(),
+            "return_pre": oracle.mean_return(estimate.inner_batches[0]),
+            "return_post": oracle.mean_return(estimate.outer_batch),
             "meta_grad_norm": grad_norm,
         }
         if "log_std" in self.params:  # Gaussian policies: the sampling policy's std, mean over actions
@@ -163,7 +163,7 @@ class MetaTrainer:
             if max_norm is not None and grad_norm > max_norm:
                 direction = {k: v * (max_norm / grad_norm) for k, v in direction.items()}
             update_start = time.perf_counter()
-            stats = self.outer.step(self.params, direction, estimate)
+            stats = self.outer.step(self.params, direction, StepInputs(estimate, oracle, independent))
             record.update(stats, skipped=bool(stats.pop("skipped", False)))
             record["time_update_s"] = time.perf_counter() - update_start
             if not record["skipped"] and _diverged(self.params):
@@ -172,8 +172,7 @@ class MetaTrainer:
         else:
             record.update(step_size=0.0, skipped=True, time_update_s=0.0)
         self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if record["skipped"] else 0
-        self.env_steps += oracle.env_steps + sum(o.env_steps for o in self._independent_oracles)
-        self._independent_oracles.clear()
+        self.env_steps += oracle.env_steps + (independent[0].env_steps if independent is not None else 0)
         record["env_steps"] = self.env_steps
         record["time_s"] = time.perf_counter() - start
         for phase, seconds in estimate.timings.items():

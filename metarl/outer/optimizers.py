@@ -2,15 +2,16 @@
 Ozdaglar (2020, https://arxiv.org/abs/1908.10400),
 and Adam. All take the averaged *ascent* direction and update the parameters in place.
 
-A TRPO update plugs in here as another :class:`OuterOptimizer`: ``step`` receives the
-meta-gradient estimate (adapted parameters, batches) it needs for its trust region.
+Every step gets what it needs as arguments (:class:`StepInputs`): TRPO the estimate and the
+oracle that drew its batches, the adaptive step size a batch of tasks drawn independently of them.
+Nothing here calls back into the trainer.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,11 +24,26 @@ from metarl.params import Params, tree_norm
 ADAPTIVE_STEP_CONSTANTS = {"maml": 1 / 12, "fomaml": 1 / 18, "hfmaml": 1 / 25}
 
 
+IndependentBatch = tuple[TaskOracle, Params]
+"""An oracle over tasks drawn independently of the meta-gradient's, and theta laid out for it."""
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What an outer step may use besides the direction, handed down by the trainer."""
+
+    estimate: MetaGradient | None = None  # adapted parameters and batches (TRPO re-evaluates on them)
+    oracle: TaskOracle | None = None  # the oracle that drew the estimate's batches
+    independent: IndependentBatch | None = None  # the adaptive step size's B' tasks
+
+
 class OuterOptimizer(ABC):
     """Updates the meta-parameters from the averaged meta-gradient (ascent direction)."""
 
+    uses_independent_tasks = False  # whether step needs StepInputs.independent
+
     @abstractmethod
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
+    def step(self, params: Params, direction: Params, inputs: StepInputs | None = None) -> dict[str, Any]:
         """Update ``params`` in place; return statistics to log (at least ``step_size``, and
         ``skipped: True`` when the optimiser refused to update on non-finite numbers)."""
 
@@ -44,14 +60,11 @@ class SGD(OuterOptimizer):
     def __init__(self, lr: float) -> None:
         self.lr = lr
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
+    def step(self, params: Params, direction: Params, inputs: StepInputs | None = None) -> dict[str, float]:
         with torch.no_grad():
             for k in params:
                 params[k].add_(direction[k], alpha=self.lr)
         return {"step_size": self.lr}
-
-
-IndependentDraw = Callable[[Params], tuple[TaskOracle, Params]]
 
 
 class AdaptiveSGD(OuterOptimizer):
@@ -59,13 +72,12 @@ class AdaptiveSGD(OuterOptimizer):
 
     As in Fallah et al., the gradient norms come from a batch of B' tasks and data drawn
     independently of the ones that produce the meta-gradient, so that the step size and the
-    direction are independent. ``draw(theta)`` returns an oracle over such tasks and theta laid
+    direction are independent: ``StepInputs.independent``, an oracle over such tasks and theta laid
     out for it (one copy per task); this optimiser samples from it once per step.
 
     Args:
         c: the constant (1/12 for MAML, 1/18 for FO-MAML, 1/25 for HF-MAML).
         inner_lr: the inner step alpha.
-        draw: the independent tasks at theta (see above).
         smoothness: L, the Lipschitz constant of the task gradients (fixed when ``lipschitz`` is
             ``None``; otherwise the estimator's starting value, if any).
         rho: the Lipschitz constant of the task Hessians, likewise.
@@ -73,37 +85,44 @@ class AdaptiveSGD(OuterOptimizer):
             independent batch, or ``None`` to use the given constants.
     """
 
-    def __init__(self, c: float, inner_lr: float, draw: IndependentDraw, smoothness: float | None = None,
+    uses_independent_tasks = True
+
+    def __init__(self, c: float, inner_lr: float, smoothness: float | None = None,
                  rho: float | None = None, lipschitz: OnlineLipschitz | None = None) -> None:
         if lipschitz is None and (smoothness is None or rho is None):
             raise ValueError("AdaptiveSGD needs smoothness and rho, or an OnlineLipschitz estimator")
-        self.c, self.inner_lr, self.draw = c, inner_lr, draw
+        self.c, self.inner_lr = c, inner_lr
         self.smoothness, self.rho = smoothness, rho
         self.lipschitz = lipschitz
 
-    def constants(self, params: Params) -> tuple[float, float]:
-        """The current (L, rho); with online estimation and no estimate yet, one is made at ``params``."""
+    def constants(self, independent: IndependentBatch | None = None) -> tuple[float, float]:
+        """The current (L, rho); with online estimation and no estimate yet, one is made on the
+        ``independent`` batch (required then)."""
         if self.lipschitz is None:
             assert self.smoothness is not None and self.rho is not None
             return self.smoothness, self.rho
         if not self.lipschitz.ready:
-            oracle, theta = self.draw(params)
+            if independent is None:
+                raise ValueError("the first online estimate of L and rho needs an independent batch of tasks")
+            oracle, theta = independent
             batch = oracle.sample(theta)
             self.lipschitz.update(oracle, theta, batch, objective_gradient(oracle, theta, batch))
         assert self.lipschitz.smoothness is not None and self.lipschitz.rho is not None
         return self.lipschitz.smoothness, self.lipschitz.rho
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
+    def step(self, params: Params, direction: Params, inputs: StepInputs | None = None) -> dict[str, Any]:
         """The update; with a NaN or Inf gradient norm or secant on the independent batch, no update
         (``skipped: True`` in the returned statistics)."""
-        oracle, theta = self.draw(params)
+        if inputs is None or inputs.independent is None:
+            raise ValueError("the adaptive step size needs StepInputs.independent, tasks drawn independently")
+        oracle, theta = inputs.independent
         batch = oracle.sample(theta)
         gradient = objective_gradient(oracle, theta, batch)
         mean_grad_norm = float(tree_norm(gradient, bool(getattr(oracle, "task_axis", False))).mean())
         if not math.isfinite(mean_grad_norm):
             return {"step_size": 0.0, "skipped": True}
         if self.lipschitz is None:
-            smoothness, rho = self.constants(params)
+            smoothness, rho = self.constants()
         else:
             try:
                 smoothness, rho = self.lipschitz.update(oracle, theta, batch, gradient)
@@ -136,7 +155,7 @@ class Adam(OuterOptimizer):
         decay = (lambda k: max(0.0, 1.0 - k / anneal_steps)) if anneal_steps else (lambda k: 1.0)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, float]:
+    def step(self, params: Params, direction: Params, inputs: StepInputs | None = None) -> dict[str, float]:
         if any(p is not q for p, q in zip(params.values(), self.optimizer.param_groups[0]["params"])):
             raise ValueError("Adam updates the tensors it was built with; pass the same params dict")
         step_size = self.schedule.get_last_lr()[0]

@@ -79,7 +79,7 @@ import torch
 from torch import Tensor
 
 from metarl.estimators.meta_gradient import MetaGradient, adapt_on, exact_hvp, gradient_of
-from metarl.outer.optimizers import OuterOptimizer
+from metarl.outer.optimizers import OuterOptimizer, StepInputs
 from metarl.params import Params, as_leaves, flatten, stack_params, unflatten
 
 Metric = Literal["post", "adapted"]
@@ -272,11 +272,12 @@ class TRPO(OuterOptimizer):
         self.metric_task_chunk = metric_task_chunk
         self.kl_scale = 1.0  # measured KL / the metric's quadratic prediction, at the last accepted step
 
-    def step(self, params: Params, direction: Params, estimate: MetaGradient | None = None) -> dict[str, Any]:
-        if estimate is None or estimate.oracle is None:
-            raise ValueError("TRPO needs the meta-gradient estimate (its oracle, adapted parameters and batches)")
+    def step(self, params: Params, direction: Params, inputs: StepInputs | None = None) -> dict[str, Any]:
+        if inputs is None or inputs.estimate is None or inputs.oracle is None:
+            raise ValueError("TRPO needs the meta-gradient estimate and the oracle that drew its batches")
+        estimate, oracle = inputs.estimate, inputs.oracle
         gradient = flatten(direction)
-        metric = TrustRegionMetric(estimate.oracle, params, estimate, self.inner_lr, self.inner_steps,
+        metric = TrustRegionMetric(oracle, params, estimate, self.inner_lr, self.inner_steps,
                                    self.cg_damping, self.metric, self.metric_episodes, self.metric_tasks,
                                    self.metric_task_chunk)
         if self.direction == "gradient":
@@ -287,7 +288,7 @@ class TRPO(OuterOptimizer):
         if not torch.isfinite(curvature) or curvature <= 0:
             return self._rejected(0)
         full_step = torch.sqrt(2 * self.max_kl / curvature) * search
-        return self._line_search(estimate.oracle, params, full_step, estimate, gradient)
+        return self._line_search(oracle, params, full_step, estimate, gradient)
 
     def _rejected(self, tried: int) -> dict[str, Any]:
         return {"step_size": 0.0, "step_norm": 0.0, "kl": 0.0, "improvement": 0.0, "line_search_steps": tried,

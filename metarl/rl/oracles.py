@@ -105,6 +105,10 @@ class PolicyGradientOracle:
         scores = advantages * discounts if self.discount_scores else advantages
         return PolicyGradientBatch(episodes, episodes.log_probs, scores, values, discounts, scale)
 
+    def mean_return(self, batch: PolicyGradientBatch) -> float:
+        """The batch's mean episode return over all tasks (what the trainer logs)."""
+        return batch.episodes.mean_return()
+
     def objective(self, params: Params, batch: PolicyGradientBatch) -> Tensor:
         """Sum over tasks of each task's surrogate at ``params``."""
         return self.surrogate(episode_log_probs(self.policy, params, batch.episodes), batch)
