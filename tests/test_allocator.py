@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.test_training import ROOT, checkout_env
+from tests.helpers import ROOT, checkout_env
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the thresholds are glibc's")

@@ -9,7 +9,7 @@ from metarl.experiment.config import load_config
 from metarl.experiment.evaluation import evaluate
 from metarl.experiment.trainer import MetaTrainer
 from metarl.params import stack_params
-from tests.test_training import ROOT, TINY, metarl
+from tests.helpers import ROOT, TINY, metarl
 
 SMALL = [arg for arg in TINY if not arg.startswith(("env.kwargs", "train.iterations"))] + ["policy.hidden_sizes=[16]"]
 

@@ -11,7 +11,7 @@ from metarl.experiment.checkpoint import checkpoint_path, list_checkpoints, load
 from metarl.experiment.config import load_config
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.trainer import MetaTrainer, run_training
-from tests.test_training import ROOT, TINY, interrupt_training, metarl, tiny
+from tests.helpers import ROOT, TINY, interrupt_training, metarl, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
 ITERATIONS = 30  # long enough that the kill lands mid-run even on a slow machine

@@ -13,8 +13,7 @@ from metarl.experiment.evaluation import evaluate
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.integrations.sb3 import to_sb3
-from tests.test_reproductions import SCRIPTS, load_script
-from tests.test_training import ROOT, TINY, checkout_env, metarl
+from tests.helpers import ROOT, SCRIPTS, TINY, checkout_env, load_script, metarl
 
 pytest.importorskip("stable_baselines3", reason='stable-baselines3 is not installed: pip install -e ".[sb3]"')
 compare_sb3 = load_script("compare_sb3")

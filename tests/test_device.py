@@ -13,7 +13,7 @@ from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import load_params
 from metarl.experiment.trainer import MetaTrainer, run_training
 from metarl.rl.sampling import Episodes
-from tests.test_training import ROOT, checkout_env, tiny
+from tests.helpers import ROOT, checkout_env, tiny
 
 NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 

@@ -10,7 +10,7 @@ import torch
 
 from metarl.experiment.config import dump_config
 from metarl.experiment.trainer import run_training
-from tests.test_training import ROOT, checkout_env, tiny
+from tests.helpers import ROOT, checkout_env, tiny
 
 
 def script(name: str, *args: str) -> str:

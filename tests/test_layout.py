@@ -86,3 +86,12 @@ def test_no_private_name_is_imported_across_modules():
     private = [f"{path.name}: {target}.{name}" for path in files for target, names in imports(path)
                for name in names if name.startswith("_") and not name.endswith("__")]
     assert not private
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """Shared test code lives in tests/helpers.py (and fixtures in conftest.py), not in another test module."""
+    tests = Path(__file__).resolve().parent
+    crossing = [f"{path.name}: {node.module}" for path in tests.glob("test_*.py")
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")]
+    assert not crossing

@@ -18,8 +18,7 @@ from metarl.experiment.config import dump_config
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import PARAMS_FILE, lock_holder, save_params
 from metarl.experiment.trainer import MetaTrainer, NonFiniteError, run_training
-from tests.test_samplers import processes_with_env, still_running
-from tests.test_training import ROOT, TINY, checkout_env, interrupt_training, metarl, tiny
+from tests.helpers import ROOT, TINY, checkout_env, interrupt_training, metarl, processes_with_env, still_running, tiny
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
 ITERATIONS = 30

@@ -13,7 +13,6 @@ import time
 import uuid
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +32,16 @@ from metarl.rl.sampling import (
     WorkerSpec,
 )
 from tests.faulty_env import make_parts
-from tests.test_training import ROOT, TINY, checkout_env, interrupt_long_run, metarl
+from tests.helpers import (
+    ROOT,
+    TINY,
+    checkout_env,
+    interrupt_long_run,
+    metarl,
+    processes_with_env,
+    running,
+    still_running,
+)
 
 FIELDS = ("observations", "actions", "rewards", "mask", "log_probs")
 M = 3  # episodes per task
@@ -59,35 +67,6 @@ def deadline(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def still_running(pids, seconds: float = 10.0) -> list[int]:
-    """The processes of ``pids`` still running after up to ``seconds`` (Ray stops actors asynchronously)."""
-    end = time.monotonic() + seconds
-    while any(running(pid) for pid in pids) and time.monotonic() < end:
-        time.sleep(0.05)
-    return [pid for pid in pids if running(pid)]
-
-
-def processes_with_env(marker: str) -> list[int]:
-    """Processes (other than this one) whose environment holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return [pid for pid in found if running(pid)]
 
 
 def spec(**fault) -> WorkerSpec:

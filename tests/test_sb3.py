@@ -22,7 +22,7 @@ from metarl.experiment.trainer import MetaTrainer, run_training
 from metarl.integrations.sb3 import adapt_to_task, export_sb3, to_sb3
 from metarl.rl.policies import CategoricalMLPPolicy
 from metarl.rl.sb3_weights import actor_params
-from tests.test_training import ROOT, TINY, metarl, tiny
+from tests.helpers import ROOT, TINY, metarl, tiny
 
 try:
     import cloudpickle

@@ -263,7 +263,7 @@ def test_loggable_values():
 
 
 def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    from tests.test_training import metarl
+    from tests.helpers import metarl
 
     return metarl("train", *args, cwd=cwd)
 
@@ -296,7 +296,7 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
 def test_resume_after_sigkill_continues_the_same_wandb_run(tmp_path):
     import signal
 
-    from tests.test_training import interrupt_training
+    from tests.helpers import interrupt_training
 
     run_dir = tmp_path / "run"
     args = [*TRAIN, "train.iterations=6", "checkpoint.every=1", "evaluation.at_end=false", f"run.dir={run_dir}"]

@@ -3,7 +3,6 @@
 import dataclasses
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,71 +14,7 @@ import envs
 from metarl.experiment.config import load_config, validate
 from metarl.experiment.evaluation import EvaluationResult, evaluate, held_out_tasks
 from metarl.experiment.trainer import MetaTrainer, NonFiniteError
-
-ROOT = Path(__file__).parent.parent
-TINY = ["train.iterations=2", "meta.batch_tasks=3", "meta.episodes_per_task=2", "evaluation.tasks=4",
-        "evaluation.steps=2", "evaluation.episodes_per_task=2", "env.kwargs={horizon: 10}"]
-
-
-def tiny(**sections):
-    data = {"seed": 3, "meta": {"batch_tasks": 3, "episodes_per_task": 2, "inner_lr": 1e-3},
-            "env": {"kwargs": {"horizon": 10}}, "train": {"iterations": 2}, "policy": {"hidden_sizes": [16]}}
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    return validate(data)
-
-
-def checkout_env() -> dict[str, str]:
-    """The environment for a subprocess that must import this checkout (whatever copy of metarl is installed)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-
-def interrupt_training(args: list[str], run_dir: Path, *, after_records: int, sig: int, cwd: Path
-                       ) -> tuple[int, str, str]:
-    """Run ``python -m metarl train *args`` and send it ``sig`` once ``run_dir/metrics.jsonl`` holds
-    ``after_records`` records (or it ends, or 120 s pass); return (returncode, stdout, stderr).
-
-    A shell that starts the test run in the background makes its children ignore SIGINT; the child
-    restores the default so that Python turns Ctrl-C into KeyboardInterrupt, as in a terminal. The
-    child never outlives the call.
-    """
-    import signal
-    import time
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metarl", "train", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=checkout_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        metrics = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and process.poll() is None and (
-                not metrics.exists() or len(metrics.read_text().splitlines()) < after_records):
-            time.sleep(0.05)
-        process.send_signal(sig)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return process.returncode, stdout, stderr
-
-
-def interrupt_long_run(tmp_path: Path, *overrides: str, after_records: int) -> tuple[Path, int, str, str]:
-    """Start a tiny navigation run without end in ``tmp_path/run`` and Ctrl-C it once it has written
-    ``after_records`` records; return (run_dir, returncode, stdout, stderr)."""
-    import signal
-
-    run_dir = tmp_path / "run"
-    endless = [arg for arg in TINY if not arg.startswith("train.iterations")] + ["train.iterations=100000"]
-    return run_dir, *interrupt_training(
-        [str(ROOT / "configs/navigation-maml.yaml"), *endless, *overrides, f"run.dir={run_dir}", "--quiet"], run_dir,
-        after_records=after_records, sig=signal.SIGINT, cwd=tmp_path)
-
-
-def metarl(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "metarl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=checkout_env())
+from tests.helpers import ROOT, TINY, checkout_env, interrupt_long_run, metarl, tiny
 
 
 def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):

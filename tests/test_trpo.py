@@ -10,7 +10,7 @@ from metarl.experiment.config import load_config, validate
 from metarl.experiment.trainer import MetaTrainer
 from metarl.outer.trpo import TRPO, RatioReplay, TrustRegionMetric, conjugate_gradient, first_episodes, task_range
 from metarl.params import flatten, stack_params, unflatten
-from tests.test_training import ROOT
+from tests.helpers import ROOT
 
 
 def trpo_config(**sections):
