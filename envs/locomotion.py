@@ -333,7 +333,7 @@ class Direction(LocomotionTask):
         self.forward_probability = p
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
-        if self.forward_probability == 0.5:  # one fair integer draw per task, as before the option
+        if self.forward_probability == 0.5:  # one fair integer draw per task: the default's tasks stay the same
             forward = rng.integers(0, 2, size=n) == 1
         else:
             forward = rng.random(size=n) < self.forward_probability

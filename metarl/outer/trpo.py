@@ -27,15 +27,13 @@ rollouts (``replay``):
 * ``"dice"`` (default): with the oracle's own surrogate. With DiCE this is the importance-weighted
   adaptation map whose derivative the MAML direction contains, so a small enough step along it
   improves what the search measures. Its weights are products of the ratios over a whole
-  episode: on HalfCheetah (6 action dimensions, 200 steps) they overflow at a fraction of a TRPO
-  step (measured: mean KL 4e13 at 0.41 of the step, still 0.2 at 0.044) and no candidate was
-  ever accepted.
+  episode, which overflow on long episodes of many action dimensions (the locomotion families):
+  there no candidate is accepted.
 * ``"ratio"``: with the per-step importance-ratio surrogate ``sum_t exp(l_t - l_t^b) Psi_t``,
   whose gradient at the sampling parameters is the same policy gradient and which stays bounded
   away from them (the reference implementations re-adapt with the plain score-function
   surrogate, no ratio at all). Its map lacks DiCE's score-product terms, so it is only a proxy of
-  what the direction ascends: on navigation, MAML's training return under it peaks after about
-  150 iterations and then falls (-16.0 to -20.5 by iteration 425), where ``"dice"`` holds.
+  what the direction ascends (docs/trpo.md has what that costs on navigation).
 
 The line search measures the true KL of the re-adapted policies, so the bound holds whatever
 metric chose the direction.
@@ -47,9 +45,8 @@ Two metrics (``metric``), both products of second derivatives by double backward
 * ``"adapted"``: ``J^T F J`` with ``J = prod_k (I + alpha H_k)`` the adaptation's Jacobian, the
   exact second-order expansion of the KL in the meta-parameters (what the reference implementation
   of Finn et al. computes). Each product costs two Hessian-vector products per inner step on the
-  inner batches. On navigation its conjugate gradient takes seconds instead of about 0.05 s, and
-  its step has 1.2x (iteration 3) to 1.8x (iteration 20) the expected improvement per unit of KL
-  of ``"post"``'s (see ``docs/results/navigation.md``).
+  inner batches: slower than ``"post"``, and its step gains more per unit of KL (see
+  ``docs/trpo.md``).
 
 The Fisher part may use only the first ``metric_episodes`` episodes of each task (the metric is an
 average over states; OpenAI Baselines' TRPO subsamples it the same way), and the whole metric only the
