@@ -23,7 +23,10 @@ TINY = ["train.iterations=2", "meta.batch_tasks=3", "meta.episodes_per_task=2", 
 def tiny(**sections):
     """A validated config of a few seconds' navigation run, with ``sections`` laid over it."""
     data = {"seed": 3, "meta": {"batch_tasks": 3, "episodes_per_task": 2, "inner_lr": 1e-3},
-            "env": {"kwargs": {"horizon": 10}}, "train": {"iterations": 2}, "policy": {"hidden_sizes": [16]}}
+            "env": {"kwargs": {"horizon": 10}}, "train": {"iterations": 2}, "policy": {"hidden_sizes": [16]},
+            # DiCE in summed units and Adam: the options the tests below set against
+            "surrogate": {"kind": "dice", "discount_scores": True, "normalize_advantages": False,
+                          "per_step_units": False}, "outer": {"kind": "adam"}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return validate(data)

@@ -76,6 +76,16 @@ def test_every_method_takes_every_surrogate():
             validate({"meta": {"method": method}, "surrogate": {"kind": kind}})
 
 
+def test_the_library_defaults_are_the_papers_settings():
+    """A config that names nothing runs Finn et al.'s estimator and outer step (configs/presets/finn2017.yaml)."""
+    preset = yaml.safe_load((Path(__file__).parent.parent / "configs/presets/finn2017.yaml").read_text())
+    defaults = validate({}).model_dump()
+    for section in ("policy", "meta", "surrogate", "outer", "evaluation"):
+        for key, value in preset[section].items():
+            assert defaults[section][key] == value, f"{section}.{key}"
+    assert validate({"surrogate": {"kind": "dice"}}).surrogate.discount_scores  # DiCE's scores are discounted
+
+
 def test_dice_keeps_discounted_scores():
     with pytest.raises(ConfigError, match="dice.*discount_scores"):
         validate({"surrogate": {"kind": "dice", "discount_scores": False}})
@@ -100,7 +110,8 @@ def test_online_lipschitz_needs_dice_and_feeds_the_theory_delta_rule():
     online = ["outer.kind=adaptive_sgd", "outer.lipschitz=online"]
     with pytest.raises(ConfigError, match="outer.lipschitz = 'online' with surrogate.kind = 'reinforce'"):
         validate(apply_overrides({"seed": 0}, [*online, "surrogate.kind=reinforce"]))
-    config = validate(apply_overrides({"seed": 0}, [*online, "meta.method=hfmaml", "meta.hf_delta_rule=theory"]))
+    config = validate(apply_overrides({"seed": 0}, [*online, "surrogate.kind=dice", "meta.method=hfmaml",
+                                                    "meta.hf_delta_rule=theory"]))
     assert config.meta.rho is None and config.outer.estimates_online
 
 

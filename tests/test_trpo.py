@@ -15,9 +15,9 @@ from tests.helpers import ROOT
 
 def trpo_config(**sections):
     data = {"seed": 5, "meta": {"batch_tasks": 3, "episodes_per_task": 4, "inner_lr": 0.1},
-            "surrogate": {"per_step_units": True}, "env": {"kwargs": {"horizon": 8}}, "train": {"iterations": 3,
-            "dtype": "float64"}, "policy": {"hidden_sizes": [6], "activation": "tanh", "init_std": 1.0},
-            "outer": {"kind": "trpo"}}
+            "surrogate": {"kind": "dice", "normalize_advantages": False, "per_step_units": True},
+            "env": {"kwargs": {"horizon": 8}}, "train": {"iterations": 3, "dtype": "float64"},
+            "policy": {"hidden_sizes": [6], "activation": "tanh", "init_std": 1.0}, "outer": {"kind": "trpo"}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return validate(data)

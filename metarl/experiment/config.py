@@ -87,9 +87,9 @@ class MetaConfig(_Section):
     published runs had the vectorised one, exactly 20)"""
     workers: int = Field(8, ge=1)
     """the `workers` collection's parallel workers (Finn et al.'s locomotion launchers: 8)"""
-    inner_lr: float = Field(1e-4, gt=0)
-    """inner step alpha_0, in the surrogate's units: summed over time by default (2D navigation: 0.0001), 0.1 with
-    `surrogate.per_step_units`"""
+    inner_lr: float = Field(0.1, gt=0)
+    """inner step alpha_0, in the surrogate's units: Finn et al.'s 0.1 with `surrogate.per_step_units` (the
+    default); without it the surrogate is summed over time and the step is much smaller (2D navigation: 0.0001)"""
     inner_steps: int = Field(1, ge=1)
     """N >= 1 inner policy-gradient steps"""
     inner_step_rule: Literal["constant", "inverse_steps"] = "constant"
@@ -109,26 +109,33 @@ class MetaConfig(_Section):
 
 
 class SurrogateConfig(_Section):
-    kind: Literal["dice", "reinforce", "lvc"] = "dice"
+    kind: Literal["dice", "reinforce", "lvc"] = "reinforce"
     """`dice`, `reinforce` or `lvc`"""
     gamma: float = Field(0.99, gt=0, le=1)
     """discount factor"""
     gae_lambda: float = Field(1.0, ge=0, le=1)
     """GAE lambda"""
-    normalize_advantages: bool = False
+    normalize_advantages: bool = True
     """standardise advantages per task (`reinforce`, `lvc`)"""
-    per_step_units: bool = False
+    per_step_units: bool = True
     """multiply each task's surrogate by `1 / (mean episode length * std of its advantages)`, a constant of the
     batch: the units of Finn et al.'s code (mean over steps, standardised advantages), where the inner step is
     0.1; gradient and Hessian estimates are scaled by the same constant"""
-    discount_scores: bool = True
+    discount_scores: bool = False
     """weight the score at step t by gamma^t, as the discounted return's gradient does; `false` weights every step
-    alike, as Finn et al.'s code does (`reinforce` and `lvc` only)"""
+    alike, as Finn et al.'s code does (`reinforce` and `lvc` only; unset, `true` for `dice`)"""
     baseline_ridge: Literal["relative", "absolute"] = "relative"
     """the linear value baseline's ridge: `relative` (`1e-5` times the mean diagonal of the normal matrix) or
     `absolute` (`1e-5`, as rllab and pytorch-maml-rl fit it, Finn et al.'s code); on HalfCheetah and Ant rollouts
     the two fits differ by 0.06-0.11 of the returns' standard deviation (root mean square), and `absolute`
     explains 0.005-0.013 more of their variance (`scripts/baseline_ridge.py`)"""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dice_discounts_scores_unless_told(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "discount_scores" not in data and data.get("kind") == "dice":
+            return {**data, "discount_scores": True}
+        return data
 
     @model_validator(mode="after")
     def _dice_discounts_scores(self) -> SurrogateConfig:
@@ -141,7 +148,7 @@ class SurrogateConfig(_Section):
 
 
 class OuterConfig(_Section):
-    kind: Literal["sgd", "adaptive_sgd", "adam", "trpo"] = "adam"
+    kind: Literal["sgd", "adaptive_sgd", "adam", "trpo"] = "trpo"
     """`adam`, `sgd`, `adaptive_sgd` (beta = c / L~, Fallah et al.) or `trpo`"""
     lr: float = Field(1e-3, gt=0)
     """outer step size for `adam` and `sgd`"""
