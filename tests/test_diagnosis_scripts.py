@@ -109,8 +109,8 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
                  [[-200 / 3 * sum(abs(v - g) for v in (0.3, 0.9, 1.5)), -100.0, -90.0, -80.0] for g in goals])
     run = tmp_path / "random-seed1"
     run.mkdir()
-    (run / "config.yaml").write_text((ROOT / "configs" / "halfcheetah-dir-random.yaml").read_text())
-    config = load_config(run / "config.yaml")
+    config = load_config(ROOT / "configs" / "halfcheetah-dir-random.yaml")
+    (run / "config.yaml").write_text(dump_config(config))  # a run directory holds the resolved config
     gains = [10.0 * (i % 5) if s > 0 else 20.0 + (i % 3) for i, s in enumerate(signs)]
     EvaluationResult([0, 1, 2, 3], [0.0] * 4, [0.0] * 4, 40, config.evaluation.seed, 20, "steps", "finn2017", 0.5,
                      [[-40.0] * 40, [-40.0 + g for g in gains], [0.0] * 40, [0.0] * 40]).save(
