@@ -44,20 +44,24 @@ def run(script: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_large_tensor_gets_its_own_mapping_by_default():
     assert run(IN_HEAP) == "False"
 
 
+@pytest.mark.slow
 def test_after_reuse_freed_memory_a_large_tensor_comes_from_the_heap():
     reuse = "from metarl.experiment.allocator import reuse_freed_memory\nprint(reuse_freed_memory())"
     assert run(reuse + IN_HEAP) == "True"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["true", "false"])
 def test_the_trainer_sets_the_thresholds_as_the_config_says(flag):
     assert run(TRAINER.format(flag=flag) + IN_HEAP) == flag.capitalize()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["true", "false"])
 def test_the_evaluation_sets_the_thresholds_as_the_config_says(flag):
     assert run(EVALUATION.format(flag=flag) + IN_HEAP) == flag.capitalize()

@@ -18,6 +18,7 @@ def small(name: str, *overrides: str):
     return load_config(ROOT / f"configs/navigation-{name}.yaml", [*SMALL, *overrides])
 
 
+@pytest.mark.slow
 def test_pretrain_update_is_the_plain_policy_gradient():
     config = small("pretrained", "env.kwargs={horizon: 10}")
     trainer = MetaTrainer(config)
@@ -41,6 +42,7 @@ def test_pretrained_baseline_trains_without_adaptation_and_adapts_at_evaluation(
     assert result.steps == [0, 1] and result.mean_return[0] != result.mean_return[1]
 
 
+@pytest.mark.slow
 def test_random_baseline_is_the_untrained_initialisation(tmp_path):
     run_dir = tmp_path / "random"
     result = metarl("train", str(ROOT / "configs/navigation-random.yaml"), *SMALL, "env.kwargs={horizon: 10}",

@@ -106,6 +106,7 @@ def test_trainer_state_round_trips(tmp_path, outer):
         assert torch.equal(trainer.params[k], restored.params[k])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     returncode, _, _ = interrupt_training([CONFIG, *RUN, f"run.dir={killed}", "--quiet"], killed, after_records=5,
@@ -126,6 +127,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert [i for i, _ in list_checkpoints(killed)] == [ITERATIONS - 2, ITERATIONS]  # keep = 2, the final one included
 
 
+@pytest.mark.slow
 def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(tmp_path):
     short, whole = tmp_path / "short", tmp_path / "whole"
     common = [CONFIG, *RUN[:-3], "evaluation.at_end=false", "checkpoint.every=2", "--quiet"]
@@ -153,6 +155,7 @@ def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(t
     assert load_config(short / "config.yaml").train.iterations == 5  # refused changes leave config.yaml alone
 
 
+@pytest.mark.slow
 def test_resume_evaluates_again_when_the_evaluation_is_older_than_the_parameters(tmp_path):
     run_dir = tmp_path / "run"
     assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=2", f"run.dir={run_dir}", "--quiet",
@@ -166,6 +169,7 @@ def test_resume_evaluates_again_when_the_evaluation_is_older_than_the_parameters
     assert (run_dir / "evaluation.json").stat().st_mtime > past + 60
 
 
+@pytest.mark.slow
 def test_resume_errors_name_the_problem(tmp_path):
     result = metarl("train", "--resume", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "config.yaml is missing" in result.stderr

@@ -31,6 +31,7 @@ def run_dir(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_script_writes_the_page_and_reuses_ppo_curves(run_dir, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     command = [sys.executable, str(SCRIPTS / "compare_sb3.py"), str(run_dir), "--tasks", "2", "--budget", "100",

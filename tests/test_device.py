@@ -35,6 +35,7 @@ def test_unknown_device_is_a_config_error_naming_the_field():
         tiny(train={"device": "gpu"})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_cuda_without_a_gpu_says_so_from_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="sees no CUDA device"):
@@ -46,6 +47,7 @@ def test_cuda_without_a_gpu_says_so_from_the_command_line(tmp_path):
     assert "train.device = 'cuda', but this torch build sees no CUDA device" in done.stderr
 
 
+@pytest.mark.slow
 def test_cpu_and_auto_without_a_gpu_give_the_default_run_bit_for_bit(tmp_path):
     """Where torch sees no GPU, 'auto' is the CPU; an explicit 'cpu' changes nothing either."""
     default = trained(tmp_path, "default", None)
@@ -85,6 +87,7 @@ def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tmp_path):
     assert (tmp_path / "cuda" / "evaluation.json").exists()
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tmp_path):
     """Run files hold CPU tensors and evaluation runs where the parameters are: a run whose config
     says cuda is evaluated here, on the CPU, to the same numbers as its CPU twin."""
@@ -106,6 +109,7 @@ def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tmp_path):
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.slow
 def test_a_run_continues_on_another_device_setting(tmp_path):
     """train.device may change on resume (a GPU run continued without one); here 'auto' on a CPU-only
     machine continues a 'cpu' run to the numbers of a run planned longer."""

@@ -20,6 +20,7 @@ def script(name: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
@@ -61,6 +62,7 @@ def test_meta_gradient_parts_names_the_collection_of_its_batches():
                                                 "on 8 workers)")
 
 
+@pytest.mark.slow
 def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one(tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
@@ -139,6 +141,7 @@ def test_finn2017_result_files_counts_distinct_rows_splits_directions_and_sets_o
     assert f"| random | backward | {backward} | " in out and "| 40.0 |" in out
 
 
+@pytest.mark.slow
 def test_finn2017_result_files_refuses_crafted_and_damaged_files(tmp_path):
     icml = tmp_path / "icml"
     icml.mkdir()
@@ -199,6 +202,7 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
         curves.main(["--progress", f"x={bad}"])
 
 
+@pytest.mark.slow
 def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
@@ -210,6 +214,7 @@ def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
     assert 0 < relative <= absolute <= 1 and difference > 0, out
 
 
+@pytest.mark.slow
 def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, outer={"kind": "trpo", "metric": "adapted"},
@@ -228,6 +233,7 @@ def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_pat
     assert failed.returncode == 2 and "the metric is TRPO's" in failed.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_product(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(dump_config(tiny(outer={"kind": "trpo", "metric": "adapted"})))
@@ -240,6 +246,7 @@ def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_p
         assert float(difference) < 1e-5, out  # the same product: float32 rounding only
 
 
+@pytest.mark.slow
 def test_finn2017_result_files_reads_an_earlier_commit(tmp_path):
     repository = tmp_path / "maml_rl"
     (repository / "icml").mkdir(parents=True)

@@ -320,6 +320,7 @@ def test_halfcheetah_vel_meta_training_through_the_trainer():
     assert all(torch.equal(params[k], params_again[k]) for k in params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, horizon", [("halfcheetah_dir", 15), ("ant_vel", 40)])
 def test_training_collects_as_finn_et_als_parallel_sampler(family, horizon):
     """``meta.protocol: workers``: each task's batch holds the step budget, more with episodes

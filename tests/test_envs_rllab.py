@@ -254,6 +254,7 @@ def _zero_policy_returns(family, tasks, episodes):
     return batch.episode_returns().numpy().ravel(), batch.mask.sum(0).numpy().ravel()
 
 
+@pytest.mark.slow
 def test_zero_policy_scores_what_the_definitions_predict():
     """Mean action zero, std-1 noise, as many forward as backward tasks: the running term averages out,
     leaving the control cost of clipped standard normal actions (and, for the Ant, its survive bonus less
@@ -271,6 +272,7 @@ def test_zero_policy_scores_what_the_definitions_predict():
 # ---------------------------------------------------------------- batched, threads, chunks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["halfcheetah_vel", "ant_vel"])
 def test_same_episodes_with_any_thread_count_and_chunking(name):
     from metarl.rl.policies import GaussianMLPPolicy
@@ -367,6 +369,7 @@ def test_bad_robot_arguments(kwargs, pattern):
         HalfCheetahVel(**kwargs)
 
 
+@pytest.mark.slow
 def test_render_gives_an_image_or_says_what_is_missing():
     env = HalfCheetahVel().make_env(render_mode="rgb_array")
     env.reset(seed=0)
@@ -379,6 +382,7 @@ def test_render_gives_an_image_or_says_what_is_missing():
     env.close()
 
 
+@pytest.mark.slow
 def test_subprocess_workers_give_the_in_process_episodes_bit_for_bit():
     """Workers cut the call at pairs, inside tasks; three episodes per task leave the Ant's task blocks
     of observations off 16-byte boundaries unless the sampler aligns them."""

@@ -4,6 +4,7 @@ itself back through others (an import circle) or another module's private names.
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def layer(module: str) -> int:
     return LAYERS.index("cli") if parts[-1] in ("cli", "__main__") else 0
 
 
+@cache
 def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for module, path in MODULES.items():

@@ -60,6 +60,7 @@ def bandit_exact(steps: int, first_order: bool = False) -> dict[str, torch.Tenso
     return exact_maml_gradient(lambda p: GaussianBandit.exact_objective(p, GOAL), THETA, ALPHA, steps, first_order)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize(
     "method,hessian_batch",
@@ -72,12 +73,14 @@ def test_second_order_estimators_are_unbiased_for_maml_gradient(method: str, hes
     assert z_scores(estimates, bandit_exact(steps)).max() < STANDARD_ERRORS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 def test_fomaml_is_unbiased_for_first_order_quantity(steps: int) -> None:
     estimates = bandit_estimates("fomaml", steps, seed=10 + steps)
     assert z_scores(estimates, bandit_exact(steps, first_order=True)).max() < STANDARD_ERRORS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 def test_comparison_has_power_fomaml_misses_maml_gradient(steps: int) -> None:
     estimates = bandit_estimates("fomaml", steps, seed=20 + steps)
@@ -202,6 +205,7 @@ def test_lqr_closed_form_matches_monte_carlo_return() -> None:
     assert abs(returns.mean() - oracle.exact_objective(LQR_THETA)) < STANDARD_ERRORS * stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize(
     "method,hessian_batch",
@@ -216,6 +220,7 @@ def test_lqr_second_order_estimators_are_unbiased_for_maml_gradient(method: str,
     assert z_scores(estimates, lqr_exact(steps)).max() < STANDARD_ERRORS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 def test_lqr_fomaml_is_unbiased_for_first_order_quantity_and_misses_maml(steps: int) -> None:
     estimates = lqr_estimates("fomaml", steps, "shared", seed=40 + steps, replicas=1000, episodes=500)
@@ -223,6 +228,7 @@ def test_lqr_fomaml_is_unbiased_for_first_order_quantity_and_misses_maml(steps: 
     assert z_scores(estimates, lqr_exact(steps)).max() > 3 * STANDARD_ERRORS
 
 
+@pytest.mark.slow
 def test_shared_hessian_batch_bias_is_real_and_the_independent_batch_removes_it() -> None:
     """At a small batch (M = 100) the shared batch's bias (about 8/M) is many standard errors."""
     shared = lqr_estimates("maml", 1, "shared", seed=50, replicas=4000, episodes=100)
@@ -234,6 +240,7 @@ def test_shared_hessian_batch_bias_is_real_and_the_independent_batch_removes_it(
 # --- Which surrogates give unbiased Hessians ----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 def test_reinforce_hessian_is_biased_and_dice_is_not_on_the_bandit(steps: int) -> None:
     """``sum_t l_t Psi_t`` has the right gradient but its Hessian misses ``E[r grad l grad l^T]``."""
@@ -247,6 +254,7 @@ def test_reinforce_hessian_is_biased_and_dice_is_not_on_the_bandit(steps: int) -
     assert results["dice"] < STANDARD_ERRORS
 
 
+@pytest.mark.slow
 def test_reinforce_hessian_is_biased_and_dice_is_not_over_several_steps() -> None:
     """In a multi-step episode the reinforce Hessian also misses the cross terms between steps."""
     results = {}
@@ -257,6 +265,7 @@ def test_reinforce_hessian_is_biased_and_dice_is_not_over_several_steps() -> Non
     assert results["dice"] < STANDARD_ERRORS
 
 
+@pytest.mark.slow
 def test_reinforce_gradient_is_still_unbiased() -> None:
     """The bias is second-order only: FO-MAML with reinforce estimates the first-order quantity."""
     estimates = lqr_estimates("fomaml", 1, "shared", seed=71, replicas=1000, episodes=500, surrogate="reinforce")
@@ -303,6 +312,7 @@ def test_hfmaml_forward_difference_error_shrinks_as_delta() -> None:
         assert 7 < coarse / fine < 13, errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hessian_batch", ["shared", "independent"])
 def test_hfmaml_forward_difference_is_unbiased_for_maml_gradient(hessian_batch: str) -> None:
     replicas, samples = (300, 8000) if hessian_batch == "shared" else (2000, 500)

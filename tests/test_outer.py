@@ -151,6 +151,7 @@ def test_adam_refuses_params_it_was_not_built_with():
         adam.step({"w": torch.zeros(2)}, {"w": torch.ones(2)})
 
 
+@pytest.mark.slow
 def test_adaptive_sgd_with_online_constants_converges_on_the_factorisation_tasks():
     """Fallah, Mokhtari & Ozdaglar's step size with L and rho estimated online drives the exact MAML gradient down."""
     from metarl.estimators.meta_gradient import meta_gradient

@@ -50,6 +50,7 @@ def records(run_dir: Path) -> int:
 # ---------------------------------------------------------------- signals
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupted_run(tmp_path):
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     # checkpoint.every beyond the run: the only checkpoint is the one the signal makes
@@ -72,6 +73,7 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupt
     assert all(torch.equal(final_stopped[k], final_whole[k]) for k in final_whole)
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_stops_a_run_with_sampler_workers(tmp_path):
     """As SLURM signals a job step: every process gets SIGTERM; the workers leave it to the main process."""
     marker = uuid.uuid4().hex
@@ -93,6 +95,7 @@ def test_sigterm_to_the_process_group_stops_a_run_with_sampler_workers(tmp_path)
     assert not still_running(workers, seconds=5)
 
 
+@pytest.mark.slow
 def test_sigusr1_stops_the_run_with_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     returncode, _, stderr = interrupt_training([CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={run_dir}"], run_dir,
@@ -101,6 +104,7 @@ def test_sigusr1_stops_the_run_with_a_checkpoint(tmp_path):
     assert len(list_checkpoints(run_dir)) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_run(tmp_path):
     run_dir = tmp_path / "run"
     long_evaluation = ["evaluation.at_end=true", "evaluation.tasks=20000", "evaluation.steps=3"]
@@ -119,6 +123,7 @@ def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_run(tmp_path):
     assert list_checkpoints(run_dir)[-1][0] == ITERATIONS
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_metarl_evaluate_is_a_message(tmp_path):
     run_dir = tmp_path / "run"
     assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=0", "evaluation.at_end=false", f"run.dir={run_dir}",
@@ -171,6 +176,7 @@ def test_an_ignored_ctrl_c_stays_ignored():
 # ---------------------------------------------------------------- the run directory
 
 
+@pytest.mark.slow
 def test_two_runs_racing_for_one_directory_one_wins_and_the_other_names_it(tmp_path):
     run_dir = tmp_path / "run"
     args = [CONFIG, *[a for a in RUN if not a.startswith("train.iterations")], "train.iterations=60",
@@ -184,6 +190,7 @@ def test_two_runs_racing_for_one_directory_one_wins_and_the_other_names_it(tmp_p
     assert [r["iteration"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(60))  # one run's records
 
 
+@pytest.mark.slow
 def test_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path):
     run_dir = tmp_path / "run"
     endless = [arg for arg in RUN if not arg.startswith("train.iterations")] + ["train.iterations=100000"]
@@ -198,6 +205,7 @@ def test_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path):
     assert lock_holder(run_dir) is None  # the kernel released the killed run's lock: it can be resumed
 
 
+@pytest.mark.slow
 def test_an_existing_directory_that_is_not_a_run_is_never_written_into(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -222,6 +230,7 @@ def test_evaluation_settings_are_checked_before_anything_is_written(tmp_path, ca
 # ---------------------------------------------------------------- damaged files and divergence
 
 
+@pytest.mark.slow
 def test_resume_names_each_damaged_checkpoint_and_the_one_it_used(tmp_path):
     run_dir = tmp_path / "run"
     args = [CONFIG, *RUN[:-3], "train.iterations=3", "evaluation.at_end=false", "checkpoint.every=1",
@@ -300,6 +309,7 @@ def test_the_run_lock_file_records_its_holder(tmp_path):
     assert set(info) == {"pid", "host", "since"}
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_of_another_config_is_an_error(tmp_path, capsys):
     small, large = tmp_path / "small", tmp_path / "large"
     for run_dir, hidden in ((small, [8]), (large, [16])):

@@ -20,6 +20,7 @@ def final_norms(panel, setup, methods=mf.METHODS, seed: int = 0) -> dict[str, fl
     return {m: mf.final_norm(mf.train(m, panel, setup, seed), 0.2) for m in methods}
 
 
+@pytest.mark.slow
 def test_fomaml_stalls_with_exact_gradients_and_dissimilar_tasks() -> None:
     panel, setup = dataclasses.replace(PANEL_A, iterations=150), mf.Setup(replicas=2)
     curves = {m: mf.train(m, panel, setup, seed=0) for m in mf.METHODS}
@@ -29,6 +30,7 @@ def test_fomaml_stalls_with_exact_gradients_and_dissimilar_tasks() -> None:
     assert norms["fomaml"] > 10 * norms["hfmaml"]
 
 
+@pytest.mark.slow
 def test_fomaml_gap_needs_dissimilar_tasks_with_noisy_gradients() -> None:
     setup = mf.Setup(replicas=4)
     similar = final_norms(dataclasses.replace(PANEL_B, iterations=300), setup, ("maml", "fomaml"))
@@ -54,6 +56,7 @@ def test_exact_meta_gradient_is_zero_at_a_shared_task_solution() -> None:
     assert mf.exact_meta_gradient_norm(0.5 * g[:, 0], g, 0.1).item() > 1e-3
 
 
+@pytest.mark.slow
 def test_constant_inner_step_diverges_with_many_steps_where_inverse_steps_converges() -> None:
     setup = ms.Setup(iterations=60, replicas=3, steps=(8,))
     constant = ms.train("constant", 8, setup, seed=0)
@@ -70,6 +73,7 @@ def test_one_inner_step_is_the_same_under_both_rules() -> None:
     assert torch.equal(ms.train("constant", 1, setup, seed=1), ms.train("inverse_steps", 1, setup, seed=1))
 
 
+@pytest.mark.slow
 def test_figures_are_written_even_with_diverged_runs(tmp_path: Path) -> None:
     setup = ms.Setup(iterations=5, replicas=2, steps=(1, 8))
     curves = {(rule, n): torch.tensor([[1.0, 1.0], [0.5, 0.4], [0.2, 0.1], [0.1, 0.05], [0.05, 0.02], [0.02, 0.01]],
@@ -81,6 +85,7 @@ def test_figures_are_written_even_with_diverged_runs(tmp_path: Path) -> None:
     assert (tmp_path / "multistep.png").stat().st_size > 0 and (tmp_path / "mf.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_navigation_reproduction_trains_every_run_and_writes_the_page(tmp_path):
     """The MAML-RL reproduction at a tiny size: each run through the `metarl train` command, the
     page with the published row beside ours, the per-seed table and the plot; finished runs are
@@ -129,6 +134,7 @@ def test_published_evaluation_takes_later_steps_at_half_and_the_half_step_one_ev
     assert (half["first_step_scale"], half["later_step_scale"]) == (0.5, 0.5)
 
 
+@pytest.mark.slow
 def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp_path):
     import subprocess
 
@@ -156,6 +162,7 @@ def test_locomotion_reproduction_writes_its_page_and_rejects_unknown_methods(tmp
             "-firststep0.5-laterstep0.5.json").exists()
 
 
+@pytest.mark.slow
 def test_reproduction_resumes_a_run_stopped_after_a_checkpoint(tmp_path):
     """A run directory with a checkpoint but no finished record continues from the checkpoint
     (here: trained further than it was planned) and ends where an uninterrupted run ends."""

@@ -137,6 +137,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_actors_same_episodes_restart_after_a_kill_error_names_the_worker_and_shutdown(local_ray):
     policy = make_parts()[1]
     with deadline(120):
@@ -217,6 +218,7 @@ def test_a_worker_that_keeps_crashing_stops_the_run_with_the_cause():
         sampler.sample(make_tasks(*GOALS[:2]), task_params(policy, 2), (0,))
 
 
+@pytest.mark.slow
 def test_a_hung_worker_is_detected_within_the_timeout(tmp_path):
     once = tmp_path / "hang-once"
     policy = make_parts()[1]
@@ -283,6 +285,7 @@ sampler.sample(make_tasks(*GOALS[:2], faulty=[0]), task_params(policy, 2), (0,))
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_call_stops_the_run_and_its_workers_at_once(tmp_path):
     """Ctrl-C in a terminal sends SIGINT to every process of the group: the workers ignore it, the
     main process's KeyboardInterrupt stops them, long before the hung worker's timeout. Run in a
@@ -360,6 +363,7 @@ def test_ray_without_ray_installed_says_what_to_install(monkeypatch, capsys, tmp
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_process(tmp_path, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))  # inherited by the command, its fork server and its workers
@@ -382,6 +386,7 @@ def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_proce
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(tmp_path, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))

@@ -131,6 +131,7 @@ def test_meta_training_starts_from_an_sb3_actor(tmp_path, algorithm):
                                clipped_mean(trainer.policy, trainer.params, obs), atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_sb3
 def test_resume_reads_the_checkpoint_not_the_sb3_model(tmp_path):
     _, path = saved_sb3_model(tmp_path)
@@ -147,6 +148,7 @@ def test_resume_reads_the_checkpoint_not_the_sb3_model(tmp_path):
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+@pytest.mark.slow
 @needs_sb3
 def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tmp_path, capsys):
     model, path = saved_sb3_model(tmp_path, activation_fn=torch.nn.ReLU)
@@ -163,6 +165,7 @@ def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tmp_path, capsys):
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 @needs_sb3
 def test_cli_export_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "run"

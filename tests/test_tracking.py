@@ -94,6 +94,7 @@ def logged(tmp_path_factory):
     return run_dir, tracker
 
 
+@pytest.mark.slow
 def test_offline_run_directory_lies_under_the_run_directory(logged):
     run_dir, tracker = logged
     assert tracker.local_dir.parent == run_dir / "wandb"
@@ -148,6 +149,7 @@ def test_checkpoint_is_a_model_artifact(logged, wandb_home):
     assert any((wandb_home / "data").rglob("*"))
 
 
+@pytest.mark.slow
 def test_resuming_logs_into_the_same_run_without_repeating_steps(tmp_path):
     first = make_tracker(SETTINGS, tmp_path, CONFIG)
     for iteration in range(4):
@@ -184,6 +186,7 @@ def run_python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           timeout=60, env=environment)
 
 
+@pytest.mark.slow
 def test_disabled_mode_writes_nothing_and_never_imports_wandb(tmp_path, wandb_home):
     checkpoint = tmp_path / "checkpoint.pt"
     checkpoint.write_bytes(b"0")
@@ -222,6 +225,7 @@ def test_missing_wandb_gives_a_clear_error(tmp_path):
     assert "pip install wandb" in result.stdout and "logging.wandb.mode=disabled" in result.stdout
 
 
+@pytest.mark.slow
 def test_online_mode_without_login_gives_a_clear_error(tmp_path):
     result = run_python("""
         from pathlib import Path
@@ -273,6 +277,7 @@ TRAIN = [str(ROOT / "configs/navigation-maml.yaml"), "meta.batch_tasks=3", "meta
          "logging.wandb.project=metarl-tests", "--quiet"]
 
 
+@pytest.mark.slow
 def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     result = _train(*TRAIN, "train.iterations=3", "checkpoint.every=2", f"run.dir={run_dir}", cwd=tmp_path)
@@ -293,6 +298,7 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
     assert run.exit_code == 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_the_same_wandb_run(tmp_path):
     import signal
 

@@ -17,6 +17,7 @@ from metarl.experiment.trainer import MetaTrainer, NonFiniteError
 from tests.helpers import ROOT, TINY, checkout_env, interrupt_long_run, metarl, tiny
 
 
+@pytest.mark.slow
 def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
     """``metarl --help`` answers without importing torch (seconds); the package's API loads on use."""
     probe = ("import sys, metarl, metarl.cli\n"
@@ -34,6 +35,7 @@ def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
     assert version.returncode == 0 and version.stdout.strip() == f"metarl {importlib.metadata.version('metarl')}"
 
 
+@pytest.mark.slow
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
     # Overrides before and after an option.
@@ -116,6 +118,7 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert result.returncode == 2 and "evaluation.first_step_scale" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
     runs = [tmp_path / "maml", tmp_path / "fomaml"]
     for run_dir, method in zip(runs, ("maml", "fomaml")):
@@ -192,6 +195,7 @@ def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
         EvaluationResult.load(tmp_path / "bad.json")
 
 
+@pytest.mark.slow
 def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
     result = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false",
                     cwd=tmp_path)
@@ -202,6 +206,7 @@ def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), "meta.inner_lr=-0.1", cwd=tmp_path)
     assert result.returncode == 2
@@ -321,6 +326,7 @@ def test_max_grad_norm_rescales_the_outer_step():
     assert moved.item() == pytest.approx(1e-3, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_errors_for_unusable_run_dirs_and_damaged_params(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -396,6 +402,7 @@ def test_evaluation_checks_seed_and_parameter_shapes():
     assert (result.seed, result.episodes_per_task) == (config.evaluation.seed, 2)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     run_dir, returncode, stdout, stderr = interrupt_long_run(tmp_path, "checkpoint.every=1", after_records=2)
     assert returncode == 130, stderr
@@ -415,6 +422,7 @@ def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_t
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_plot_paths_draws_navigation_goals_before_and_after_adaptation(tmp_path):
     run_dir = tmp_path / "run"
     assert metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "evaluation.at_end=false",
@@ -428,6 +436,7 @@ def test_plot_paths_draws_navigation_goals_before_and_after_adaptation(tmp_path)
     assert result.returncode == 2 and "--paths draws one run" in result.stderr
 
 
+@pytest.mark.slow
 def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
     from PIL import Image
 

@@ -291,6 +291,7 @@ def test_ratio_replay_has_the_oracle_gradient_at_the_sampling_parameters():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replay", ["dice", "ratio"])
 def test_ratio_replay_accepts_steps_on_long_locomotion_episodes_where_dice_overflows(replay):
     """HalfCheetah, 200 steps of 6 action dimensions: DiCE's episode-long importance weights
@@ -307,6 +308,7 @@ def test_ratio_replay_accepts_steps_on_long_locomotion_episodes_where_dice_overf
         assert not any(r["accepted"] for r in records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal"])
 def test_shipped_locomotion_estimator_takes_accepted_steps_that_move_the_policy(family):
     """The shipped locomotion configs (Finn et al.'s estimator, 200-step episodes): every outer step is
