@@ -12,7 +12,7 @@ install:
 	@$(TORCH_PIN) >/dev/null 2>&1 || $(PYTHON) -m pip install "torch==2.13.0"
 	$(TORCH_PIN) | $(PYTHON) -m pip install -q -e . -c /dev/stdin
 
-# What the tests need besides: MuJoCo, Stable-Baselines3, Ray, pytest.
+# What the tests need besides: MuJoCo, Stable-Baselines3, Ray, pytest, ruff.
 install-dev: install
 	$(TORCH_PIN) | $(PYTHON) -m pip install -q -e ".[dev]" -c /dev/stdin
 

@@ -279,7 +279,7 @@ def summarise(family: str, methods: list[str], runs: Path, seeds: list[int], wal
                 "as the published values were measured (the first of the training inner step), the same with every "
                 "step at half the inner step, and unbiased (`metarl evaluate --protocol --task-set --later-step-scale "
                 "--first-step-scale`")
-             + f", see the README's evaluation protocols). Seeds: {', '.join(map(str, seeds))}. Training budget "
+             + f", see docs/evaluation-protocols.md). Seeds: {', '.join(map(str, seeds))}. Training budget "
              f"per run: {config.train.iterations} meta-iterations of {config.meta.batch_tasks} tasks x "
              f"{config.meta.episodes_per_task} episodes ({published_budget(family)}). Configs: "
              f"`configs/{family}-<method>.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "") + ".", "",

@@ -189,8 +189,8 @@ and 4.17).
 Here each method's meta-gradient comes from `metarl.estimators.meta_gradient.meta_gradient` (the estimator code that
 also runs RL) on the task-batched `metarl.estimators.synthetic.MatrixFactorisationOracle`; noise enters as an
 unbiased random linear-quadratic term, so both the gradient and the Hessian are noisy. The outer
-step is plain SGD with a fixed step size (the same for all methods; not the c / L~ rule of seed
-002). The y axis is the norm of the exact gradient of the panel's MAML objective
+step is plain SGD with a fixed step size (the same for all methods; not the c / L~ rule of
+Fallah et al.). The y axis is the norm of the exact gradient of the panel's MAML objective
 `F(x) = mean_i J_i(x + alpha grad J_i(x))` over all its tasks (`J_i = -f_i`), computed by autograd
 through the closed form. Lines: mean over replicas; bands: min to max over replicas.
 

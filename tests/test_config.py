@@ -166,7 +166,7 @@ def test_bad_bases_are_named(tmp_path, files, message):
 def test_a_chain_of_bases_deeper_than_the_limit_is_refused(tmp_path):
     for i in range(12):
         write(tmp_path / f"c{i}.yaml", f"base: c{i + 1}.yaml\n" if i < 11 else "seed: 1\n")
-    with pytest.raises(ConfigError, match="nest deeper than 8"):
+    with pytest.raises(ConfigError, match="chain more than 8 files"):
         load_config(tmp_path / "c0.yaml")
 
 

@@ -46,10 +46,10 @@ def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for module, path in MODULES.items():
         for target, names in imports(path):
-            for candidate in [f"{target}.{n}" for n in names] + [target]:
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
+            for candidate in submodules or [target]:
                 if candidate in MODULES and candidate != module:
                     edges[module].add(candidate)
-                    break
     return edges
 
 
@@ -88,6 +88,16 @@ def test_no_private_name_is_imported_across_modules():
     private = [f"{path.name}: {target}.{name}" for path in files for target, names in imports(path)
                for name in names if name.startswith("_") and not name.endswith("__")]
     assert not private
+
+
+def test_envs_import_neither_torch_nor_metarl():
+    """Task families are plain Gymnasium and NumPy: usable without torch, and below every metarl layer."""
+    envs = PACKAGE.parent / "envs"
+    found = [f"{path.name}: {name}" for path in envs.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                          [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+             if name.split(".")[0] in ("torch", "metarl")]
+    assert not found
 
 
 def test_test_modules_share_helpers_not_each_other():

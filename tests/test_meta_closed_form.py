@@ -288,7 +288,7 @@ def _same_batch_difference(oracle_factory, params, delta: float, difference: str
 @pytest.mark.parametrize("problem", ["bandit", "lqr"])
 def test_hfmaml_central_difference_error_shrinks_as_delta_squared(problem: str) -> None:
     """The central difference of a smooth surrogate errs by delta^2 |D^3 S[u,u,u]| / 6 (third-order
-    Taylor term, below the seed's ``rho delta ||u||^2 / 2`` bound): a tenfold smaller delta gives a
+    Taylor term, below Fallah et al.'s ``rho delta ||u||^2 / 2`` bound): a tenfold smaller delta gives a
     hundredfold smaller error, until rounding (about 1e-16 / delta) takes over."""
     if problem == "bandit":
         def factory():

@@ -325,3 +325,8 @@ def test_shipped_locomotion_estimator_takes_accepted_steps_that_move_the_policy(
         assert 0 < record["kl"] <= config.outer.max_kl
         assert record["improvement"] > 0
         assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
+
+
+def test_trpo_needs_the_estimate_and_its_oracle():
+    with pytest.raises(ValueError, match="the oracle that drew its batches"):
+        TRPO(0.1).step({"w": torch.zeros(2)}, {"w": torch.ones(2)})

@@ -160,11 +160,11 @@ class OuterConfig(_Section):
     c: float | None = Field(None, gt=0)
     """constant of `adaptive_sgd` (default 1/12 MAML, 1/18 FO-MAML, 1/25 HF-MAML)"""
     smoothness: float | None = Field(None, gt=0)
-    """L in L and rho of `L~ = 4 L + 2 rho alpha mean_j ||grad S_j||` (required by `adaptive_sgd` with `lipschitz:
-    given`; starting lower bounds with `online`)"""
+    """L, the task gradients' Lipschitz constant, in `L~ = 4 L + 2 rho alpha mean_j ||grad S_j||` (required by
+    `adaptive_sgd` with `lipschitz: given`; a starting lower bound with `online`)"""
     rho: float | None = Field(None, gt=0)
-    """rho in L and rho of `L~ = 4 L + 2 rho alpha mean_j ||grad S_j||` (required by `adaptive_sgd` with `lipschitz:
-    given`; starting lower bounds with `online`)"""
+    """rho, the task Hessians' Lipschitz constant, in the same `L~` (required by `adaptive_sgd` with `lipschitz:
+    given`; a starting lower bound with `online`)"""
     lipschitz: Literal["given", "online"] = "given"
     """`given` (use `outer.smoothness`, `outer.rho`) or `online`: estimate L and rho as running maxima of secants
     `||grad S(theta) - grad S(theta')|| / ||theta - theta'||` and `||H(theta) u - H(theta') u|| / ||theta -
@@ -490,7 +490,7 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
 
     ``base:`` names one file or a list of files (relative to this one), read the same way and merged in
     order; this file's own sections are laid over them. A missing base, a circle of bases or a chain
-    deeper than :data:`MAX_BASE_DEPTH` is a :class:`ConfigError` naming the files.
+    of more than :data:`MAX_BASE_DEPTH` files is a :class:`ConfigError` naming the files.
     """
     path = Path(path)
     where = " -> ".join(str(p) for p in (*_chain, path))
@@ -499,7 +499,7 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     if path.resolve() in {p.resolve() for p in _chain}:
         raise ConfigError(f"config files name each other as base: {where}")
     if len(_chain) >= MAX_BASE_DEPTH:
-        raise ConfigError(f"config bases nest deeper than {MAX_BASE_DEPTH}: {where}")
+        raise ConfigError(f"config bases chain more than {MAX_BASE_DEPTH} files: {where}")
     data = load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")

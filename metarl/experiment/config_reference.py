@@ -40,7 +40,8 @@ def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, s
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             continue
         default = field.default_factory() if field.default_factory is not None else field.default
-        yield f"{prefix}{name}", default_text(default), " ".join((field.description or "").split())
+        meaning = " ".join((field.description or "").split()).replace("|", "\\|")  # a bare | splits a table cell
+        yield f"{prefix}{name}", default_text(default), meaning
 
 
 def sections(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:

@@ -51,7 +51,7 @@ from metarl.experiment.metrics import MetricsWriter, read_metrics
 from metarl.experiment.plotting import plot_adaptation, plot_training_curves
 from metarl.experiment.run_dir import PARAMS_FILE, check_new_run_dir, create_run_dir, locked_run_dir, save_params
 from metarl.experiment.tracking import Tracker, WandbSettings, make_tracker
-from metarl.outer.optimizers import StepInputs
+from metarl.outer.optimizers import AdaptiveSGD, StepInputs
 from metarl.params import Params, stack_params, tree_norm
 from metarl.rl.oracles import PolicyGradientOracle
 from metarl.signals import exit_status, signal_name, signals_ignored, stop_on_signals
@@ -141,8 +141,9 @@ class MetaTrainer:
         if meta.method == "pretrain":  # the pretrained baseline: plain policy gradient, no adaptation
             estimate = policy_gradient_estimate(oracle, stacked)
         else:
-            # HF-MAML's theory delta rule needs rho: given, or the adaptive step's online estimate.
-            rho = meta.rho if meta.rho is not None or independent is None else self.outer.constants(independent)[1]
+            rho = meta.rho  # HF-MAML's theory delta rule needs rho: given, or the adaptive step's online estimate
+            if rho is None and meta.hf_delta_rule == "theory" and isinstance(self.outer, AdaptiveSGD):
+                rho = self.outer.constants(independent)[1]
             estimate = estimate_meta_gradient(
                 meta.method, oracle, stacked, inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
                 step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch, delta=meta.hf_delta,

@@ -73,7 +73,8 @@ class AdaptiveSGD(OuterOptimizer):
     As in Fallah et al., the gradient norms come from a batch of B' tasks and data drawn
     independently of the ones that produce the meta-gradient, so that the step size and the
     direction are independent: ``StepInputs.independent``, an oracle over such tasks and theta laid
-    out for it (one copy per task); this optimiser samples from it once per step.
+    out for it (one copy per task); this optimiser samples from it once per step (and once more for
+    its first online estimate of L and rho, when asked for them before the first step).
 
     Args:
         c: the constant (1/12 for MAML, 1/18 for FO-MAML, 1/25 for HF-MAML).
