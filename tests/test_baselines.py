@@ -9,7 +9,7 @@ from metarl.experiment.config import load_config
 from metarl.experiment.evaluation import evaluate
 from metarl.experiment.trainer import MetaTrainer
 from metarl.params import stack_params
-from tests.helpers import ROOT, TINY, metarl
+from tests.helpers import ROOT, TINY
 
 SMALL = [arg for arg in TINY if not arg.startswith(("env.kwargs", "train.iterations"))] + ["policy.hidden_sizes=[16]"]
 
@@ -43,10 +43,10 @@ def test_pretrained_baseline_trains_without_adaptation_and_adapts_at_evaluation(
 
 
 @pytest.mark.slow
-def test_random_baseline_is_the_untrained_initialisation(tmp_path):
+def test_random_baseline_is_the_untrained_initialisation(run_metarl, tmp_path):
     run_dir = tmp_path / "random"
-    result = metarl("train", str(ROOT / "configs/navigation-random.yaml"), *SMALL, "env.kwargs={horizon: 10}",
-                    "evaluation.tasks=3", "evaluation.steps=1", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", str(ROOT / "configs/navigation-random.yaml"), *SMALL, "env.kwargs={horizon: 10}",
+                        "evaluation.tasks=3", "evaluation.steps=1", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (run_dir / "metrics.jsonl").read_text() == ""
     config = small("random", "env.kwargs={horizon: 10}")

@@ -11,7 +11,7 @@ from metarl.experiment.checkpoint import checkpoint_path, list_checkpoints, load
 from metarl.experiment.config import load_config
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.trainer import MetaTrainer, run_training
-from tests.helpers import ROOT, TINY, interrupt_training, metarl, tiny
+from tests.helpers import ROOT, TINY, without_times
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
 ITERATIONS = 30  # long enough that the kill lands mid-run even on a slow machine
@@ -21,10 +21,6 @@ RUN = [arg for arg in TINY if not arg.startswith("train.iterations")] + [
 
 def state(value: float = 1.0) -> dict:
     return {"params": {"w": torch.full((3,), value)}, "note": "anything else the caller keeps"}
-
-
-def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
 
 
 def test_the_newest_k_are_kept_and_the_newest_is_loaded(tmp_path):
@@ -88,7 +84,7 @@ def test_no_checkpoint_from_a_non_finite_state(tmp_path):
 
 
 @pytest.mark.parametrize("outer", [{"kind": "adam", "anneal": True}, {"kind": "trpo"}])
-def test_trainer_state_round_trips(tmp_path, outer):
+def test_trainer_state_round_trips(tiny, tmp_path, outer):
     config = tiny(outer=outer, surrogate={"per_step_units": True}, meta={"inner_lr": 0.1})
     trainer = MetaTrainer(config)
     trainer.step()
@@ -107,16 +103,16 @@ def test_trainer_state_round_trips(tmp_path, outer):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(interrupt_training, run_metarl, tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     returncode, _, _ = interrupt_training([CONFIG, *RUN, f"run.dir={killed}", "--quiet"], killed, after_records=5,
                                           sig=signal.SIGKILL, cwd=tmp_path)
     assert returncode == -signal.SIGKILL
     assert 5 <= len(read_metrics(killed / "metrics.jsonl")) < ITERATIONS  # killed in the middle of the run
 
-    result = metarl("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(killed), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    result = metarl("train", CONFIG, *RUN, f"run.dir={whole}", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", CONFIG, *RUN, f"run.dir={whole}", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     assert without_times(read_metrics(killed / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
@@ -128,18 +124,18 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(tmp_path):
+def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(run_metarl, tmp_path):
     short, whole = tmp_path / "short", tmp_path / "whole"
     common = [CONFIG, *RUN[:-3], "evaluation.at_end=false", "checkpoint.every=2", "--quiet"]
-    assert metarl("train", *common, "train.iterations=3", f"run.dir={short}", cwd=tmp_path).returncode == 0
-    result = metarl("train", "--resume", str(short), "--quiet", cwd=tmp_path)
+    assert run_metarl("train", *common, "train.iterations=3", f"run.dir={short}", cwd=tmp_path).returncode == 0
+    result = run_metarl("train", "--resume", str(short), "--quiet", cwd=tmp_path)
     assert result.returncode == 0 and f"has finished its 3 iterations; to train it further: metarl train --resume " \
         f"{short} train.iterations=N" in result.stderr, result.stderr
     assert len(read_metrics(short / "metrics.jsonl")) == 3  # nothing done again
 
-    result = metarl("train", "--resume", str(short), "train.iterations=5", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(short), "train.iterations=5", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert metarl("train", *common, "train.iterations=5", f"run.dir={whole}", cwd=tmp_path).returncode == 0
+    assert run_metarl("train", *common, "train.iterations=5", f"run.dir={whole}", cwd=tmp_path).returncode == 0
     assert without_times(read_metrics(short / "metrics.jsonl")) == without_times(read_metrics(whole / "metrics.jsonl"))
     assert load_config(short / "config.yaml").train.iterations == 5
     for k, v in torch.load(whole / "params.pt").items():
@@ -147,45 +143,45 @@ def test_resume_trains_a_finished_run_further_as_if_it_had_been_planned_longer(t
 
     with pytest.raises(ValueError, match=r"only train.iterations.* \(not meta.inner_lr\)"):  # the Python API too
         run_training(load_config(short / "config.yaml", ["meta.inner_lr=0.5"]), progress=False, resume=short)
-    result = metarl("train", "--resume", str(short), "meta.inner_lr=0.5", "train.iterations=6", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(short), "meta.inner_lr=0.5", "train.iterations=6", cwd=tmp_path)
     assert (result.returncode == 2 and "only train.iterations" in result.stderr
             and "(not meta.inner_lr)" in result.stderr)
-    result = metarl("train", "--resume", str(short), "train.iterations=4", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(short), "train.iterations=4", cwd=tmp_path)
     assert result.returncode == 2 and "train.iterations=4 is below the 5 iterations the run has done" in result.stderr
     assert load_config(short / "config.yaml").train.iterations == 5  # refused changes leave config.yaml alone
 
 
 @pytest.mark.slow
-def test_resume_evaluates_again_when_the_evaluation_is_older_than_the_parameters(tmp_path):
+def test_resume_evaluates_again_when_the_evaluation_is_older_than_the_parameters(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
-    assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=2", f"run.dir={run_dir}", "--quiet",
-                  cwd=tmp_path).returncode == 0
-    result = metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    assert run_metarl("train", CONFIG, *RUN[:-3], "train.iterations=2", f"run.dir={run_dir}", "--quiet",
+                      cwd=tmp_path).returncode == 0
+    result = run_metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
     assert result.returncode == 0 and "has finished its 2 iterations" in result.stderr, result.stderr
     past = (run_dir / "params.pt").stat().st_mtime - 60  # as if its evaluation had been stopped after a longer run
     os.utime(run_dir / "evaluation.json", (past, past))
-    result = metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
     assert result.returncode == 0 and "has finished" not in result.stderr and "mean return" in result.stdout
     assert (run_dir / "evaluation.json").stat().st_mtime > past + 60
 
 
 @pytest.mark.slow
-def test_resume_errors_name_the_problem(tmp_path):
-    result = metarl("train", "--resume", str(tmp_path), cwd=tmp_path)
+def test_resume_errors_name_the_problem(run_metarl, tmp_path):
+    result = run_metarl("train", "--resume", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "config.yaml is missing" in result.stderr
     run_dir = tmp_path / "run"
-    result = metarl("train", CONFIG, *RUN[:-3], "train.iterations=1", "evaluation.at_end=false", "checkpoint.every=5",
-                    f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", CONFIG, *RUN[:-3], "train.iterations=1", "evaluation.at_end=false",
+                        "checkpoint.every=5", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for path in (run_dir / "checkpoints").iterdir():
         path.unlink()
-    result = metarl("train", "--resume", str(run_dir), cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(run_dir), cwd=tmp_path)
     assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
-    result = metarl("train", CONFIG, "--resume", str(run_dir), cwd=tmp_path)
+    result = run_metarl("train", CONFIG, "--resume", str(run_dir), cwd=tmp_path)
     assert result.returncode == 2 and "give no config file" in result.stderr
 
 
-def test_training_never_checkpoints_non_finite_parameters(tmp_path, capsys):
+def test_training_never_checkpoints_non_finite_parameters(tiny, tmp_path, capsys):
     from metarl.experiment.trainer import checkpoint_unless_skipped
 
     trainer = MetaTrainer(tiny())

@@ -13,7 +13,7 @@ from metarl.experiment.evaluation import evaluate
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.integrations.sb3 import to_sb3
-from tests.helpers import ROOT, SCRIPTS, TINY, checkout_env, load_script, metarl
+from tests.helpers import ROOT, SCRIPTS, TINY, checkout_env, load_script
 
 pytest.importorskip("stable_baselines3", reason='stable-baselines3 is not installed: pip install -e ".[sb3]"')
 compare_sb3 = load_script("compare_sb3")
@@ -21,12 +21,12 @@ SMALL_PPO = compare_sb3.PPOSettings(n_steps=64, batch_size=32, n_epochs=2)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(run_metarl, tmp_path_factory):
     """A navigation MAML run of two meta-iterations (horizon 10), trained by `metarl train`."""
     tmp = tmp_path_factory.mktemp("compare")
     run_dir = tmp / "run"
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
-                    "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp)
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
+                        "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp)
     assert result.returncode == 0, result.stderr
     return run_dir
 

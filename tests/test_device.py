@@ -13,16 +13,12 @@ from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import load_params
 from metarl.experiment.trainer import MetaTrainer, run_training
 from metarl.rl.sampling import Episodes
-from tests.helpers import ROOT, checkout_env, tiny
+from tests.helpers import ROOT, checkout_env, without_times
 
 NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 
 
-def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
-
-
-def trained(tmp_path, name: str, device: str | None) -> tuple[list[dict], dict[str, torch.Tensor]]:
+def trained(tiny, tmp_path, name: str, device: str | None) -> tuple[list[dict], dict[str, torch.Tensor]]:
     train = {"iterations": 3} if device is None else {"iterations": 3, "device": device}
     run_dir = tmp_path / name
     run_training(tiny(run={"dir": str(run_dir)}, train=train, outer={"kind": "trpo"},
@@ -30,14 +26,14 @@ def trained(tmp_path, name: str, device: str | None) -> tuple[list[dict], dict[s
     return without_times(read_metrics(run_dir / "metrics.jsonl")), load_params(run_dir / "params.pt")
 
 
-def test_unknown_device_is_a_config_error_naming_the_field():
+def test_unknown_device_is_a_config_error_naming_the_field(tiny):
     with pytest.raises(ConfigError, match="train.device 'gpu' is unknown; allowed: cpu, cuda, cuda:N, auto"):
         tiny(train={"device": "gpu"})
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_cuda_without_a_gpu_says_so_from_the_command_line(tmp_path):
+def test_cuda_without_a_gpu_says_so_from_the_command_line(tiny, tmp_path):
     with pytest.raises(ValueError, match="sees no CUDA device"):
         MetaTrainer(tiny(train={"device": "cuda"}))
     done = subprocess.run([sys.executable, "-m", "metarl", "train", str(ROOT / "configs" / "navigation-maml.yaml"),
@@ -48,11 +44,11 @@ def test_cuda_without_a_gpu_says_so_from_the_command_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpu_and_auto_without_a_gpu_give_the_default_run_bit_for_bit(tmp_path):
+def test_cpu_and_auto_without_a_gpu_give_the_default_run_bit_for_bit(tiny, tmp_path):
     """Where torch sees no GPU, 'auto' is the CPU; an explicit 'cpu' changes nothing either."""
-    default = trained(tmp_path, "default", None)
+    default = trained(tiny, tmp_path, "default", None)
     for device in ("cpu", "auto") if not torch.cuda.is_available() else ("cpu",):
-        metrics, params = trained(tmp_path, device, device)
+        metrics, params = trained(tiny, tmp_path, device, device)
         assert metrics == default[0]
         assert all(torch.equal(params[k], default[1][k]) for k in params)
 
@@ -71,11 +67,11 @@ def test_device_helpers_move_every_tensor():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tmp_path):
+def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tiny, tmp_path):
     """On a GPU: parameters live on it, files hold CPU tensors, and the run follows the CPU run
     closely (not bit for bit: other kernels round differently)."""
-    metrics, params = trained(tmp_path, "cuda", "cuda")
-    cpu_metrics, cpu_params = trained(tmp_path, "cpu", "cpu")
+    metrics, params = trained(tiny, tmp_path, "cuda", "cuda")
+    cpu_metrics, cpu_params = trained(tiny, tmp_path, "cpu", "cpu")
     assert all(v.device.type == "cpu" for v in params.values())
     checkpoint = load_latest_checkpoint(tmp_path / "cuda")
     assert all(v.device.type == "cpu" for v in checkpoint.state["params"].values())
@@ -88,7 +84,7 @@ def test_a_run_on_cuda_trains_checkpoints_and_evaluates(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tmp_path):
+def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tiny, tmp_path):
     """Run files hold CPU tensors and evaluation runs where the parameters are: a run whose config
     says cuda is evaluated here, on the CPU, to the same numbers as its CPU twin."""
     run_dir = tmp_path / "run"
@@ -110,7 +106,7 @@ def test_a_run_trained_on_cuda_evaluates_on_a_machine_without_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_continues_on_another_device_setting(tmp_path):
+def test_a_run_continues_on_another_device_setting(tiny, tmp_path):
     """train.device may change on resume (a GPU run continued without one); here 'auto' on a CPU-only
     machine continues a 'cpu' run to the numbers of a run planned longer."""
     if torch.cuda.is_available():

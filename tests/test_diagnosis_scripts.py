@@ -1,6 +1,5 @@
 """The diagnosis scripts run end to end on a tiny run and print what they promise."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import torch
 
 from metarl.experiment.config import dump_config
 from metarl.experiment.trainer import run_training
-from tests.helpers import ROOT, checkout_env, tiny
+from tests.helpers import ROOT, checkout_env, load_script
 
 
 def script(name: str, *args: str) -> str:
@@ -21,7 +20,7 @@ def script(name: str, *args: str) -> str:
 
 
 @pytest.mark.slow
-def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
+def test_inner_step_sweep_and_meta_gradient_parts(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
     page = tmp_path / "sweep.md"
@@ -53,8 +52,8 @@ def test_inner_step_sweep_and_meta_gradient_parts(tmp_path):
     assert elsewhere != single  # estimated at the given parameters
 
 
-def test_meta_gradient_parts_names_the_collection_of_its_batches():
-    module = _load_script("meta_gradient_parts")
+def test_meta_gradient_parts_names_the_collection_of_its_batches(tiny):
+    module = load_script("meta_gradient_parts")
     meta = tiny().meta
     assert module.collection_label(meta) == f"{meta.episodes_per_task} episodes per task"
     workers = meta.model_copy(update={"protocol": "workers", "workers": 8, "episodes_per_task": 20})
@@ -63,7 +62,7 @@ def test_meta_gradient_parts_names_the_collection_of_its_batches():
 
 
 @pytest.mark.slow
-def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one(tmp_path):
+def test_trpo_finite_difference_compares_finn_et_al_s_product_with_the_exact_one(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
     page = tmp_path / "page.md"
@@ -160,17 +159,10 @@ def test_finn2017_result_files_refuses_crafted_and_damaged_files(tmp_path):
     assert done.returncode != 0 and "is not one of the authors' result files" in done.stderr
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, capsys):
     import json
 
-    curves = _load_script("training_curves")
+    curves = load_script("training_curves")
     run = tmp_path / "maml-seed1"
     run.mkdir()
     records = [{"iteration": i, "return_pre": -10.0 + i, "return_post": -5.0 + 2 * i} for i in range(5)]
@@ -203,7 +195,7 @@ def test_training_curves_sets_an_rllab_progress_file_beside_our_runs(tmp_path, c
 
 
 @pytest.mark.slow
-def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
+def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}), progress=False)
     out = script("baseline_ridge.py", str(run_dir), "--tasks", "3")
@@ -215,7 +207,7 @@ def test_baseline_ridge_compares_the_two_fits_on_a_runs_rollouts(tmp_path):
 
 
 @pytest.mark.slow
-def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_path):
+def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, outer={"kind": "trpo", "metric": "adapted"},
                       evaluation={"at_end": False}), progress=False)
@@ -234,7 +226,7 @@ def test_trpo_metric_tasks_compares_subsampled_metrics_with_the_full_one(tmp_pat
 
 
 @pytest.mark.slow
-def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_product(tmp_path):
+def test_benchmark_trpo_metric_times_chunked_products_that_equal_the_one_graph_product(tiny, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(dump_config(tiny(outer={"kind": "trpo", "metric": "adapted"})))
     out = script("benchmark_trpo_metric.py", str(config), "--chunks", "2", "1", "--products", "2", "--repeats", "1")

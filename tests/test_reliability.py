@@ -18,16 +18,12 @@ from metarl.experiment.config import dump_config
 from metarl.experiment.metrics import read_metrics
 from metarl.experiment.run_dir import PARAMS_FILE, lock_holder, save_params
 from metarl.experiment.trainer import MetaTrainer, NonFiniteError, run_training
-from tests.helpers import ROOT, TINY, checkout_env, interrupt_training, metarl, processes_with_env, still_running, tiny
+from tests.helpers import ROOT, TINY, checkout_env, processes_with_env, still_running, without_times
 
 CONFIG = str(ROOT / "configs/navigation-maml.yaml")
 ITERATIONS = 30
 RUN = [arg for arg in TINY if not arg.startswith("train.iterations")] + [
     f"train.iterations={ITERATIONS}", "evaluation.at_end=false", "--quiet"]
-
-
-def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
 
 
 def train_process(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
@@ -51,7 +47,8 @@ def records(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupted_run(interrupt_training, run_metarl,
+                                                                                       tmp_path):
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     # checkpoint.every beyond the run: the only checkpoint is the one the signal makes
     returncode, _, stderr = interrupt_training([CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={stopped}"], stopped,
@@ -65,8 +62,8 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_equals_an_uninterrupt
     checkpointed = torch.load(list_checkpoints(stopped)[0][1])["params"]
     assert all(torch.equal(saved[k], checkpointed[k]) for k in saved)  # params.pt is the checkpoint's
 
-    assert metarl("train", "--resume", str(stopped), "--quiet", cwd=tmp_path).returncode == 0
-    assert metarl("train", CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={whole}", cwd=tmp_path).returncode == 0
+    assert run_metarl("train", "--resume", str(stopped), "--quiet", cwd=tmp_path).returncode == 0
+    assert run_metarl("train", CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={whole}", cwd=tmp_path).returncode == 0
     assert (without_times(read_metrics(stopped / "metrics.jsonl"))
             == without_times(read_metrics(whole / "metrics.jsonl")))
     final_stopped, final_whole = torch.load(stopped / PARAMS_FILE), torch.load(whole / PARAMS_FILE)
@@ -96,7 +93,7 @@ def test_sigterm_to_the_process_group_stops_a_run_with_sampler_workers(tmp_path)
 
 
 @pytest.mark.slow
-def test_sigusr1_stops_the_run_with_a_checkpoint(tmp_path):
+def test_sigusr1_stops_the_run_with_a_checkpoint(interrupt_training, tmp_path):
     run_dir = tmp_path / "run"
     returncode, _, stderr = interrupt_training([CONFIG, *RUN, "checkpoint.every=1000", f"run.dir={run_dir}"], run_dir,
                                                after_records=2, sig=signal.SIGUSR1, cwd=tmp_path)
@@ -124,10 +121,10 @@ def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_metarl_evaluate_is_a_message(tmp_path):
+def test_ctrl_c_during_metarl_evaluate_is_a_message(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
-    assert metarl("train", CONFIG, *RUN[:-3], "train.iterations=0", "evaluation.at_end=false", f"run.dir={run_dir}",
-                  cwd=tmp_path).returncode == 0
+    assert run_metarl("train", CONFIG, *RUN[:-3], "train.iterations=0", "evaluation.at_end=false", f"run.dir={run_dir}",
+                      cwd=tmp_path).returncode == 0
     process = subprocess.Popen([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "20000",
                                 "--quiet"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=checkout_env(),
@@ -191,13 +188,13 @@ def test_two_runs_racing_for_one_directory_one_wins_and_the_other_names_it(tmp_p
 
 
 @pytest.mark.slow
-def test_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path):
+def test_resume_of_a_running_run_is_refused_naming_the_holder(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
     endless = [arg for arg in RUN if not arg.startswith("train.iterations")] + ["train.iterations=100000"]
     process = train_process(CONFIG, *endless, "checkpoint.every=1", f"run.dir={run_dir}")
     try:
         wait_for(lambda: len(list_checkpoints(run_dir)) >= 1 or process.poll() is not None)
-        result = metarl("train", "--resume", str(run_dir), cwd=tmp_path)
+        result = run_metarl("train", "--resume", str(run_dir), cwd=tmp_path)
         assert result.returncode == 2 and f"in use by process {process.pid}" in result.stderr, result.stderr
     finally:
         process.kill()
@@ -231,26 +228,27 @@ def test_evaluation_settings_are_checked_before_anything_is_written(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_resume_names_each_damaged_checkpoint_and_the_one_it_used(tmp_path):
+def test_resume_names_each_damaged_checkpoint_and_the_one_it_used(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
     args = [CONFIG, *RUN[:-3], "train.iterations=3", "evaluation.at_end=false", "checkpoint.every=1",
             "checkpoint.keep=3", f"run.dir={run_dir}", "--quiet"]
-    assert metarl("train", *args, cwd=tmp_path).returncode == 0
+    assert run_metarl("train", *args, cwd=tmp_path).returncode == 0
     (_, first), (_, second), (_, third) = list_checkpoints(run_dir)
     third.write_bytes(b"not a checkpoint")
     torch.save({"params": torch.load(second)["params"]}, second)  # readable, wrong structure
-    result = metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"checkpoint {third} is damaged (unreadable" in result.stderr
     assert f"checkpoint {second} is damaged (it lacks outer, iteration" in result.stderr
     assert f"resuming from {first} (iteration 1)" in result.stderr and "Traceback" not in result.stderr
     for _, path in list_checkpoints(run_dir):
         path.write_bytes(b"")
-    result = metarl("train", "--resume", str(run_dir), cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(run_dir), cwd=tmp_path)
     assert result.returncode == 2 and "3 checkpoint(s) and none is usable" in result.stderr, result.stderr
 
 
-def test_a_diverging_update_is_undone_and_never_pushes_the_last_good_checkpoint_out(tmp_path, monkeypatch, capsys):
+def test_a_diverging_update_is_undone_and_never_pushes_the_last_good_checkpoint_out(tiny, tmp_path, monkeypatch,
+                                                                                    capsys):
     import metarl.experiment.trainer as trainer_module
 
     real = trainer_module.estimate_meta_gradient
@@ -277,7 +275,7 @@ def test_a_diverging_update_is_undone_and_never_pushes_the_last_good_checkpoint_
 # ---------------------------------------------------------------- commands given bad input
 
 
-def test_commands_given_bad_paths_say_what_is_wrong(tmp_path, capsys):
+def test_commands_given_bad_paths_say_what_is_wrong(tiny, tmp_path, capsys):
     assert main(["train", str(tmp_path)]) == 2
     assert f"{str(tmp_path)!r} is a directory, not a config file" in capsys.readouterr().err
 
@@ -293,7 +291,7 @@ def test_commands_given_bad_paths_say_what_is_wrong(tmp_path, capsys):
     assert not (run_dir / "evaluation.json").exists()
 
 
-def test_plot_says_which_file_it_wrote(tmp_path, capsys):
+def test_plot_says_which_file_it_wrote(tiny, tmp_path, capsys):
     run_dir = tmp_path / "run"
     config = tiny(run={"dir": str(run_dir)}, train={"iterations": 0})
     run_training(config, progress=False)
@@ -302,7 +300,7 @@ def test_plot_says_which_file_it_wrote(tmp_path, capsys):
     assert (tmp_path / "p9.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_run_lock_file_records_its_holder(tmp_path):
+def test_the_run_lock_file_records_its_holder(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_training(tiny(run={"dir": str(run_dir)}, train={"iterations": 0}, evaluation={"at_end": False}), progress=False)
     info = json.loads((run_dir / "run.lock").read_text())
@@ -310,7 +308,7 @@ def test_the_run_lock_file_records_its_holder(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_from_a_checkpoint_of_another_config_is_an_error(tmp_path, capsys):
+def test_resume_from_a_checkpoint_of_another_config_is_an_error(tiny, tmp_path, capsys):
     small, large = tmp_path / "small", tmp_path / "large"
     for run_dir, hidden in ((small, [8]), (large, [16])):
         run_training(tiny(run={"dir": str(run_dir)}, policy={"hidden_sizes": hidden}, evaluation={"at_end": False}),

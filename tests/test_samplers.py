@@ -32,16 +32,7 @@ from metarl.rl.sampling import (
     WorkerSpec,
 )
 from tests.faulty_env import make_parts
-from tests.helpers import (
-    ROOT,
-    TINY,
-    checkout_env,
-    interrupt_long_run,
-    metarl,
-    processes_with_env,
-    running,
-    still_running,
-)
+from tests.helpers import ROOT, TINY, checkout_env, processes_with_env, running, still_running
 
 FIELDS = ("observations", "actions", "rewards", "mask", "log_probs")
 M = 3  # episodes per task
@@ -364,12 +355,12 @@ def test_ray_without_ray_installed_says_what_to_install(monkeypatch, capsys, tmp
 
 
 @pytest.mark.slow
-def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_process(tmp_path, monkeypatch):
+def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_process(run_metarl, tmp_path, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))  # inherited by the command, its fork server and its workers
     run_dir = tmp_path / "run"
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "sampler.kind=subprocess",
-                    "train.threads=1", "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "sampler.kind=subprocess",
+                        "train.threads=1", "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not processes_with_env(marker)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -387,10 +378,10 @@ def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_proce
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(interrupt_long_run, tmp_path, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))
-    _, returncode, _, stderr = interrupt_long_run(tmp_path, "sampler.kind=subprocess", after_records=1)
+    _, returncode, _, stderr = interrupt_long_run("sampler.kind=subprocess", after_records=1)
     assert returncode == 130, stderr
     assert "stopped by Ctrl-C after" in stderr and "Traceback" not in stderr
     assert not still_running(processes_with_env(marker), seconds=5)

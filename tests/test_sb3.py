@@ -22,7 +22,7 @@ from metarl.experiment.trainer import MetaTrainer, run_training
 from metarl.integrations.sb3 import adapt_to_task, export_sb3, to_sb3
 from metarl.rl.policies import CategoricalMLPPolicy
 from metarl.rl.sb3_weights import actor_params
-from tests.helpers import ROOT, TINY, metarl, tiny
+from tests.helpers import ROOT, TINY
 
 try:
     import cloudpickle
@@ -51,12 +51,12 @@ def clipped_mean(policy, params, obs: np.ndarray) -> np.ndarray:
     return mean.clamp(-1.0, 1.0).numpy()
 
 
-def sb3_config(path, **policy):
+def sb3_config(tiny, path, **policy):
     return tiny(policy={"hidden_sizes": [16, 16], "activation": "tanh", "init_from": str(path), **policy})
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tiny, tmp_path_factory):
     """A run directory with meta-parameters whose means leave the action bounds (so clipping shows)."""
     run_dir = tmp_path_factory.mktemp("run")
     config = tiny(policy={"hidden_sizes": [8]})
@@ -67,7 +67,7 @@ def run_dir(tmp_path_factory):
     return run_dir
 
 
-def saved_sb3_model(tmp_path, algorithm=None, env_kwargs=None, **policy_kwargs):
+def saved_sb3_model(tiny, tmp_path, algorithm=None, env_kwargs=None, **policy_kwargs):
     family = build_family(tiny(env={"kwargs": {"horizon": 10, **(env_kwargs or {})}}))
     policy_kwargs = {"net_arch": [16, 16], **policy_kwargs}
     model = (algorithm or PPO)("MlpPolicy", family.make_env(TASK), policy_kwargs=policy_kwargs, seed=1, device="cpu")
@@ -78,7 +78,7 @@ def saved_sb3_model(tmp_path, algorithm=None, env_kwargs=None, **policy_kwargs):
 
 @needs_sb3
 @pytest.mark.parametrize("steps", [0, 1])
-def test_exported_model_acts_like_the_adapted_policy(run_dir, tmp_path, steps):
+def test_exported_model_acts_like_the_adapted_policy(tiny, run_dir, tmp_path, steps):
     config = tiny(policy={"hidden_sizes": [8]})
     policy = build_policy(config, build_family(config))
     meta_params = load_params(run_dir / PARAMS_FILE)
@@ -96,7 +96,7 @@ def test_exported_model_acts_like_the_adapted_policy(run_dir, tmp_path, steps):
 
 
 @needs_sb3
-def test_exported_model_trains_with_sb3(run_dir, tmp_path):
+def test_exported_model_trains_with_sb3(tiny, run_dir, tmp_path):
     path = export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
     env = build_family(tiny()).make_env(TASK)
     model = PPO.load(path, env=env, device="cpu", custom_objects={"n_steps": 64, "batch_size": 32})
@@ -115,9 +115,9 @@ def test_task_seed_draws_a_task_of_the_family(run_dir, tmp_path):
 
 @needs_sb3
 @pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
-def test_meta_training_starts_from_an_sb3_actor(tmp_path, algorithm):
-    model, path = saved_sb3_model(tmp_path, {"PPO": PPO, "A2C": A2C}[algorithm])
-    trainer = MetaTrainer(sb3_config(path))
+def test_meta_training_starts_from_an_sb3_actor(tiny, tmp_path, algorithm):
+    model, path = saved_sb3_model(tiny, tmp_path, {"PPO": PPO, "A2C": A2C}[algorithm])
+    trainer = MetaTrainer(sb3_config(tiny, path))
     sb3_state = model.policy.state_dict()
     for name, sb3_name in SB3_NAMES.items():
         assert torch.equal(trainer.params[name], sb3_state[sb3_name]), name
@@ -133,9 +133,9 @@ def test_meta_training_starts_from_an_sb3_actor(tmp_path, algorithm):
 
 @pytest.mark.slow
 @needs_sb3
-def test_resume_reads_the_checkpoint_not_the_sb3_model(tmp_path):
-    _, path = saved_sb3_model(tmp_path)
-    config = sb3_config(path)
+def test_resume_reads_the_checkpoint_not_the_sb3_model(tiny, tmp_path):
+    _, path = saved_sb3_model(tiny, tmp_path)
+    config = sb3_config(tiny, path)
     config.run.dir, config.checkpoint.every, config.evaluation.at_end = str(tmp_path / "run"), 1, False
     run_dir, _ = run_training(config, progress=False)
     whole = load_params(run_dir / PARAMS_FILE)
@@ -150,11 +150,11 @@ def test_resume_reads_the_checkpoint_not_the_sb3_model(tmp_path):
 
 @pytest.mark.slow
 @needs_sb3
-def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tmp_path, capsys):
-    model, path = saved_sb3_model(tmp_path, activation_fn=torch.nn.ReLU)
+def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tiny, run_metarl, tmp_path, capsys):
+    model, path = saved_sb3_model(tiny, tmp_path, activation_fn=torch.nn.ReLU)
     args = ["train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "train.iterations=0", "evaluation.at_end=false",
             f"policy.init_from={path}", "--quiet"]
-    result = metarl(*args, "policy.hidden_sizes=[16, 16]", f"run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_metarl(*args, "policy.hidden_sizes=[16, 16]", f"run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     params, sb3_state = load_params(tmp_path / "run" / PARAMS_FILE), model.policy.state_dict()
     assert all(torch.equal(params[name], sb3_state[sb3_name]) for name, sb3_name in SB3_NAMES.items())
@@ -167,13 +167,13 @@ def test_cli_trains_from_an_sb3_model_and_reports_a_mismatch(tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_sb3
-def test_cli_export_end_to_end(tmp_path, capsys):
+def test_cli_export_end_to_end(run_metarl, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
-                    "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "policy.hidden_sizes=[8]",
+                        "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    result = metarl("export", str(run_dir), "--task", "{goal: [0.3, -0.2]}", "--format", "sb3", "--out", "model.zip",
-                    cwd=tmp_path)
+    result = run_metarl("export", str(run_dir), "--task", "{goal: [0.3, -0.2]}", "--format", "sb3", "--out",
+                        "model.zip", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "wrote model.zip" in result.stdout
     config = load_config(run_dir / "config.yaml")
@@ -202,7 +202,7 @@ def test_discrete_actions_export_as_a_categorical_actor(tmp_path):
     assert all(torch.equal(loaded[k], params[k]) for k in params)
 
 
-def test_bad_task_specs_name_the_problem():
+def test_bad_task_specs_name_the_problem(tiny):
     family = build_family(tiny())
     assert check_task(family, TASK) == TASK
     with pytest.raises(ValueError, match=r"unknown keys \['gaol'\], missing keys \['goal'\]"):
@@ -218,31 +218,31 @@ def test_bad_task_specs_name_the_problem():
 
 
 @needs_sb3
-def test_sb3_models_that_do_not_fit_are_reported(tmp_path):
-    _, path = saved_sb3_model(tmp_path)
+def test_sb3_models_that_do_not_fit_are_reported(tiny, tmp_path):
+    _, path = saved_sb3_model(tiny, tmp_path)
     with pytest.raises(ValueError, match=r"hidden sizes \[16, 16\] and activation 'tanh'.*policy.hidden_sizes = "
                                          r"\[16\] and policy.activation = 'relu'"):
-        MetaTrainer(sb3_config(path, hidden_sizes=[16], activation="relu"))
+        MetaTrainer(sb3_config(tiny, path, hidden_sizes=[16], activation="relu"))
     (tmp_path / "oracle").mkdir()
-    _, oracle_path = saved_sb3_model(tmp_path / "oracle", env_kwargs={"oracle": True})
+    _, oracle_path = saved_sb3_model(tiny, tmp_path / "oracle", env_kwargs={"oracle": True})
     with pytest.raises(ValueError, match="does not fit the task family's spaces"):
-        MetaTrainer(sb3_config(oracle_path))
+        MetaTrainer(sb3_config(tiny, oracle_path))
     with pytest.raises(ValueError, match="does not exist"):
-        MetaTrainer(sb3_config(tmp_path / "missing.zip"))
+        MetaTrainer(sb3_config(tiny, tmp_path / "missing.zip"))
     (tmp_path / "junk.zip").write_text("not a zip")
     with pytest.raises(ValueError, match="not a readable SB3 model"):
-        MetaTrainer(sb3_config(tmp_path / "junk.zip"))
+        MetaTrainer(sb3_config(tiny, tmp_path / "junk.zip"))
 
 
-def test_missing_sb3_says_what_to_install_for_export_and_is_not_needed_to_read_a_model(run_dir, tmp_path,
+def test_missing_sb3_says_what_to_install_for_export_and_is_not_needed_to_read_a_model(tiny, run_dir, tmp_path,
                                                                                          monkeypatch):
     if PPO is not None:
-        model, path = saved_sb3_model(tmp_path)
+        model, path = saved_sb3_model(tiny, tmp_path)
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
     with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[sb3\]"'):
         export_sb3(run_dir, TASK, steps=0, path=tmp_path / "model.zip")
     if PPO is not None:
-        params = MetaTrainer(sb3_config(path)).params
+        params = MetaTrainer(sb3_config(tiny, path)).params
         assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name])
                    for name, sb3_name in SB3_NAMES.items())
 
@@ -258,9 +258,9 @@ class Exploit:
 
 
 @needs_sb3
-def test_a_crafted_sb3_model_runs_no_code(tmp_path):
+def test_a_crafted_sb3_model_runs_no_code(tiny, tmp_path):
     """SB3's loader unpickles the ``:serialized:`` entries of the model's ``data``; metarl must not."""
-    model, path = saved_sb3_model(tmp_path)
+    model, path = saved_sb3_model(tiny, tmp_path)
     marker = tmp_path / "pwned"
     payload = base64.b64encode(cloudpickle.dumps(Exploit(marker))).decode()
     with zipfile.ZipFile(path) as archive:
@@ -277,7 +277,7 @@ def test_a_crafted_sb3_model_runs_no_code(tmp_path):
     load_from_zip_file(tmp_path / "crafted.zip", device="cpu")  # the payload is live: SB3's loader runs it
     assert marker.exists()
     marker.unlink()
-    params = MetaTrainer(sb3_config(crafted)).params  # the weights are read, nothing runs
+    params = MetaTrainer(sb3_config(tiny, crafted)).params  # the weights are read, nothing runs
     assert not marker.exists()
     assert all(torch.equal(params[name], model.policy.state_dict()[sb3_name]) for name, sb3_name in SB3_NAMES.items())
     data["use_sde"] = True
@@ -285,7 +285,7 @@ def test_a_crafted_sb3_model_runs_no_code(tmp_path):
         for name, content in {**entries, "data": json.dumps(data).encode()}.items():
             archive.writestr(name, content)
     with pytest.raises(ValueError, match="gSDE"):
-        MetaTrainer(sb3_config(crafted))
+        MetaTrainer(sb3_config(tiny, crafted))
 
 
 def test_export_format_other_than_sb3_is_rejected(capsys):

@@ -266,21 +266,15 @@ def test_loggable_values():
 # --- Through training: the metarl command with W&B offline ---------------------------------------
 
 
-def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    from tests.helpers import metarl
-
-    return metarl("train", *args, cwd=cwd)
-
-
 TRAIN = [str(ROOT / "configs/navigation-maml.yaml"), "meta.batch_tasks=3", "meta.episodes_per_task=2",
          "env.kwargs={horizon: 10}", "evaluation.tasks=4", "evaluation.steps=1", "logging.wandb.mode=offline",
          "logging.wandb.project=metarl-tests", "--quiet"]
 
 
 @pytest.mark.slow
-def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_path):
+def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
-    result = _train(*TRAIN, "train.iterations=3", "checkpoint.every=2", f"run.dir={run_dir}", cwd=tmp_path)
+    result = run_metarl("train", *TRAIN, "train.iterations=3", "checkpoint.every=2", f"run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"wandb sync {run_dir / 'wandb'}" in result.stdout
     run = read_offline_run(run_dir)
@@ -299,16 +293,15 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(tmp_p
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_the_same_wandb_run(tmp_path):
+def test_resume_after_sigkill_continues_the_same_wandb_run(interrupt_training, run_metarl, tmp_path):
     import signal
 
-    from tests.helpers import interrupt_training
 
     run_dir = tmp_path / "run"
     args = [*TRAIN, "train.iterations=6", "checkpoint.every=1", "evaluation.at_end=false", f"run.dir={run_dir}"]
     interrupt_training(args, run_dir, after_records=3, sig=signal.SIGKILL, cwd=tmp_path)
     first_id = read_offline_run(run_dir).run_id
-    result = _train("--resume", str(run_dir), "--quiet", cwd=tmp_path)
+    result = run_metarl("train", "--resume", str(run_dir), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run = read_offline_run(run_dir)  # every segment of the one run id
     assert run.run_id == first_id and len(run.files) == 2

@@ -14,11 +14,11 @@ import envs
 from metarl.experiment.config import load_config, validate
 from metarl.experiment.evaluation import EvaluationResult, evaluate, held_out_tasks
 from metarl.experiment.trainer import MetaTrainer, NonFiniteError
-from tests.helpers import ROOT, TINY, checkout_env, interrupt_long_run, metarl, tiny
+from tests.helpers import ROOT, TINY, checkout_env
 
 
 @pytest.mark.slow
-def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
+def test_cli_help_and_the_package_load_torch_only_when_needed(run_metarl, tmp_path):
     """``metarl --help`` answers without importing torch (seconds); the package's API loads on use."""
     probe = ("import sys, metarl, metarl.cli\n"
              "assert 'torch' not in sys.modules, 'torch imported too early'\n"
@@ -29,18 +29,18 @@ def test_cli_help_and_the_package_load_torch_only_when_needed(tmp_path):
                             env=checkout_env())
     assert probed.returncode == 0, probed.stderr
     assert "has no attribute 'nothing'" in probed.stdout
-    result = metarl("--help", cwd=tmp_path)
+    result = run_metarl("--help", cwd=tmp_path)
     assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
-    version = metarl("--version", cwd=tmp_path)
+    version = run_metarl("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip() == f"metarl {importlib.metadata.version('metarl')}"
 
 
 @pytest.mark.slow
-def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
+def test_cli_train_then_evaluate_writes_the_run_directory(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
     # Overrides before and after an option.
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY[:3], "--quiet", *TINY[3:],
-                    f"run.dir={run_dir}", cwd=tmp_path)
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY[:3], "--quiet", *TINY[3:],
+                        f"run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "mean return" in result.stdout and "stderr" in result.stdout
     assert ("held-out adaptation of navigation-maml (4 tasks drawn with seed 20171, 2 independent episodes per task "
@@ -68,7 +68,7 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     at_end = (run_dir / "evaluation.json").read_text()
     assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end
 
-    result = metarl("evaluate", str(run_dir), "--tasks", "5", "--steps", "1", "--seed", "99", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "5", "--steps", "1", "--seed", "99", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "evaluation-5tasks-1steps-2episodes-seed99.json" in result.stdout
     evaluation = json.loads((run_dir / "evaluation.json").read_text())  # the latest, what plot draws
@@ -77,58 +77,60 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
             == json.dumps(evaluation, indent=2) + "\n")
     assert (run_dir / "evaluation-4tasks-2steps-2episodes-seed20171.json").read_text() == at_end  # kept
 
-    result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "1", "--protocol", "steps", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "1", "--protocol", "steps", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(3 tasks drawn with seed 20171, 2 x horizon steps per task and step ('steps' protocol))" in result.stdout
     steps_protocol = EvaluationResult.load(run_dir / "evaluation-3tasks-1steps-2episodes-seed20171-stepsprotocol.json")
     assert steps_protocol.protocol == "steps" and steps_protocol.steps == [0, 1]
-    result = metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "0", "--protocol", "workers", "--workers", "3",
-                    cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "3", "--steps", "0", "--protocol", "workers",
+                        "--workers", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 x horizon steps per task and step on 3 workers, episodes under way kept" in result.stdout
     assert EvaluationResult.load(run_dir / "evaluation-3tasks-0steps-2episodes-"
                                            "seed20171-3workersprotocol.json").workers == 3
-    result = metarl("evaluate", str(run_dir), "--protocol", "workers", "--workers", "0", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--protocol", "workers", "--workers", "0", cwd=tmp_path)
     assert result.returncode != 0 and "evaluation.workers" in result.stderr and "Traceback" not in result.stderr
-    result = metarl("evaluate", str(run_dir), "--workers", "3", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--workers", "3", cwd=tmp_path)
     assert result.returncode != 0 and "add --protocol workers" in result.stderr and "Traceback" not in result.stderr
-    result = metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--protocol", "samples", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'samples'" in result.stderr
-    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "0", "--task-set", "finn2017",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(the first 2 tasks of set 'finn2017', 2 independent episodes per task and step)" in result.stdout
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-0steps-2episodes-"
                                            "seed20171-finn2017tasks.json").task_set == "finn2017"
-    result = metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--task-set", "finn2018", cwd=tmp_path)
     assert result.returncode == 2 and "has no task set 'finn2018'" in result.stderr
-    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "2", "--later-step-scale", "0.5", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "2", "--later-step-scale", "0.5",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "steps after the first at 0.5x" in result.stdout
     assert EvaluationResult.load(run_dir / "evaluation-2tasks-2steps-2episodes-"
                                            "seed20171-laterstep0.5.json").later_step_scale == 0.5
-    result = metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--later-step-scale", "0", cwd=tmp_path)
     assert result.returncode == 2 and "evaluation.later_step_scale" in result.stderr
-    result = metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "1", "--first-step-scale", "0.5",
-                    "--later-step-scale", "0.5", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--tasks", "2", "--steps", "1", "--first-step-scale", "0.5",
+                        "--later-step-scale", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "the first step at 0.5x, steps after the first at 0.5x" in result.stdout
     named = run_dir / "evaluation-2tasks-1steps-2episodes-seed20171-firststep0.5-laterstep0.5.json"
     assert EvaluationResult.load(named).first_step_scale == 0.5
-    result = metarl("evaluate", str(run_dir), "--first-step-scale", "-1", cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), "--first-step-scale", "-1", cwd=tmp_path)
     assert result.returncode == 2 and "evaluation.first_step_scale" in result.stderr
 
 
 @pytest.mark.slow
-def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
+def test_cli_evaluates_runs_side_by_side_and_plots_them(run_metarl, tmp_path):
     runs = [tmp_path / "maml", tmp_path / "fomaml"]
     for run_dir, method in zip(runs, ("maml", "fomaml")):
-        result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"meta.method={method}",
-                        "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
+        result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"meta.method={method}",
+                            "evaluation.at_end=false", f"run.dir={run_dir}", "--quiet", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    result = metarl("plot", *map(str, runs), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
+    result = run_metarl("plot", *map(str, runs), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
     assert result.returncode == 2 and "no evaluation.json" in result.stderr and "metarl evaluate" in result.stderr
 
-    result = metarl("evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", cwd=tmp_path)
+    result = run_metarl("evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     header, rule, *rows = result.stdout.strip().splitlines()[-4:]
     assert header.split() == ["steps", "maml", "fomaml"] and len(rows) == 2
@@ -138,23 +140,23 @@ def test_cli_evaluates_runs_side_by_side_and_plots_them(tmp_path):
         assert f"{saved['fomaml'].mean_return[k]:.2f} +/- {saved['fomaml'].stderr[k]:.2f}" in row
     assert saved["maml"].seed == saved["fomaml"].seed  # the same held-out tasks
 
-    result = metarl("plot", *map(str, runs), cwd=tmp_path)
+    result = run_metarl("plot", *map(str, runs), cwd=tmp_path)
     assert result.returncode == 2 and "give --out FILE for a figure of 2 runs" in result.stderr
     out = tmp_path / "adaptation.png"
-    result = metarl("plot", *map(str, runs), "--out", str(out), "--title", "tiny", cwd=tmp_path)
+    result = run_metarl("plot", *map(str, runs), "--out", str(out), "--title", "tiny", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert png_size(out) == (660, 480)
-    result = metarl("plot", str(runs[0]), cwd=tmp_path)  # one run: its figure goes into its directory
+    result = run_metarl("plot", str(runs[0]), cwd=tmp_path)  # one run: its figure goes into its directory
     assert result.returncode == 0 and result.stdout.strip() == f"wrote {runs[0] / 'adaptation.png'}", result.stderr
 
     for x in ("iteration", "env_steps"):
-        result = metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"),
-                        cwd=tmp_path)
+        result = run_metarl("plot", *map(str, runs), "--curves", "--x", x, "--out", str(tmp_path / f"curves-{x}"),
+                            cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert png_size(tmp_path / f"curves-{x}.png") == (1320, 864)  # 2 x 2 panels
     with (runs[1] / "metrics.jsonl").open("a") as metrics:
         metrics.write('{"iteration": 2, "return_p')  # the half-written line of a run being killed
-    result = metarl("plot", str(runs[1]), "--curves", cwd=tmp_path)
+    result = run_metarl("plot", str(runs[1]), "--curves", cwd=tmp_path)
     assert result.returncode == 0 and (runs[1] / "curves.png").is_file(), result.stderr
 
 
@@ -196,26 +198,26 @@ def test_evaluation_result_round_trips_and_rejects_damaged_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_default_run_dir_and_refusal_to_overwrite(tmp_path):
-    result = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false",
-                    cwd=tmp_path)
+def test_cli_default_run_dir_and_refusal_to_overwrite(run_metarl, tmp_path):
+    result = run_metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, "evaluation.at_end=false",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("navigation-fomaml-")
-    again = metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, f"run.dir={run_dir}", cwd=tmp_path)
+    again = run_metarl("train", str(ROOT / "configs/navigation-fomaml.yaml"), *TINY, f"run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
 @pytest.mark.slow
-def test_cli_reports_config_errors_without_traceback(tmp_path):
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), "meta.inner_lr=-0.1", cwd=tmp_path)
+def test_cli_reports_config_errors_without_traceback(run_metarl, tmp_path):
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), "meta.inner_lr=-0.1", cwd=tmp_path)
     assert result.returncode == 2
     assert "meta.inner_lr = -0.1" in result.stderr and "Traceback" not in result.stderr
-    result = metarl("evaluate", str(tmp_path), cwd=tmp_path)
+    result = run_metarl("evaluate", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "config.yaml is missing" in result.stderr
 
 
-def test_same_seed_same_numbers():
+def test_same_seed_same_numbers(tiny):
     def run():
         trainer = MetaTrainer(tiny(meta={"method": "hfmaml"}))
         records = [trainer.step() for _ in range(2)]
@@ -240,7 +242,7 @@ def test_same_seed_same_numbers():
         {"meta": {"method": "maml"}, "surrogate": {"kind": "reinforce"}, "train": {"dtype": "float64"}},
     ],
 )
-def test_every_method_and_option_trains(sections):
+def test_every_method_and_option_trains(tiny, sections):
     trainer = MetaTrainer(tiny(**sections))
     before = {k: v.clone() for k, v in trainer.params.items()}
     records = [trainer.step() for _ in range(2)]
@@ -250,7 +252,7 @@ def test_every_method_and_option_trains(sections):
     assert len(result.mean_return) == 2
 
 
-def test_adaptive_step_size_is_c_over_lipschitz_estimate():
+def test_adaptive_step_size_is_c_over_lipschitz_estimate(tiny):
     trainer = MetaTrainer(tiny(meta={"method": "hfmaml"},
                                outer={"kind": "adaptive_sgd", "smoothness": 2.0, "rho": 3.0}))
     record = trainer.step()
@@ -259,7 +261,7 @@ def test_adaptive_step_size_is_c_over_lipschitz_estimate():
     assert record["step_size"] == pytest.approx((1 / 25) / record["lipschitz_estimate"])
 
 
-def test_online_constants_drive_the_step_size_and_the_theory_delta_rule():
+def test_online_constants_drive_the_step_size_and_the_theory_delta_rule(tiny):
     trainer = MetaTrainer(tiny(meta={"method": "hfmaml", "hf_delta_rule": "theory"},
                                outer={"kind": "adaptive_sgd", "lipschitz": "online"}))
     first, second = trainer.step(), trainer.step()
@@ -273,7 +275,7 @@ def test_online_constants_drive_the_step_size_and_the_theory_delta_rule():
     assert second["env_steps"] == 2 * 2 * 60 + 3 * 60
 
 
-def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
+def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run(tiny):
     trainer = MetaTrainer(tiny(outer={"max_nonfinite": 2}))
     trainer.params["log_std"].fill_(float("nan"))
     frozen = {k: v.clone() for k, v in trainer.params.items()}
@@ -285,7 +287,7 @@ def test_non_finite_meta_gradient_is_skipped_logged_then_stops_the_run():
         assert torch.equal(frozen[k], trainer.params[k]) or torch.isnan(frozen[k]).all()
 
 
-def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, capsys):
+def test_a_transient_nan_is_skipped_logged_and_training_goes_on(tiny, monkeypatch, capsys):
     import metarl.experiment.trainer as trainer_module
 
     real = trainer_module.estimate_meta_gradient
@@ -308,7 +310,7 @@ def test_a_transient_nan_is_skipped_logged_and_training_goes_on(monkeypatch, cap
     assert "iteration 1: NaN or Inf (meta-gradient or outer step), update skipped" in captured.out + captured.err
 
 
-def test_evaluation_tasks_are_held_out_and_reproducible():
+def test_evaluation_tasks_are_held_out_and_reproducible(tiny):
     config = tiny()
     trainer = MetaTrainer(config)
     a = evaluate(config, trainer.params, num_tasks=3, steps=1)
@@ -317,7 +319,7 @@ def test_evaluation_tasks_are_held_out_and_reproducible():
     assert a == b and a != c
 
 
-def test_max_grad_norm_rescales_the_outer_step():
+def test_max_grad_norm_rescales_the_outer_step(tiny):
     trainer = MetaTrainer(tiny(outer={"kind": "sgd", "lr": 1.0, "max_grad_norm": 1e-3}))
     before = {k: v.clone() for k, v in trainer.params.items()}
     record = trainer.step()
@@ -327,22 +329,23 @@ def test_max_grad_norm_rescales_the_outer_step():
 
 
 @pytest.mark.slow
-def test_cli_errors_for_unusable_run_dirs_and_damaged_params(tmp_path):
+def test_cli_errors_for_unusable_run_dirs_and_damaged_params(run_metarl, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"run.dir={blocker}/run", cwd=tmp_path)
+    result = run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, f"run.dir={blocker}/run",
+                        cwd=tmp_path)
     assert result.returncode == 2 and "Not a directory" in result.stderr and "Traceback" not in result.stderr
-    result = metarl("evaluate", str(tmp_path / "nowhere"), cwd=tmp_path)
+    result = run_metarl("evaluate", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr
     run_dir = tmp_path / "damaged"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("seed: 1\n")
     (run_dir / "params.pt").write_bytes(b"not a torch file")
-    result = metarl("evaluate", str(run_dir), cwd=tmp_path)
+    result = run_metarl("evaluate", str(run_dir), cwd=tmp_path)
     assert result.returncode == 2 and "not a readable parameter file" in result.stderr
 
 
-def test_runs_started_together_get_their_own_directories(tmp_path, monkeypatch):
+def test_runs_started_together_get_their_own_directories(tiny, tmp_path, monkeypatch):
     from metarl.experiment.run_dir import create_run_dir
 
     monkeypatch.chdir(tmp_path)
@@ -351,7 +354,7 @@ def test_runs_started_together_get_their_own_directories(tmp_path, monkeypatch):
     assert len(dirs) == 3 and all(d.is_dir() for d in dirs)
 
 
-def test_evaluation_on_a_task_set_takes_its_first_tasks():
+def test_evaluation_on_a_task_set_takes_its_first_tasks(tiny):
     config = tiny(evaluation={"task_set": "finn2017"})
     expected = envs.make_family("navigation2d").task_set("finn2017")
     tasks = held_out_tasks(config, 3, seed=5)
@@ -364,7 +367,7 @@ def test_evaluation_on_a_task_set_takes_its_first_tasks():
     assert result.task_set == "finn2017"
 
 
-def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
+def test_later_step_scale_changes_the_returns_after_two_steps_only(tiny, tmp_path):
     from metarl.experiment.evaluation import save_evaluation
 
     sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
@@ -378,7 +381,7 @@ def test_later_step_scale_changes_the_returns_after_two_steps_only(tmp_path):
         validate({"evaluation": {"later_step_scale": 0}})
 
 
-def test_first_step_scale_changes_the_returns_after_one_step_and_keeps_old_files_fields(tmp_path):
+def test_first_step_scale_changes_the_returns_after_one_step_and_keeps_old_files_fields(tiny, tmp_path):
     from metarl.experiment.evaluation import save_evaluation
 
     sections = {"meta": {"inner_lr": 0.1}, "surrogate": {"per_step_units": True}}
@@ -390,7 +393,7 @@ def test_first_step_scale_changes_the_returns_after_one_step_and_keeps_old_files
     assert "first_step_scale" not in json.loads(save_evaluation(full, tmp_path).read_text())  # as files had before
 
 
-def test_evaluation_checks_seed_and_parameter_shapes():
+def test_evaluation_checks_seed_and_parameter_shapes(tiny):
     config = tiny()
     trainer = MetaTrainer(config)
     with pytest.raises(ValueError, match="differs from the training seed"):
@@ -403,8 +406,8 @@ def test_evaluation_checks_seed_and_parameter_shapes():
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_the_parameters_reached(tmp_path):
-    run_dir, returncode, stdout, stderr = interrupt_long_run(tmp_path, "checkpoint.every=1", after_records=2)
+def test_ctrl_c_saves_the_parameters_reached(interrupt_long_run, tmp_path):
+    run_dir, returncode, stdout, stderr = interrupt_long_run("checkpoint.every=1", after_records=2)
     assert returncode == 130, stderr
     assert stdout.startswith(f"run directory: {run_dir}")  # announced before training
     assert "stopped by Ctrl-C after" in stderr and "Traceback" not in stderr
@@ -412,7 +415,7 @@ def test_ctrl_c_saves_the_parameters_reached(tmp_path):
     assert set(torch.load(run_dir / "params.pt")) >= {"log_std"}
 
 
-def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_tenth_of_the_run(capsys):
+def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_tenth_of_the_run(tiny, capsys):
     trainer = MetaTrainer(tiny(train={"iterations": 20}))
     trainer.train(progress=True)  # stderr is not a terminal under pytest: the bar is silent
     lines = [line for line in capsys.readouterr().out.splitlines() if " iterations done: " in line]
@@ -423,44 +426,44 @@ def test_progress_off_a_terminal_is_a_line_after_the_first_iteration_and_every_t
 
 
 @pytest.mark.slow
-def test_plot_paths_draws_navigation_goals_before_and_after_adaptation(tmp_path):
+def test_plot_paths_draws_navigation_goals_before_and_after_adaptation(run_metarl, tmp_path):
     run_dir = tmp_path / "run"
-    assert metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "evaluation.at_end=false",
-                  f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
-    result = metarl("plot", str(run_dir), "--paths", "--tasks", "3", "--steps", "2", cwd=tmp_path)
+    assert run_metarl("train", str(ROOT / "configs/navigation-maml.yaml"), *TINY, "evaluation.at_end=false",
+                      f"run.dir={run_dir}", "--quiet", cwd=tmp_path).returncode == 0
+    result = run_metarl("plot", str(run_dir), "--paths", "--tasks", "3", "--steps", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (f"wrote {run_dir / 'paths.png'}: 3 held-out goals, 2 episodes each before "
                                      "adaptation and after 1..2 steps")  # TINY: 2 episodes per task and step
     assert png_size(run_dir / "paths.png") == (1152, 444)  # three panels in a row, a legend below
-    result = metarl("plot", str(run_dir), str(run_dir), "--paths", cwd=tmp_path)
+    result = run_metarl("plot", str(run_dir), str(run_dir), "--paths", cwd=tmp_path)
     assert result.returncode == 2 and "--paths draws one run" in result.stderr
 
 
 @pytest.mark.slow
-def test_video_shows_the_policy_before_and_after_adaptation(tmp_path):
+def test_video_shows_the_policy_before_and_after_adaptation(run_metarl, tmp_path):
     from PIL import Image
 
     run_dir = tmp_path / "run"
-    assert metarl("train", str(ROOT / "configs/halfcheetah-dir-maml.yaml"), "train.iterations=0",
-                  "evaluation.at_end=false", "env.kwargs={horizon: 10}", "evaluation.episodes_per_task=2",
-                  "policy.hidden_sizes=[16]", "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet",
-                  cwd=tmp_path).returncode == 0
-    result = metarl("video", str(run_dir), "--task", "{direction: -1}", "--steps", "2", "--out", str(tmp_path / "v"),
-                    cwd=tmp_path)
+    assert run_metarl("train", str(ROOT / "configs/halfcheetah-dir-maml.yaml"), "train.iterations=0",
+                      "evaluation.at_end=false", "env.kwargs={horizon: 10}", "evaluation.episodes_per_task=2",
+                      "policy.hidden_sizes=[16]", "logging.wandb.mode=disabled", f"run.dir={run_dir}", "--quiet",
+                      cwd=tmp_path).returncode == 0
+    result = run_metarl("video", str(run_dir), "--task", "{direction: -1}", "--steps", "2", "--out",
+                        str(tmp_path / "v"), cwd=tmp_path)
     if result.returncode != 0 and "cannot render" in result.stderr:
         pytest.skip(f"no OpenGL back-end here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     assert "before adaptation and after 1..2 steps on task {'direction': -1}" in result.stdout
     video = Image.open(tmp_path / "v.gif")
     assert video.size == (3 * 320, 240) and video.n_frames == 10 // 2 + 1  # the first frame, then every second step
-    result = metarl("video", str(run_dir), "--task", "{direction: 2}", cwd=tmp_path)
+    result = run_metarl("video", str(run_dir), "--task", "{direction: 2}", cwd=tmp_path)
     assert result.returncode == 2 and "direction" in result.stderr
-    result = metarl("video", str(run_dir), "--task-seed", "1", "--out", str(tmp_path / "v.mp4"), cwd=tmp_path)
+    result = run_metarl("video", str(run_dir), "--task-seed", "1", "--out", str(tmp_path / "v.mp4"), cwd=tmp_path)
     assert result.returncode == 2 and "give a .gif file" in result.stderr
 
 
-def test_picture_commands_check_their_numbers(tmp_path):
+def test_picture_commands_check_their_numbers(run_metarl, tmp_path):
     for args in (["plot", "run", "--paths", "--steps", "0"], ["plot", "run", "--paths", "--tasks", "-1"],
                  ["video", "run", "--task-seed", "1", "--steps", "x"]):
-        result = metarl(*args, cwd=tmp_path)
+        result = run_metarl(*args, cwd=tmp_path)
         assert result.returncode == 2 and ("is below 1" in result.stderr or "is not an integer" in result.stderr), args
