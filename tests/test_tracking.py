@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarl.experiment.config import WandbConfig
 from metarl.experiment.evaluation import EvaluationResult
 from metarl.experiment.plotting import plot_adaptation
 from metarl.experiment.tracking import (
     NullTracker,
     TrackingError,
-    WandbSettings,
     WandbTracker,
     loggable,
     make_tracker,
@@ -27,7 +27,8 @@ from metarl.experiment.tracking import (
 )
 
 ROOT = Path(__file__).parent.parent
-SETTINGS = WandbSettings(project="metarl-tests", group="tiny-group", tags=["tiny", "offline"], name="tiny-run")
+SETTINGS = WandbConfig(mode="offline", project="metarl-tests", group="tiny-group", tags=["tiny", "offline"],
+                       name="tiny-run")
 CONFIG = {"name": "tiny", "seed": 3, "meta": {"method": "maml", "inner_lr": 0.1, "batch_tasks": 3}}
 RECORDS = [
     {"iteration": 0, "return_pre": -40.0, "return_post": -35.5, "meta_grad_norm": 2.0, "skipped": False,
@@ -195,8 +196,9 @@ def test_disabled_mode_writes_nothing_and_never_imports_wandb(tmp_path, wandb_ho
         import sys
         from pathlib import Path
         from metarl.experiment.evaluation import EvaluationResult
-        from metarl.experiment.tracking import WandbSettings, make_tracker
-        tracker = make_tracker(WandbSettings(mode="disabled"), Path("run"), {{"seed": 1}})
+        from metarl.experiment.config import WandbConfig
+        from metarl.experiment.tracking import make_tracker
+        tracker = make_tracker(WandbConfig(mode="disabled"), Path("run"), {{"seed": 1}})
         tracker.log_metrics({{"iteration": 0, "x": "nan"}})
         tracker.log_evaluation(EvaluationResult([0], [1.0], [0.5], 2, 1, 1), Path("plot.png"))
         tracker.log_checkpoint(Path({str(checkpoint)!r}), 0)
@@ -214,9 +216,10 @@ def test_missing_wandb_gives_a_clear_error(tmp_path):
         import sys
         sys.modules["wandb"] = None  # as if it were not installed
         from pathlib import Path
-        from metarl.experiment.tracking import TrackingError, WandbSettings, make_tracker
+        from metarl.experiment.config import WandbConfig
+        from metarl.experiment.tracking import TrackingError, make_tracker
         try:
-            make_tracker(WandbSettings(), Path("run"), {})
+            make_tracker(WandbConfig(mode="offline"), Path("run"), {})
         except TrackingError as error:
             print(isinstance(error, ValueError), error)
     """, cwd=tmp_path)
@@ -229,9 +232,10 @@ def test_missing_wandb_gives_a_clear_error(tmp_path):
 def test_online_mode_without_login_gives_a_clear_error(tmp_path):
     result = run_python("""
         from pathlib import Path
-        from metarl.experiment.tracking import TrackingError, WandbSettings, make_tracker
+        from metarl.experiment.config import WandbConfig
+        from metarl.experiment.tracking import TrackingError, make_tracker
         try:
-            make_tracker(WandbSettings(mode="online"), Path("run"), {})
+            make_tracker(WandbConfig(mode="online"), Path("run"), {})
         except TrackingError as error:
             print(error)
     """, cwd=tmp_path, HOME=str(tmp_path), WANDB_API_KEY="", NETRC=str(tmp_path / "netrc"))
@@ -241,7 +245,7 @@ def test_online_mode_without_login_gives_a_clear_error(tmp_path):
 
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(TrackingError, match="logging.wandb.mode"):
-        make_tracker(WandbSettings(mode="sometimes"), tmp_path, {})
+        make_tracker(WandbConfig.model_construct(mode="sometimes"), tmp_path, {})  # past the schema's check
 
 
 def test_auto_mode_follows_wandb_mode_then_the_api_key(tmp_path):

@@ -34,8 +34,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
+
+from metarl.experiment.config import WandbConfig
 
 if TYPE_CHECKING:
     from metarl.experiment.evaluation import EvaluationResult
@@ -52,18 +54,6 @@ _Self = TypeVar("_Self", bound="_ContextManager")
 class TrackingError(ValueError):
     """W&B cannot be used as configured; the message says what to do. A ``ValueError``, so the
     command line reports it like a configuration problem."""
-
-
-@dataclass
-class WandbSettings:
-    """Where and how runs go to W&B (mirrored by the config's ``logging.wandb`` section)."""
-
-    mode: Literal["auto", "offline", "online", "disabled"] = "offline"
-    project: str = "metarl"
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
-    name: str | None = None
 
 
 class Tracker(Protocol):
@@ -213,7 +203,7 @@ def evaluation_summary(result: EvaluationResult) -> dict[str, Any]:
     return summary
 
 
-def make_tracker(settings: WandbSettings, run_dir: Path, config: dict[str, Any],
+def make_tracker(settings: WandbConfig, run_dir: Path, config: dict[str, Any],
                  resume_id: str | None = None) -> Tracker:
     """A tracker for the run in ``run_dir`` with ``config`` (plain data) as the W&B run config.
 
@@ -290,7 +280,7 @@ def _import_wandb() -> ModuleType:
     return wandb
 
 
-def _init_arguments(settings: WandbSettings, mode: str, run_dir: Path, config: dict[str, Any],
+def _init_arguments(settings: WandbConfig, mode: str, run_dir: Path, config: dict[str, Any],
                     resume_id: str | None) -> dict[str, Any]:
     arguments: dict[str, Any] = dict(
         project=settings.project, entity=settings.entity, group=settings.group, tags=list(settings.tags) or None,

@@ -50,7 +50,7 @@ from metarl.experiment.evaluation import LATEST_EVALUATION, EvaluationResult, ev
 from metarl.experiment.metrics import MetricsWriter, read_metrics
 from metarl.experiment.plotting import plot_adaptation, plot_training_curves
 from metarl.experiment.run_dir import PARAMS_FILE, check_new_run_dir, create_run_dir, locked_run_dir, save_params
-from metarl.experiment.tracking import Tracker, WandbSettings, make_tracker
+from metarl.experiment.tracking import Tracker, make_tracker
 from metarl.outer.optimizers import AdaptiveSGD, StepInputs
 from metarl.params import Params, stack_params, tree_norm
 from metarl.rl.oracles import PolicyGradientOracle
@@ -318,7 +318,7 @@ def run_training(config: Config, progress: bool = True, resume: str | Path | Non
             logged = _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
         if on_run_dir is not None:
             on_run_dir(run_dir)
-        settings = WandbSettings(**config.logging.wandb.model_dump())
+        settings = config.logging.wandb
         tracker = stack.enter_context(make_tracker(settings, run_dir, config.model_dump(mode="json"),
                                                    resume_id=resume_id))
         # A killed run's W&B log may lack its last seconds: send what it has not seen yet again
