@@ -126,9 +126,8 @@ class SurrogateConfig(_Section):
     alike, as Finn et al.'s code does (`reinforce` and `lvc` only; unset, `true` for `dice`)"""
     baseline_ridge: Literal["relative", "absolute"] = "relative"
     """the linear value baseline's ridge: `relative` (`1e-5` times the mean diagonal of the normal matrix) or
-    `absolute` (`1e-5`, as rllab and pytorch-maml-rl fit it, Finn et al.'s code); on HalfCheetah and Ant rollouts
-    the two fits differ by 0.06-0.11 of the returns' standard deviation (root mean square), and `absolute`
-    explains 0.005-0.013 more of their variance (`scripts/baseline_ridge.py`)"""
+    `absolute` (`1e-5`, as rllab and pytorch-maml-rl fit it, Finn et al.'s code); `scripts/baseline_ridge.py`
+    compares the two fits on a run's rollouts"""
 
     @model_validator(mode="before")
     @classmethod
@@ -193,10 +192,9 @@ class OuterConfig(_Section):
     (none: all); the line search still measures the KL on every task (`scripts/trpo_metric_tasks.py` measures what
     a subset keeps)"""
     metric_task_chunk: int | None = Field(None, ge=1)
-    """TRPO: the metric's graphs built for this many tasks at a time (none: all in one graph). The same products up
-    to float rounding, which a long training amplifies into a different run (so the default keeps the results
-    pages' runs); 8 makes a product of Finn et al.'s `adapted` metric 1.7x faster on HalfCheetahDir's 40 x 20
-    batch (`scripts/benchmark_trpo_metric.py`)"""
+    """TRPO: the metric's graphs built for this many tasks at a time (none: all in one graph): the same products up
+    to float rounding, faster for large meta-batches (see [TRPO](trpo.md)); rounding differences grow into a
+    different run over a long training"""
     replay: Literal["dice", "ratio"] = "dice"
     """TRPO line search's re-adaptation: `dice` (the oracle's surrogate) or `ratio` (per-step importance ratio,
     bounded where DiCE's weights overflow)"""

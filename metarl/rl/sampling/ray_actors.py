@@ -9,10 +9,9 @@ restarts are off: the sampler restarts a dead actor itself and samples its share
 
 Ray runs its worker processes at niceness 15 by default, below every ordinary process. The
 training process waits on its actors, so a local Ray instance that the sampler starts runs them at
-niceness 0, like the ``subprocess`` back-end's workers (:func:`local_ray_system_config`). At
-niceness 15 on a machine with other busy processes, an actor gets a small fraction of a core:
-starting one (about 2 s of CPU for torch, metarl, the family and the policy) took 50-100 s on two
-cores shared with two busy processes, instead of 6-8 s. A Ray instance started by the caller, or
+niceness 0, like the ``subprocess`` back-end's workers (:func:`local_ray_system_config`): at
+niceness 15 on a machine with other busy processes, an actor gets a small fraction of a core and
+takes many times longer to start (see docs/sampling.md). A Ray instance started by the caller, or
 a cluster, keeps its own setting: pass ``_system_config=local_ray_system_config()`` to ``ray.init``.
 """
 
