@@ -53,18 +53,25 @@ def cosine(a: Tensor, b: Tensor) -> float:
     return float(torch.dot(a, b) / (a.norm() * b.norm()))
 
 
-def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...]) -> dict[str, Params]:
-    """The first-order part, the MAML direction and their difference on one batch of rollouts."""
-    config, directions = trainer.config, {}
-    for method in ("fomaml", "maml"):
+def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...], hfmaml: bool = False) -> dict[str, Params]:
+    """The first-order part, the MAML direction and their difference on one batch of rollouts; with
+    ``hfmaml`` also HF-MAML's second-order part (its direction minus the first-order one), with the
+    run's finite difference, on the same rollouts."""
+    config, meta, directions = trainer.config, trainer.config.meta, {}
+    for method in ("fomaml", "maml", "hfmaml")[:3 if hfmaml else 2]:
         oracle = build_oracle(config, trainer.sampler, tasks, key)
         estimate = estimate_meta_gradient(method, oracle, stack_params(trainer.params, len(tasks)),
-                                          inner_lr=config.meta.inner_lr, inner_steps=config.meta.inner_steps,
-                                          step_rule=config.meta.inner_step_rule,
-                                          hessian_batch=config.meta.hessian_batch)
+                                          inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
+                                          step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
+                                          delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=meta.rho,
+                                          difference=meta.hf_difference)
         directions[method] = {k: v.mean(0) for k, v in estimate.direction.items()}
-    second = {k: directions["maml"][k] - directions["fomaml"][k] for k in directions["maml"]}
-    return {"first-order": directions["fomaml"], "second-order": second, "MAML": directions["maml"]}
+    first = directions["fomaml"]
+    result = {"first-order": first, "second-order": {k: directions["maml"][k] - first[k] for k in first},
+              "MAML": directions["maml"]}
+    if hfmaml:
+        result["HF-MAML second-order"] = {k: directions["hfmaml"][k] - first[k] for k in first}
+    return result
 
 
 def main() -> None:
@@ -78,16 +85,21 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=None,
                         help="parameters to estimate at (default: the run's params.pt), e.g. another run's initial "
                              "ones")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides on the run's config, e.g. meta.hf_delta=0.01")
+    parser.add_argument("--hfmaml", action="store_true",
+                        help="also HF-MAML's second-order part on the same rollouts, against MAML's")
     args = parser.parse_args()
     if args.batches < 1:
         parser.error("--batches must be at least 1")
     torch.set_num_threads(1)
-    overrides = ["train.device=cpu"] + ([f"meta.batch_tasks={args.tasks}"] if args.tasks else [])
+    overrides = ["train.device=cpu", *([f"meta.batch_tasks={args.tasks}"] if args.tasks else []), *args.set]
     config = load_config(args.run_dir / "config.yaml", overrides)
     with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)
-        batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch)) for batch in range(args.batches)]
+        batches = [parts(trainer, tasks, key if batch == 0 else (*key, 1000 + batch), args.hfmaml)
+                   for batch in range(args.batches)]
     text = report(batches, len(tasks), collection_label(config.meta))
     print(text)
     if args.out is not None:
@@ -111,6 +123,8 @@ def report(batches: list[dict[str, Params]], num_tasks: int, collection: str) ->
     first, second, maml = (flatten(batches[0][name]) for name in ("first-order", "second-order", "MAML"))
     lines = [f"{num_tasks} tasks: first-order part {first.norm():.4g}, second-order part {second.norm():.4g} "
              f"({second.norm() / first.norm():.2f}x), cosine(MAML, first-order) {cosine(maml, first):.3f}"]
+    if "HF-MAML second-order" in batches[0]:
+        lines.append(hfmaml_line(batches))
     if len(batches) < 2:
         return "\n".join(lines)
     lines += ["", f"{len(batches)} independent batches of {collection}", "",
@@ -126,6 +140,17 @@ def report(batches: list[dict[str, Params]], num_tasks: int, collection: str) ->
         share = sum(float(batch["second-order"][key].square().sum()) for batch in batches) / total
         lines.append(f"| {key} | {share:.3f} |")
     return "\n".join(lines)
+
+
+def hfmaml_line(batches: list[dict[str, Params]]) -> str:
+    """How HF-MAML's finite-difference second-order part compares with MAML's exact one, on the same
+    rollouts: mean over batches of their cosine and of |HF - MAML| / |MAML|."""
+    pairs = [(flatten(batch["HF-MAML second-order"]), flatten(batch["second-order"])) for batch in batches]
+    agreement = sum(cosine(hf, exact) for hf, exact in pairs) / len(pairs)
+    error = sum(float((hf - exact).norm() / exact.norm()) for hf, exact in pairs) / len(pairs)
+    return (f"HF-MAML's second-order part against MAML's, same rollouts ({len(pairs)} batches): "
+            f"cosine {agreement:.4f}, "
+            f"relative difference {error:.2e}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,30 @@ def test_inner_step_sweep_and_meta_gradient_parts(tiny, tmp_path):
     assert elsewhere != single  # estimated at the given parameters
 
 
+@pytest.mark.slow
+def test_hf_maml_finite_difference_matches_the_exact_product_for_a_smooth_policy(tiny, tmp_path):
+    """On a tanh policy HF-MAML's central difference is the exact product up to O(delta^2) (float64), and its
+    second-order part of the meta-gradient is MAML's; on a ReLU policy the difference sees the kinks the exact
+    product does not, in either precision. The scripts say so and write their page."""
+    run_dir = tmp_path / "run"
+    config = tiny(run={"dir": str(run_dir)}, evaluation={"at_end": False}, policy={"activation": "tanh"})
+    run_training(config, progress=False)
+    page = tmp_path / "fd.md"
+    out = script("finite_difference_hvp.py", str(run_dir), "--tasks", "3", "--deltas", "0.01", "0.001", "--out",
+                 str(page))
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 0.0")]
+    float64 = {cells[1].strip(): float(cells[3]) for cells in rows}
+    assert float64["0.001"] < 1e-5 and 50 < float64["0.01"] / float64["0.001"] < 200, out  # O(delta^2)
+    assert out.strip() in page.read_text() and "# HF-MAML's finite difference" in page.read_text()
+    out = script("meta_gradient_parts.py", str(run_dir), "--tasks", "3", "--hfmaml", "--set", "meta.hf_delta=0.001")
+    cosine = float(re.search(r"same rollouts \(1 batches\): cosine (\S+),", out).group(1))
+    assert cosine > 0.999, out
+    out = script("finite_difference_hvp.py", str(run_dir), "--tasks", "3", "--deltas", "0.001", "--set",
+                 "policy.activation=relu")
+    (cells,) = [line.split("|") for line in out.splitlines() if line.startswith("| 0.001")]
+    assert float(cells[2]) > 0.1 and float(cells[2]) == pytest.approx(float(cells[3]), rel=1e-2), out
+
+
 def test_meta_gradient_parts_names_the_collection_of_its_batches(tiny):
     module = load_script("meta_gradient_parts")
     meta = tiny().meta

@@ -18,9 +18,10 @@ with N inner steps of size alpha::
   (2 delta)`` on the same batch, first-order gradients only (or the forward difference
   ``[grad S(theta_k + delta u) - grad S(theta_k)] / delta``, which on a shared batch reuses the
   inner step's gradient). With ``delta_rule="scaled"``, ``delta = delta_0 / ||u||``; with
-  ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. For RL the surrogate must be importance
-  weighted away from the sampling parameters (``dice``), or the difference sees only part of the
-  Hessian.
+  ``"theory"``, ``delta = 1 / (6 rho alpha ||u||)``. Both ``maml`` and ``hfmaml`` take the Hessian
+  of the oracle's surrogate: for RL the unbiased one is importance weighted (``dice``). Where the
+  surrogate's gradient has kinks (ReLU policies) the difference jumps across them and its variance
+  grows as delta shrinks; double backward leaves the kinks out.
 
 An oracle with ``task_axis = True`` carries B tasks at once: every parameter tensor has a leading
 task axis and its objective is the sum of the B independent per-task objectives, so gradients
@@ -114,7 +115,7 @@ def exact_hvp(params: Params, grad_with_graph: Params, u: Params, retain_graph: 
     return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(params.items(), hvp)}
 
 
-def _finite_difference_hvp(
+def finite_difference_hvp(
     oracle: TaskOracle, theta: Params, batch: Any, u: Params, delta: Tensor | float, task_axis: bool,
     difference: str = "central", gradient_at_theta: Params | None = None,
 ) -> Params:
@@ -250,7 +251,7 @@ def _hessian_vector_product(method: str, oracle: TaskOracle, theta: Params, grad
         step = delta / safe_norm
     # On a shared batch the inner step already computed grad S(theta_k; D_k): a forward difference reuses it.
     reusable = grad if hessian_batch == "shared" else None
-    return _finite_difference_hvp(oracle, detached(theta), batch, u, step, task_axis, difference, reusable)
+    return finite_difference_hvp(oracle, detached(theta), batch, u, step, task_axis, difference, reusable)
 
 
 def meta_gradient(
