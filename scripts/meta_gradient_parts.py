@@ -60,11 +60,12 @@ def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...], hfmaml: bool 
     config, meta, directions = trainer.config, trainer.config.meta, {}
     for method in ("fomaml", "maml", "hfmaml")[:3 if hfmaml else 2]:
         oracle = build_oracle(config, trainer.sampler, tasks, key)
+        finite_difference = {"delta": meta.hf_delta, "delta_rule": meta.hf_delta_rule, "rho": meta.rho,
+                             "difference": meta.hf_difference} if method == "hfmaml" else {}
         estimate = estimate_meta_gradient(method, oracle, stack_params(trainer.params, len(tasks)),
                                           inner_lr=meta.inner_lr, inner_steps=meta.inner_steps,
                                           step_rule=meta.inner_step_rule, hessian_batch=meta.hessian_batch,
-                                          delta=meta.hf_delta, delta_rule=meta.hf_delta_rule, rho=meta.rho,
-                                          difference=meta.hf_difference)
+                                          **finite_difference)
         directions[method] = {k: v.mean(0) for k, v in estimate.direction.items()}
     first = directions["fomaml"]
     result = {"first-order": first, "second-order": {k: directions["maml"][k] - first[k] for k in first},
@@ -95,6 +96,11 @@ def main() -> None:
     torch.set_num_threads(1)
     overrides = ["train.device=cpu", *([f"meta.batch_tasks={args.tasks}"] if args.tasks else []), *args.set]
     config = load_config(args.run_dir / "config.yaml", overrides)
+    if config.meta.hessian_batch != "shared":
+        parser.error("the parts are differences on the same rollouts, which needs meta.hessian_batch=shared "
+                     "(add --set meta.hessian_batch=shared)")
+    if args.hfmaml and config.meta.hf_delta_rule == "theory" and config.meta.rho is None:
+        parser.error("--hfmaml with meta.hf_delta_rule=theory needs meta.rho (add --set meta.rho=...)")
     with MetaTrainer(config, load_params(args.params or args.run_dir / PARAMS_FILE)) as trainer:
         tasks = trainer.sample_tasks(args.iteration)
         key = (TRAINING_ROLLOUT_STREAM, KEY_OFFSET + args.iteration)

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from metarl.experiment.config import MetaConfig, validate
+from metarl.experiment.config import Config, validate
 from tests.helpers import ROOT, TINY, checkout_env
 
 
@@ -36,10 +36,10 @@ def run_metarl() -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="session")
-def tiny() -> Callable[..., MetaConfig]:
+def tiny() -> Callable[..., Config]:
     """``tiny(**sections)``: a validated config of a few seconds' navigation run, ``sections`` laid over it."""
 
-    def config(**sections: dict) -> MetaConfig:
+    def config(**sections: dict) -> Config:
         data = {"seed": 3, "meta": {"batch_tasks": 3, "episodes_per_task": 2, "inner_lr": 1e-3},
                 "env": {"kwargs": {"horizon": 10}}, "train": {"iterations": 2}, "policy": {"hidden_sizes": [16]},
                 # DiCE in summed units and Adam: the options the tests set against
@@ -53,7 +53,7 @@ def tiny() -> Callable[..., MetaConfig]:
 
 
 @pytest.fixture
-def interrupt_training() -> Callable[..., tuple[int, str, str]]:
+def interrupt_training() -> Iterator[Callable[..., tuple[int, str, str]]]:
     """``interrupt_training(args, run_dir, *, after_records, sig, cwd)`` runs ``python -m metarl train *args``
     and sends it ``sig`` once ``run_dir/metrics.jsonl`` holds ``after_records`` records (or it ends, or 120 s
     pass); returns (returncode, stdout, stderr). No child outlives the test.

@@ -378,7 +378,7 @@ def test_cli_trains_with_subprocess_workers_the_same_numbers_and_leaves_no_proce
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(interrupt_long_run, tmp_path, monkeypatch):
+def test_ctrl_c_during_a_run_with_subprocess_workers_leaves_no_process(interrupt_long_run, monkeypatch):
     marker = f"METARL_SAMPLERS_TEST={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("="))
     _, returncode, _, stderr = interrupt_long_run("sampler.kind=subprocess", after_records=1)

@@ -300,7 +300,6 @@ def test_a_training_run_logs_config_metrics_evaluation_plot_and_checkpoint(run_m
 def test_resume_after_sigkill_continues_the_same_wandb_run(interrupt_training, run_metarl, tmp_path):
     import signal
 
-
     run_dir = tmp_path / "run"
     args = [*TRAIN, "train.iterations=6", "checkpoint.every=1", "evaluation.at_end=false", f"run.dir={run_dir}"]
     interrupt_training(args, run_dir, after_records=3, sig=signal.SIGKILL, cwd=tmp_path)

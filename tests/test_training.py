@@ -406,7 +406,7 @@ def test_evaluation_checks_seed_and_parameter_shapes(tiny):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_the_parameters_reached(interrupt_long_run, tmp_path):
+def test_ctrl_c_saves_the_parameters_reached(interrupt_long_run):
     run_dir, returncode, stdout, stderr = interrupt_long_run("checkpoint.every=1", after_records=2)
     assert returncode == 130, stderr
     assert stdout.startswith(f"run directory: {run_dir}")  # announced before training

@@ -194,7 +194,7 @@ class OuterConfig(_Section):
     metric_task_chunk: int | None = Field(None, ge=1)
     """TRPO: the metric's graphs built for this many tasks at a time (none: all in one graph): the same products up
     to float rounding, faster for large meta-batches (see [TRPO](trpo.md)); rounding differences grow into a
-    different run over a long training"""
+    different run over a long training, so the default keeps the results pages' runs"""
     replay: Literal["dice", "ratio"] = "dice"
     """TRPO line search's re-adaptation: `dice` (the oracle's surrogate) or `ratio` (per-step importance ratio,
     bounded where DiCE's weights overflow)"""
