@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from metarl.estimators.meta_gradient import exact_hvp, finite_difference_hvp, gradient_of
 from metarl.experiment.build import build_oracle
 from metarl.experiment.config import load_config
+from metarl.experiment.metrics import append_section
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
 from metarl.params import Params, as_leaves, flatten, stack_params, tree_norm
@@ -106,11 +107,7 @@ def main() -> None:
     text = report(deltas, *errors, label)
     print(text)
     if args.out is not None:
-        command = " ".join(["python", "scripts/finite_difference_hvp.py", *sys.argv[1:]])
-        if not args.out.exists():
-            args.out.write_text(PAGE_HEADER)
-        with args.out.open("a") as page:
-            page.write(f"\n## `{command}`\n\n{text}\n")
+        append_section(args.out, PAGE_HEADER, "scripts/finite_difference_hvp.py", sys.argv[1:], text)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from metarl.estimators.meta_gradient import estimate_meta_gradient
 from metarl.experiment.build import build_oracle
 from metarl.experiment.config import MetaConfig, load_config
+from metarl.experiment.metrics import append_section
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
 from metarl.params import (
@@ -109,11 +110,7 @@ def main() -> None:
     text = report(batches, len(tasks), collection_label(config.meta))
     print(text)
     if args.out is not None:
-        command = " ".join(["python", "scripts/meta_gradient_parts.py", *sys.argv[1:]])
-        if not args.out.exists():
-            args.out.write_text(PAGE_HEADER)
-        with args.out.open("a") as page:
-            page.write(f"\n## `{command}`\n\n{text}\n")
+        append_section(args.out, PAGE_HEADER, "scripts/meta_gradient_parts.py", sys.argv[1:], text)
 
 
 def collection_label(meta: MetaConfig) -> str:

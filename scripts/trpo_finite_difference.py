@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from metarl.estimators.meta_gradient import adapt_on, estimate_meta_gradient, inner_step_size
 from metarl.experiment.build import build_oracle
 from metarl.experiment.config import load_config
+from metarl.experiment.metrics import append_section
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
 from metarl.outer.trpo import conjugate_gradient
@@ -89,11 +90,7 @@ def main() -> None:
                 print(row, flush=True)
                 lines.append(row)
     if args.out is not None:
-        command = " ".join(["python", "scripts/trpo_finite_difference.py", *sys.argv[1:]])
-        if not args.out.exists():
-            args.out.write_text(PAGE_HEADER, encoding="utf-8")
-        with args.out.open("a", encoding="utf-8") as page:
-            page.write(f"\n## `{command}`\n\n" + "\n".join(lines) + "\n")
+        append_section(args.out, PAGE_HEADER, "scripts/trpo_finite_difference.py", sys.argv[1:], "\n".join(lines))
 
 
 def compare(trainer: MetaTrainer, iteration: int, method: str, with_exact: bool,

@@ -1,4 +1,5 @@
-"""Run logging: one JSON object per meta-iteration in ``metrics.jsonl``, and console output."""
+"""Run logging: one JSON object per meta-iteration in ``metrics.jsonl``, console output, and the tables and
+page sections that scripts write."""
 
 from __future__ import annotations
 
@@ -62,3 +63,13 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown:
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def append_section(page: Path, header: str, script: str, arguments: Sequence[str], text: str) -> None:
+    """Append ``text`` to a markdown page under a heading that is the command that made it
+    (``python <script> <arguments>``); a new page starts with ``header``."""
+    command = " ".join(["python", script, *arguments])
+    if not page.exists():
+        page.write_text(header, encoding="utf-8")
+    with page.open("a", encoding="utf-8") as out:
+        out.write(f"\n## `{command}`\n\n{text}\n")
