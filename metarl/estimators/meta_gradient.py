@@ -279,7 +279,8 @@ def meta_gradient(
         step_rule: ``"constant"`` (alpha = alpha_0) or ``"inverse_steps"`` (alpha = alpha_0 / N).
         hessian_batch: ``"shared"`` (curvature from the inner step's batch) or ``"independent"``
             (a fresh batch at each theta_k); used by ``maml`` and ``hfmaml``.
-        delta: delta_0 of HF-MAML's ``delta = delta_0 / ||u||``.
+        delta: delta_0 of HF-MAML's ``delta = delta_0 / ||u||``; 1e-3 suits smooth objectives, a policy with
+            kinks (ReLU) needs more (the RL config's default is 0.1: docs/algorithms.md).
         delta_rule: ``"scaled"`` or ``"theory"`` (``delta = 1 / (6 rho alpha ||u||)``).
         rho: Lipschitz constant of the Hessian, for ``delta_rule="theory"``.
         difference: HF-MAML's ``"central"`` difference (Fallah et al.'s; error O(delta^2) for smooth
