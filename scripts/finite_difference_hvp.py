@@ -32,6 +32,7 @@ from metarl.experiment.metrics import append_section
 from metarl.experiment.run_dir import PARAMS_FILE, load_params
 from metarl.experiment.trainer import TRAINING_ROLLOUT_STREAM, MetaTrainer
 from metarl.params import Params, as_leaves, flatten, stack_params, tree_norm
+from metarl.rl.sampling import Episodes
 from metarl.rl.surrogates import PolicyGradientBatch
 
 KEY_OFFSET = 2 * 10**6  # rollouts no training iteration used
@@ -48,12 +49,13 @@ second-order part of the meta-gradient (its direction minus FO-MAML's) against M
 
 
 def in_dtype(batch: PolicyGradientBatch, dtype: torch.dtype) -> PolicyGradientBatch:
-    """The batch with its floating-point tensors cast to ``dtype``."""
-    cast = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
-    cast = {name: value.to(dtype=dtype) if name == "episodes" or (isinstance(value, torch.Tensor)
-                                                                  and value.is_floating_point()) else value
-            for name, value in cast.items()}
-    return dataclasses.replace(batch, **cast)
+    """The batch with its floating-point tensors (and its episodes') cast to ``dtype``."""
+
+    def cast(value):
+        floating = isinstance(value, Episodes) or (isinstance(value, torch.Tensor) and value.is_floating_point())
+        return value.to(dtype=dtype) if floating else value
+
+    return dataclasses.replace(batch, **{f.name: cast(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
 def relative_errors(oracle, theta: Params, batch: PolicyGradientBatch, u: Params, deltas: tuple[float, ...],

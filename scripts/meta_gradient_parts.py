@@ -59,7 +59,7 @@ def parts(trainer: MetaTrainer, tasks: list, key: tuple[int, ...], hfmaml: bool 
     ``hfmaml`` also HF-MAML's second-order part (its direction minus the first-order one), with the
     run's finite difference, on the same rollouts."""
     config, meta, directions = trainer.config, trainer.config.meta, {}
-    for method in ("fomaml", "maml", "hfmaml")[:3 if hfmaml else 2]:
+    for method in ("fomaml", "maml", "hfmaml") if hfmaml else ("fomaml", "maml"):
         oracle = build_oracle(config, trainer.sampler, tasks, key)
         finite_difference = {"delta": meta.hf_delta, "delta_rule": meta.hf_delta_rule, "rho": meta.rho,
                              "difference": meta.hf_difference} if method == "hfmaml" else {}
@@ -152,8 +152,7 @@ def hfmaml_line(batches: list[dict[str, Params]]) -> str:
     agreement = sum(cosine(hf, exact) for hf, exact in pairs) / len(pairs)
     error = sum(float((hf - exact).norm() / exact.norm()) for hf, exact in pairs) / len(pairs)
     return (f"HF-MAML's second-order part against MAML's, same rollouts ({len(pairs)} batches): "
-            f"cosine {agreement:.4f}, "
-            f"relative difference {error:.2e}")
+            f"cosine {agreement:.4f}, relative difference {error:.2e}")
 
 
 if __name__ == "__main__":
